@@ -1,0 +1,39 @@
+# peerconnection: signaling server and native video-call client.
+# `make test` installs what the build needs (Debian packages) and runs every test.
+
+PORT ?= 8888
+ARGS ?=
+CARGO ?= cargo
+APT_PACKAGES := libsdl2-dev nasm libclang-dev pkg-config
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: deps build run-server run-client test bench lint demo
+
+deps:
+	@missing=""; for p in $(APT_PACKAGES); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+build: deps
+	$(CARGO) build --release --bins
+
+run-server: deps
+	$(CARGO) run --release --bin peerconnection_server -- --port $(PORT) $(ARGS)
+
+run-client: deps
+	$(CARGO) run --release --bin peerconnection_client -- --port $(PORT) $(ARGS)
+
+test: deps
+	$(CARGO) build --release --bins
+	$(CARGO) test --release
+
+bench: deps
+	$(CARGO) bench --bench dispatch
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings

@@ -1,0 +1,119 @@
+//! The signaling server, compatible with libwebrtc's `peerconnection_server`.
+
+use std::io::Write;
+use std::net::IpAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use peerconnection::server::{ChannelConfig, Limits, Server, ServerConfig};
+
+/// Signaling server for peerconnection clients (native and browser).
+///
+/// Speaks the protocol of libwebrtc's examples/peerconnection: /sign_in, /wait, /message,
+/// /sign_out. One thread, one event loop. Logs go to stderr (RUST_LOG=debug for more).
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// TCP port to listen on; 0 picks a free port (printed on start).
+    #[arg(long, default_value_t = 8888)]
+    port: u16,
+    /// Address to listen on.
+    #[arg(long, default_value = "0.0.0.0")]
+    bind: IpAddr,
+    /// Seconds a member may go without a hanging GET before it is removed.
+    #[arg(long, default_value_t = 30.0)]
+    timeout: f64,
+    /// Connections held at once; past this, new ones get 503 and are closed.
+    #[arg(long, default_value_t = 16_000)]
+    max_connections: usize,
+    /// Largest request head (request line and headers) in bytes; past it, 431.
+    #[arg(long, default_value_t = 8 * 1024)]
+    max_header_bytes: usize,
+    /// Largest request body in bytes; past it, 413.
+    #[arg(long, default_value_t = 1 << 20)]
+    max_body_bytes: usize,
+    /// Items queued for one member without a hanging GET; past it the member is removed.
+    #[arg(long, default_value_t = 10_000)]
+    max_queue: usize,
+    /// Bytes queued for one member without a hanging GET; past it the member is removed.
+    #[arg(long, default_value_t = 16 << 20)]
+    max_queue_bytes: usize,
+    /// Seconds a connection gets to send its request (and to take its answer); then 408.
+    #[arg(long, default_value_t = 10.0)]
+    request_timeout: f64,
+    /// Let anyone stop the server with GET /quit (off: /quit answers 403).
+    #[arg(long)]
+    allow_quit: bool,
+}
+
+fn seconds(name: &str, value: f64) -> Result<Duration, String> {
+    Duration::try_from_secs_f64(value)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("--{name} {value}: expected a positive number of seconds"))
+}
+
+fn config(args: &Args) -> Result<ServerConfig, String> {
+    if args.max_connections == 0 {
+        return Err("--max-connections 0: at least one connection is needed".into());
+    }
+    Ok(ServerConfig {
+        bind: args.bind,
+        port: args.port,
+        channel: ChannelConfig {
+            timeout: seconds("timeout", args.timeout)?,
+            max_queue_items: args.max_queue,
+            max_queue_bytes: args.max_queue_bytes,
+            allow_quit: args.allow_quit,
+        },
+        limits: Limits {
+            max_header_bytes: args.max_header_bytes,
+            max_body_bytes: args.max_body_bytes,
+        },
+        max_connections: args.max_connections,
+        request_timeout: seconds("request-timeout", args.request_timeout)?,
+    })
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    peerconnection::init_logging();
+    let config = match config(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("peerconnection_server: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match peerconnection::reactor::raise_fd_limit() {
+        Ok(limit) if (limit as usize) < config.max_connections + 16 => log::warn!(
+            "open-file limit {limit} is below --max-connections {}: accepts will pause when it runs out",
+            config.max_connections
+        ),
+        Ok(_) => {}
+        Err(e) => log::warn!("cannot raise the open-file limit: {e}"),
+    }
+    let mut server = match Server::bind(config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("peerconnection_server: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match server.local_addr() {
+        Ok(addr) => println!("peerconnection_server listening on {addr}"),
+        Err(e) => {
+            eprintln!("peerconnection_server: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    let _ = std::io::stdout().flush();
+    match server.run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("peerconnection_server: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! `peerconnection_client`: signaling client, conductor and the client loop.

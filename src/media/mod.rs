@@ -1,0 +1,1 @@
+//! Video sources, pixel conversion, H.264 encode/decode and recording.

@@ -1,0 +1,102 @@
+//! The loop both programs run: one `mio::Poll`, sockets in a `Slab` whose key is the
+//! `mio::Token`, a timer heap, buffered non-blocking IO, and signals delivered as readiness.
+//! Nothing here knows a protocol; the programs' loops read top to bottom on these pieces.
+
+mod stream;
+mod timers;
+
+pub use stream::{read_available, BufferedStream, ReadOutcome};
+pub use timers::Timers;
+
+use std::io;
+use std::time::{Duration, Instant};
+
+use mio::{Events, Interest, Poll, Registry, Token};
+use signal_hook_mio::v1_0::Signals;
+
+/// Tokens at the top of the range are reserved for the loop's own sources, so slab keys
+/// (which start at 0) never collide with them.
+pub const SIGNAL_TOKEN: Token = Token(usize::MAX - 1);
+pub const LISTENER_TOKEN: Token = Token(usize::MAX - 2);
+pub const UDP_TOKEN: Token = Token(usize::MAX - 3);
+
+/// `mio::Poll` with its event buffer and the shutdown signals registered on it.
+pub struct Reactor {
+    poll: Poll,
+    events: Events,
+    signals: Signals,
+}
+
+impl Reactor {
+    /// Creates the poll and registers SIGINT and SIGTERM under [`SIGNAL_TOKEN`].
+    pub fn new(event_capacity: usize) -> io::Result<Reactor> {
+        let poll = Poll::new()?;
+        let mut signals =
+            Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])?;
+        poll.registry()
+            .register(&mut signals, SIGNAL_TOKEN, Interest::READABLE)?;
+        Ok(Reactor {
+            poll,
+            events: Events::with_capacity(event_capacity),
+            signals,
+        })
+    }
+
+    pub fn registry(&self) -> &Registry {
+        self.poll.registry()
+    }
+
+    /// Waits for readiness until `deadline` (forever when `None`). An interrupted wait
+    /// returns no events rather than an error.
+    pub fn poll(&mut self, deadline: Option<Instant>) -> io::Result<&Events> {
+        let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        match self.poll.poll(&mut self.events, timeout) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => self.events.clear(),
+            Err(e) => return Err(e),
+        }
+        Ok(&self.events)
+    }
+
+    /// Drains pending signals; true if a shutdown signal (SIGINT/SIGTERM) arrived.
+    pub fn take_shutdown_signal(&mut self) -> bool {
+        let mut any = false;
+        for signal in self.signals.pending() {
+            log::info!("received signal {signal}, shutting down");
+            any = true;
+        }
+        any
+    }
+}
+
+/// Time from `now` to `deadline`, zero if it has passed.
+pub fn until(deadline: Instant, now: Instant) -> Duration {
+    deadline.saturating_duration_since(now)
+}
+
+/// The earliest of optional deadlines.
+pub fn earliest(deadlines: impl IntoIterator<Item = Option<Instant>>) -> Option<Instant> {
+    deadlines.into_iter().flatten().min()
+}
+
+/// Raises the soft open-file limit to the hard limit, so one process can hold many
+/// connections. Returns the new soft limit.
+pub fn raise_fd_limit() -> io::Result<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+    }
+    Ok(lim.rlim_cur)
+}

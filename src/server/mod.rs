@@ -1,0 +1,384 @@
+//! `peerconnection_server`: the signaling server's loop. One thread, one `mio::Poll`; the
+//! listening socket, every connection (a slab key is its token) and the signals are
+//! sources on it. Requests go through [`DataSocket`] into [`PeerChannel`], whose actions
+//! this loop turns into writes and closes.
+
+pub mod data_socket;
+pub mod peer_channel;
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use mio::net::{TcpListener, TcpStream};
+use mio::{Interest, Token};
+use slab::Slab;
+
+pub use data_socket::{DataSocket, HttpError, Limits, Method, Request};
+pub use peer_channel::{Action, ChannelConfig, ChannelMember, ConnId, Disposition, PeerChannel};
+
+use crate::reactor::{
+    earliest, read_available, BufferedStream, Reactor, Timers, LISTENER_TOKEN, SIGNAL_TOKEN,
+};
+use crate::signaling::{PeerId, Response, Status};
+
+/// Everything the server can be told on its command line.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub bind: IpAddr,
+    pub port: u16,
+    pub channel: ChannelConfig,
+    pub limits: Limits,
+    pub max_connections: usize,
+    /// Time a connection gets to send its whole request, and to take its answer.
+    pub request_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            bind: IpAddr::from([0, 0, 0, 0]),
+            port: crate::signaling::DEFAULT_PORT,
+            channel: ChannelConfig::default(),
+            limits: Limits {
+                max_header_bytes: 8 * 1024,
+                max_body_bytes: 1 << 20,
+            },
+            max_connections: 16_000,
+            request_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ConnState {
+    /// Reading the request.
+    Reading,
+    /// Held open as a member's hanging GET.
+    Held(PeerId),
+    /// Answered; writing the response, then closing.
+    Closing,
+}
+
+struct Connection {
+    stream: BufferedStream<TcpStream>,
+    request: DataSocket,
+    state: ConnState,
+    /// When the connection must have finished its request (or taken its answer).
+    deadline: Option<Instant>,
+    /// Distinguishes this connection from later ones that reuse its slab key.
+    generation: u64,
+}
+
+/// How often accepting is retried after the process ran out of file descriptors.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// The server: its loop state. Create with [`Server::bind`], then [`Server::run`].
+pub struct Server {
+    config: ServerConfig,
+    reactor: Reactor,
+    listener: TcpListener,
+    conns: Slab<Connection>,
+    channel: PeerChannel,
+    deadlines: Timers<(ConnId, u64)>,
+    next_generation: u64,
+    accept_paused_until: Option<Instant>,
+    actions: Vec<Action>,
+    scratch: Vec<u8>,
+    quit: bool,
+}
+
+impl Server {
+    /// Binds the listening socket and sets up the loop.
+    pub fn bind(config: ServerConfig) -> io::Result<Server> {
+        let reactor = Reactor::new(1024)?;
+        let addr = SocketAddr::new(config.bind, config.port);
+        let mut listener = TcpListener::bind(addr)
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+        reactor
+            .registry()
+            .register(&mut listener, LISTENER_TOKEN, Interest::READABLE)?;
+        Ok(Server {
+            channel: PeerChannel::new(config.channel),
+            config,
+            reactor,
+            listener,
+            conns: Slab::with_capacity(1024),
+            deadlines: Timers::new(),
+            next_generation: 0,
+            accept_paused_until: None,
+            actions: Vec::new(),
+            scratch: Vec::with_capacity(16 * 1024),
+            quit: false,
+        })
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Runs until SIGINT/SIGTERM (or an allowed `/quit`), then tells members and closes.
+    pub fn run(&mut self) -> io::Result<()> {
+        let mut ready: Vec<(Token, bool, bool)> = Vec::with_capacity(1024);
+        while !self.quit {
+            let deadline = earliest([
+                self.deadlines.next_deadline(),
+                self.channel.poll_timeout(),
+                self.accept_paused_until,
+            ]);
+            ready.clear();
+            for ev in self.reactor.poll(deadline)?.iter() {
+                ready.push((
+                    ev.token(),
+                    ev.is_readable() || ev.is_read_closed() || ev.is_error(),
+                    ev.is_writable() || ev.is_write_closed(),
+                ));
+            }
+            let now = Instant::now();
+            for &(token, readable, writable) in &ready {
+                match token {
+                    SIGNAL_TOKEN => self.quit |= self.reactor.take_shutdown_signal(),
+                    LISTENER_TOKEN => self.accept_all(now),
+                    Token(key) => self.connection_event(key, readable, writable, now),
+                }
+            }
+            self.handle_timeouts(now);
+        }
+        self.shutdown();
+        Ok(())
+    }
+
+    fn handle_timeouts(&mut self, now: Instant) {
+        if self.accept_paused_until.is_some_and(|t| t <= now) {
+            self.accept_paused_until = None;
+            self.accept_all(now);
+        }
+        while let Some((key, generation)) = self.deadlines.pop_due(now) {
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            if conn.generation != generation {
+                continue;
+            }
+            match conn.deadline {
+                Some(d) if d <= now => {}
+                Some(d) => {
+                    self.deadlines.insert(d, (key, generation));
+                    continue;
+                }
+                None => continue,
+            }
+            if conn.state == ConnState::Reading {
+                log::debug!(
+                    "connection {key}: request not complete after {:?} ({} bytes), closing",
+                    self.config.request_timeout,
+                    conn.request.buffered()
+                );
+                let bytes = Response::text(Status::RequestTimeout, b"request not sent in time\n")
+                    .to_bytes();
+                let _ = conn.stream.send(&bytes);
+            } else {
+                log::debug!("connection {key}: peer did not take its answer in time, closing");
+            }
+            self.close(key, now);
+        }
+        self.channel.handle_timeout(now, &mut self.actions);
+        self.apply_actions(now);
+    }
+
+    fn accept_all(&mut self, now: Instant) {
+        if self.accept_paused_until.is_some() {
+            return;
+        }
+        loop {
+            match self.listener.accept() {
+                Ok((stream, _)) => self.add_connection(stream, now),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
+                Err(e) => {
+                    // EMFILE/ENFILE/ENOBUFS: the backlog stays where it is; retry later
+                    // instead of spinning on a listener that stays readable.
+                    log::warn!(
+                        "accept failed ({e}) with {} connections open; retrying in {ACCEPT_BACKOFF:?}",
+                        self.conns.len()
+                    );
+                    self.accept_paused_until = Some(now + ACCEPT_BACKOFF);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn add_connection(&mut self, mut stream: TcpStream, now: Instant) {
+        if self.conns.len() >= self.config.max_connections {
+            log::warn!(
+                "refusing a connection: --max-connections {} reached",
+                self.config.max_connections
+            );
+            let bytes = Response::text(Status::Unavailable, b"too many connections\n").to_bytes();
+            let _ = BufferedStream::new(&mut stream).send(&bytes);
+            return;
+        }
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        if let Err(e) = self.reactor.registry().register(
+            &mut stream,
+            Token(key),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            log::warn!("cannot register a new connection: {e}");
+            return;
+        }
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        let deadline = now + self.config.request_timeout;
+        entry.insert(Connection {
+            stream: BufferedStream::new(stream),
+            request: DataSocket::new(),
+            state: ConnState::Reading,
+            deadline: Some(deadline),
+            generation,
+        });
+        self.deadlines.insert(deadline, (key, generation));
+    }
+
+    fn connection_event(&mut self, key: ConnId, readable: bool, writable: bool, now: Instant) {
+        // A stale event for a key closed earlier in this round is quietly ignored.
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if readable {
+            self.scratch.clear();
+            let limit = self.config.limits.max_header_bytes + self.config.limits.max_body_bytes;
+            let outcome = read_available(&mut conn.stream.io, &mut self.scratch, limit);
+            match conn.state {
+                ConnState::Reading => {
+                    if outcome.bytes > 0 {
+                        match conn.request.feed(&self.scratch, &self.config.limits) {
+                            Ok(Some(req)) => return self.dispatch(key, &req, now),
+                            Ok(None) => {}
+                            Err(e) => return self.refuse(key, e, now),
+                        }
+                    }
+                    if outcome.closed {
+                        log::debug!("connection {key} closed before finishing its request");
+                        return self.close(key, now);
+                    }
+                }
+                ConnState::Held(id) => {
+                    if outcome.closed || outcome.bytes > 0 {
+                        log::debug!(
+                            "member {id}: hanging GET connection {key} closed or sent more"
+                        );
+                        return self.close(key, now);
+                    }
+                }
+                ConnState::Closing => {}
+            }
+        }
+        if writable {
+            self.flush(key, now);
+        }
+    }
+
+    fn refuse(&mut self, key: ConnId, e: HttpError, now: Instant) {
+        log::debug!("connection {key}: {e}");
+        let body = format!("{}\n", e.reason);
+        self.actions.push(Action::Send {
+            conn: key,
+            bytes: Response::text(e.status, body.as_bytes()).to_bytes(),
+        });
+        self.apply_actions(now);
+    }
+
+    fn dispatch(&mut self, key: ConnId, req: &Request, now: Instant) {
+        log::trace!("connection {key}: {:?} {}", req.method, req.target);
+        match self
+            .channel
+            .handle_request(key, req, now, &mut self.actions)
+        {
+            Disposition::Held(id) => {
+                if let Some(conn) = self.conns.get_mut(key) {
+                    conn.state = ConnState::Held(id);
+                    conn.deadline = None;
+                }
+            }
+            Disposition::Answered => {}
+            Disposition::Quit => {
+                log::info!("/quit received, shutting down");
+                self.quit = true;
+            }
+        }
+        self.apply_actions(now);
+    }
+
+    /// Carries out what the channel decided.
+    fn apply_actions(&mut self, now: Instant) {
+        let mut actions = std::mem::take(&mut self.actions);
+        for action in actions.drain(..) {
+            match action {
+                Action::Send { conn: key, bytes } => {
+                    let Some(conn) = self.conns.get_mut(key) else {
+                        continue;
+                    };
+                    conn.state = ConnState::Closing;
+                    if conn.stream.send(&bytes).is_err() || conn.stream.pending() == 0 {
+                        self.close(key, now);
+                    } else {
+                        let deadline = now + self.config.request_timeout;
+                        conn.deadline = Some(deadline);
+                        self.deadlines.insert(deadline, (key, conn.generation));
+                    }
+                }
+                Action::Close { conn: key } => {
+                    if let Some(conn) = self.conns.get_mut(key) {
+                        // The channel already forgot this hanging GET.
+                        conn.state = ConnState::Closing;
+                        self.close(key, now);
+                    }
+                }
+            }
+        }
+        self.actions = actions;
+    }
+
+    fn flush(&mut self, key: ConnId, now: Instant) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        match (conn.state, conn.stream.flush()) {
+            (ConnState::Closing, Ok(true)) | (_, Err(_)) => self.close(key, now),
+            _ => {}
+        }
+    }
+
+    /// Closes a connection; a hanging GET's member is told it is gone.
+    fn close(&mut self, key: ConnId, now: Instant) {
+        if !self.conns.contains(key) {
+            return;
+        }
+        let mut conn = self.conns.remove(key);
+        let _ = self.reactor.registry().deregister(&mut conn.stream.io);
+        if let ConnState::Held(id) = conn.state {
+            self.channel.hanging_get_closed(key, id, now);
+        }
+    }
+
+    fn shutdown(&mut self) {
+        log::info!(
+            "shutting down: telling {} members, closing {} connections",
+            self.channel.len(),
+            self.conns.len()
+        );
+        self.channel.shutdown(&mut self.actions);
+        for action in std::mem::take(&mut self.actions) {
+            if let Action::Send { conn, bytes } = action {
+                if let Some(c) = self.conns.get_mut(conn) {
+                    let _ = c.stream.send(&bytes);
+                }
+            }
+        }
+        self.conns.clear();
+    }
+}

@@ -1,0 +1,470 @@
+//! The member registry (after the original's `PeerChannel` and `ChannelMember`): sign in,
+//! hanging GETs, message routing, queues, notifications, time-outs. No IO: requests come in
+//! with the connection they arrived on, [`Action`]s go out for the loop to carry out.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use super::data_socket::{Method, Request};
+use crate::signaling::peers::write_entry;
+use crate::signaling::{
+    find_arg, parse_peer_id, split_target, PeerId, Response, Status, MAX_NAME_LEN,
+};
+
+/// The loop's name for a connection (its slab key).
+pub type ConnId = usize;
+
+/// What the loop must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Write the response on the connection, then close it.
+    Send { conn: ConnId, bytes: Vec<u8> },
+    /// Close the connection without an answer (a replaced hanging GET).
+    Close { conn: ConnId },
+}
+
+/// What became of the request's own connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// Answered by a `Send` action; close once written.
+    Answered,
+    /// Held open as the member's hanging GET.
+    Held(PeerId),
+    /// Answered, and the server was asked to quit (only with `--allow-quit`).
+    Quit,
+}
+
+/// Per-member and timing bounds.
+#[derive(Debug, Clone, Copy)]
+pub struct ChannelConfig {
+    /// A member without a hanging GET for longer than this is removed.
+    pub timeout: Duration,
+    pub max_queue_items: usize,
+    pub max_queue_bytes: usize,
+    pub allow_quit: bool,
+}
+
+impl Default for ChannelConfig {
+    fn default() -> Self {
+        ChannelConfig {
+            timeout: Duration::from_secs(30),
+            max_queue_items: 10_000,
+            max_queue_bytes: 16 << 20,
+            allow_quit: false,
+        }
+    }
+}
+
+/// Something waiting for a member's next hanging GET.
+#[derive(Debug)]
+enum QueuedItem {
+    /// Another member's entry line; shared by everyone told of the same join or leave.
+    Notification(Rc<[u8]>),
+    Message {
+        from: PeerId,
+        content_type: Vec<u8>,
+        body: Vec<u8>,
+    },
+}
+
+impl QueuedItem {
+    fn size(&self) -> usize {
+        match self {
+            QueuedItem::Notification(entry) => entry.len(),
+            QueuedItem::Message {
+                content_type, body, ..
+            } => content_type.len() + body.len(),
+        }
+    }
+}
+
+/// One signed-in member.
+#[derive(Debug)]
+pub struct ChannelMember {
+    pub id: PeerId,
+    name: Box<[u8]>,
+    waiting: Option<ConnId>,
+    /// When the hanging GET went away (or the member signed in without one).
+    absent_since: Option<Instant>,
+    queue: VecDeque<QueuedItem>,
+    queued_bytes: usize,
+}
+
+impl ChannelMember {
+    pub fn name(&self) -> &[u8] {
+        &self.name
+    }
+
+    fn entry(&self, connected: bool) -> Rc<[u8]> {
+        let mut line = Vec::with_capacity(self.name.len() + 14);
+        write_entry(&mut line, &self.name, self.id, connected);
+        line.into()
+    }
+
+    /// Renders a queued item as the response to this member's hanging GET.
+    fn render(&self, item: &QueuedItem) -> Vec<u8> {
+        match item {
+            QueuedItem::Notification(entry) => Response {
+                status: Status::Ok,
+                content_type: b"text/plain",
+                pragma: Some(self.id),
+                body: entry,
+            }
+            .to_bytes(),
+            QueuedItem::Message {
+                from,
+                content_type,
+                body,
+            } => Response {
+                status: Status::Ok,
+                content_type,
+                pragma: Some(*from),
+                body,
+            }
+            .to_bytes(),
+        }
+    }
+}
+
+/// Why a member is being removed; only for the log.
+#[derive(Debug, Clone, Copy)]
+enum Removal {
+    SignedOut,
+    TimedOut,
+    QueueOverflow,
+}
+
+/// The registry of members.
+#[derive(Debug)]
+pub struct PeerChannel {
+    config: ChannelConfig,
+    members: BTreeMap<PeerId, ChannelMember>,
+    /// Members without a hanging GET, by the time it went away: the time-out order.
+    absent: BTreeSet<(Instant, PeerId)>,
+    next_id: PeerId,
+}
+
+fn respond(out: &mut Vec<Action>, conn: ConnId, response: Response<'_>) {
+    out.push(Action::Send {
+        conn,
+        bytes: response.to_bytes(),
+    });
+}
+
+fn error(out: &mut Vec<Action>, conn: ConnId, status: Status, body: &str) -> Disposition {
+    respond(out, conn, Response::text(status, body.as_bytes()));
+    Disposition::Answered
+}
+
+fn peer_gone(out: &mut Vec<Action>, conn: ConnId) -> Disposition {
+    error(out, conn, Status::Error, "Peer most likely gone.")
+}
+
+impl PeerChannel {
+    pub fn new(config: ChannelConfig) -> PeerChannel {
+        PeerChannel {
+            config,
+            members: BTreeMap::new(),
+            absent: BTreeSet::new(),
+            next_id: 1,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    pub fn member(&self, id: PeerId) -> Option<&ChannelMember> {
+        self.members.get(&id)
+    }
+
+    /// Handles one complete request that arrived on `conn`.
+    pub fn handle_request(
+        &mut self,
+        conn: ConnId,
+        req: &Request,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) -> Disposition {
+        let (path, args) = split_target(&req.target);
+        match (req.method, path) {
+            (Method::Options, _) => {
+                respond(out, conn, Response::text(Status::Ok, b""));
+                Disposition::Answered
+            }
+            (Method::Get, "/sign_in") => self.sign_in(conn, args, now, out),
+            (Method::Get, "/wait") => match self.peer_arg(args, "peer_id") {
+                Err(why) => error(out, conn, Status::BadRequest, why),
+                Ok(id) if !self.members.contains_key(&id) => peer_gone(out, conn),
+                Ok(id) => self.wait(conn, id, out),
+            },
+            (Method::Get, "/sign_out") => match self.peer_arg(args, "peer_id") {
+                Err(why) => error(out, conn, Status::BadRequest, why),
+                Ok(id) if !self.members.contains_key(&id) => peer_gone(out, conn),
+                Ok(id) => {
+                    self.remove(id, Removal::SignedOut, now, out);
+                    respond(out, conn, Response::text(Status::Ok, b""));
+                    Disposition::Answered
+                }
+            },
+            (Method::Post, "/message") => {
+                let ids = self
+                    .peer_arg(args, "peer_id")
+                    .and_then(|from| self.peer_arg(args, "to").map(|to| (from, to)));
+                match ids {
+                    Err(why) => error(out, conn, Status::BadRequest, why),
+                    Ok((from, to)) => self.message(conn, from, to, req, now, out),
+                }
+            }
+            (_, "/quit") if self.config.allow_quit => {
+                respond(out, conn, Response::text(Status::Ok, b"Quitting...\n"));
+                Disposition::Quit
+            }
+            (_, "/quit") => error(
+                out,
+                conn,
+                Status::Forbidden,
+                "/quit is disabled; start the server with --allow-quit\n",
+            ),
+            (Method::Other, _) => error(
+                out,
+                conn,
+                Status::MethodNotAllowed,
+                "only GET, POST and OPTIONS are served\n",
+            ),
+            (Method::Get | Method::Post, "/sign_in" | "/wait" | "/sign_out" | "/message") => error(
+                out,
+                conn,
+                Status::MethodNotAllowed,
+                "wrong method for this path\n",
+            ),
+            _ => error(out, conn, Status::NotFound, "no such path\n"),
+        }
+    }
+
+    fn peer_arg(&self, args: &str, key: &'static str) -> Result<PeerId, &'static str> {
+        let text = find_arg(args, key).ok_or(match key {
+            "to" => "missing to argument\n",
+            _ => "missing peer_id argument\n",
+        })?;
+        parse_peer_id(text).ok_or(match key {
+            "to" => "to is not a peer id\n",
+            _ => "peer_id is not a peer id\n",
+        })
+    }
+
+    fn sign_in(
+        &mut self,
+        conn: ConnId,
+        args: &str,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) -> Disposition {
+        let id = self.next_id;
+        self.next_id = self.next_id.wrapping_add(1).max(1);
+        let mut name: Vec<u8> = args.as_bytes().to_vec();
+        if name.is_empty() {
+            name = format!("peer_{id}").into_bytes();
+        } else {
+            name.truncate(MAX_NAME_LEN);
+            for b in name.iter_mut().filter(|b| **b == b',') {
+                *b = b'_';
+            }
+        }
+        let member = ChannelMember {
+            id,
+            name: name.into_boxed_slice(),
+            waiting: None,
+            absent_since: Some(now),
+            queue: VecDeque::new(),
+            queued_bytes: 0,
+        };
+        let entry = member.entry(true);
+        let mut body = Vec::with_capacity(entry.len() * (self.members.len() + 1));
+        body.extend_from_slice(&entry);
+        for other in self.members.values() {
+            write_entry(&mut body, &other.name, other.id, true);
+        }
+        log::info!(
+            "member {id} {:?} signed in ({} members)",
+            String::from_utf8_lossy(&member.name),
+            self.members.len() + 1
+        );
+        self.notify_all(id, &entry, now, out);
+        self.absent.insert((now, id));
+        self.members.insert(id, member);
+        respond(
+            out,
+            conn,
+            Response {
+                status: Status::Added,
+                content_type: b"text/plain",
+                pragma: Some(id),
+                body: &body,
+            },
+        );
+        Disposition::Answered
+    }
+
+    fn wait(&mut self, conn: ConnId, id: PeerId, out: &mut Vec<Action>) -> Disposition {
+        let member = self
+            .members
+            .get_mut(&id)
+            .expect("caller checked membership");
+        if let Some(item) = member.queue.pop_front() {
+            member.queued_bytes -= item.size();
+            let bytes = member.render(&item);
+            out.push(Action::Send { conn, bytes });
+            return Disposition::Answered;
+        }
+        if let Some(old) = member.waiting.replace(conn) {
+            log::debug!("member {id}: a second hanging GET replaces connection {old}");
+            out.push(Action::Close { conn: old });
+        }
+        if let Some(since) = member.absent_since.take() {
+            self.absent.remove(&(since, id));
+        }
+        Disposition::Held(id)
+    }
+
+    fn message(
+        &mut self,
+        conn: ConnId,
+        from: PeerId,
+        to: PeerId,
+        req: &Request,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) -> Disposition {
+        if !self.members.contains_key(&from) || !self.members.contains_key(&to) {
+            return peer_gone(out, conn);
+        }
+        if from == to {
+            respond(
+                out,
+                conn,
+                Response {
+                    status: Status::Ok,
+                    content_type: &req.content_type,
+                    pragma: Some(from),
+                    body: &req.body,
+                },
+            );
+            return Disposition::Answered;
+        }
+        log::trace!("member {from} sends {} bytes to {to}", req.body.len());
+        let item = QueuedItem::Message {
+            from,
+            content_type: req.content_type.clone(),
+            body: req.body.clone(),
+        };
+        self.deliver(to, item, now, out);
+        respond(out, conn, Response::text(Status::Ok, b""));
+        Disposition::Answered
+    }
+
+    /// Answers the member's hanging GET with `item`, or queues it. A member whose queue
+    /// overflows has stopped reading and is removed.
+    fn deliver(&mut self, to: PeerId, item: QueuedItem, now: Instant, out: &mut Vec<Action>) {
+        let Some(member) = self.members.get_mut(&to) else {
+            return;
+        };
+        if let Some(conn) = member.waiting.take() {
+            let bytes = member.render(&item);
+            out.push(Action::Send { conn, bytes });
+            member.absent_since = Some(now);
+            self.absent.insert((now, to));
+            return;
+        }
+        member.queued_bytes += item.size();
+        member.queue.push_back(item);
+        if member.queue.len() > self.config.max_queue_items
+            || member.queued_bytes > self.config.max_queue_bytes
+        {
+            self.remove(to, Removal::QueueOverflow, now, out);
+        }
+    }
+
+    /// Tells every member but `except` about `entry`.
+    fn notify_all(
+        &mut self,
+        except: PeerId,
+        entry: &Rc<[u8]>,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        let ids: Vec<PeerId> = self
+            .members
+            .keys()
+            .copied()
+            .filter(|&id| id != except)
+            .collect();
+        for id in ids {
+            self.deliver(id, QueuedItem::Notification(entry.clone()), now, out);
+        }
+    }
+
+    fn remove(&mut self, id: PeerId, why: Removal, now: Instant, out: &mut Vec<Action>) {
+        let Some(member) = self.members.remove(&id) else {
+            return;
+        };
+        if let Some(since) = member.absent_since {
+            self.absent.remove(&(since, id));
+        }
+        if let Some(conn) = member.waiting {
+            out.push(Action::Close { conn });
+        }
+        log::info!(
+            "member {id} {:?} removed: {why:?} ({} members, {} queued items dropped)",
+            String::from_utf8_lossy(&member.name),
+            self.members.len(),
+            member.queue.len()
+        );
+        self.notify_all(id, &member.entry(false), now, out);
+    }
+
+    /// The connection that held `id`'s hanging GET closed.
+    pub fn hanging_get_closed(&mut self, conn: ConnId, id: PeerId, now: Instant) {
+        if let Some(member) = self.members.get_mut(&id) {
+            if member.waiting == Some(conn) {
+                member.waiting = None;
+                member.absent_since = Some(now);
+                self.absent.insert((now, id));
+            }
+        }
+    }
+
+    /// When the next member would time out.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.absent
+            .first()
+            .map(|(since, _)| *since + self.config.timeout)
+    }
+
+    /// Removes every member whose hanging GET has been absent for longer than the timeout.
+    pub fn handle_timeout(&mut self, now: Instant, out: &mut Vec<Action>) {
+        while let Some(&(since, id)) = self.absent.first() {
+            if since + self.config.timeout > now {
+                break;
+            }
+            self.remove(id, Removal::TimedOut, now, out);
+        }
+    }
+
+    /// Server shutdown: answers every hanging GET with the member's own entry marked
+    /// disconnected, so clients learn they are signed out, and forgets everyone.
+    pub fn shutdown(&mut self, out: &mut Vec<Action>) {
+        for member in std::mem::take(&mut self.members).into_values() {
+            if let Some(conn) = member.waiting {
+                let bytes = member.render(&QueuedItem::Notification(member.entry(false)));
+                out.push(Action::Send { conn, bytes });
+            }
+        }
+        self.absent.clear();
+    }
+}
