@@ -11,6 +11,7 @@ mod frame;
 mod h264;
 mod pattern;
 mod scale;
+mod source;
 mod y4m;
 
 pub use error::MediaError;
@@ -21,4 +22,5 @@ pub use pattern::{
     STAMP_BAND, STAMP_COLUMNS, STAMP_ONE, STAMP_ROWS, STAMP_ZERO,
 };
 pub use scale::scale_i420;
+pub use source::{SourceSpec, VideoSource};
 pub use y4m::{Y4mSource, Y4mWriter};

@@ -1,0 +1,151 @@
+//! The native video-call client, compatible with libwebrtc's `peerconnection_client`.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use peerconnection::client::{ClientConfig, ClientLoop, MediaConfig, SourceSpec};
+
+/// Video-call client for the peerconnection signaling server.
+///
+/// Signs in, lists the other peers, calls one (or is called), and sends and receives H.264
+/// video over WebRTC (str0m). Without a camera it sends a test pattern; `--headless` runs
+/// with no window. Machine-readable lines (SIGNED_IN, PEER_CONNECTED, CALL_STARTED,
+/// CALL_ENDED, STATS) go to stdout; logs go to stderr (RUST_LOG=debug for more).
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Signaling server host name or address.
+    #[arg(long, default_value = "localhost")]
+    server: String,
+    /// Signaling server port.
+    #[arg(long, default_value_t = 8888)]
+    port: u16,
+    /// Name shown to other peers (default: user@host, as the original).
+    #[arg(long)]
+    name: Option<String>,
+    /// Connect to the server at start (always on with --headless).
+    #[arg(long)]
+    autoconnect: bool,
+    /// Call the first other peer on the list as soon as there is one.
+    #[arg(long)]
+    autocall: bool,
+    /// Run without a window (the only mode in this build).
+    #[arg(long)]
+    headless: bool,
+    /// Local video: `test` (a moving test pattern with a frame stamp) or a .y4m file (looped).
+    #[arg(long, default_value = "test")]
+    video_source: String,
+    /// Capture and send size, WIDTHxHEIGHT (even numbers).
+    #[arg(long, default_value = "640x480", value_parser = parse_resolution)]
+    resolution: (u32, u32),
+    /// Frames per second sent.
+    #[arg(long, default_value_t = 30.0)]
+    fps: f32,
+    /// Target H.264 bitrate in kbit/s.
+    #[arg(long, default_value_t = 1500)]
+    bitrate: u32,
+    /// Record the received (decoded) video to this .y4m file.
+    #[arg(long)]
+    record: Option<PathBuf>,
+    /// Hang up, sign out and exit this many seconds after start.
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Print one STATS line per second (state, fps, kbit/s, frames decoded, latency, RTT).
+    #[arg(long)]
+    stats: bool,
+    /// Offer host candidates only on this address (repeatable; default: every local IPv4
+    /// address that is up, loopback included).
+    #[arg(long = "ice-ip")]
+    ice_ips: Vec<IpAddr>,
+}
+
+fn parse_resolution(s: &str) -> Result<(u32, u32), String> {
+    let bad = || format!("{s:?}: expected WIDTHxHEIGHT with even numbers, e.g. 640x480");
+    let (w, h) = s.split_once(['x', 'X']).ok_or_else(bad)?;
+    let (w, h): (u32, u32) = (w.parse().map_err(|_| bad())?, h.parse().map_err(|_| bad())?);
+    if w < 16 || h < 16 || w > 4096 || h > 4096 || w % 2 != 0 || h % 2 != 0 {
+        return Err(bad());
+    }
+    Ok((w, h))
+}
+
+/// The original's default name: `user@host`.
+fn default_name() -> String {
+    let user = std::env::var("USER").unwrap_or_else(|_| "user".into());
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into our buffer.
+    let host = if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0 {
+        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+        String::from_utf8_lossy(&buf[..end]).into_owned()
+    } else {
+        "host".into()
+    };
+    format!("{user}@{host}")
+}
+
+fn config(args: Args) -> Result<ClientConfig, String> {
+    if !(args.fps > 0.0 && args.fps <= 120.0) {
+        return Err(format!("--fps {}: expected 1 to 120", args.fps));
+    }
+    if args.bitrate < 50 || args.bitrate > 50_000 {
+        return Err(format!(
+            "--bitrate {}: expected 50 to 50000 kbit/s",
+            args.bitrate
+        ));
+    }
+    let duration = match args.duration {
+        None => None,
+        Some(d) => Some(
+            Duration::try_from_secs_f64(d)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| format!("--duration {d}: expected a positive number of seconds"))?,
+        ),
+    };
+    let source = match args.video_source.as_str() {
+        "test" => SourceSpec::TestPattern,
+        "camera" => return Err(
+            "--video-source camera: this build has no camera support yet; use test or a .y4m file"
+                .into(),
+        ),
+        path => SourceSpec::Y4mFile(PathBuf::from(path)),
+    };
+    let (width, height) = args.resolution;
+    Ok(ClientConfig {
+        server: args.server,
+        port: args.port,
+        name: args.name.unwrap_or_else(default_name),
+        autoconnect: true,
+        autocall: args.autocall,
+        source,
+        media: MediaConfig {
+            width,
+            height,
+            fps: args.fps,
+            bitrate_bps: args.bitrate * 1000,
+        },
+        record: args.record,
+        duration,
+        stats: args.stats,
+        ice_ips: args.ice_ips,
+    })
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    peerconnection::init_logging();
+    if !args.headless {
+        log::warn!("this build has no window yet: running headless");
+    }
+    let result = config(args).and_then(|c| ClientLoop::new(c)?.run());
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("peerconnection_client: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
