@@ -364,6 +364,16 @@ impl Conductor {
             log::debug!("ignoring a non-UDP candidate: {text}");
             return;
         }
+        let loopback_only = self.local_addrs.iter().all(|a| a.ip().is_loopback());
+        if loopback_only && !candidate.addr().ip().is_loopback() {
+            // Unreachable from loopback sockets; checking it would only send datagrams
+            // toward another interface.
+            log::debug!(
+                "ignoring non-loopback candidate {} (loopback-only host candidates)",
+                candidate.addr()
+            );
+            return;
+        }
         log::debug!("remote candidate {}", candidate.addr());
         if call.remote_description_set {
             call.rtc.add_remote_candidate(candidate);
@@ -647,4 +657,135 @@ fn handle_event(
         _ => {}
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::TestPattern;
+
+    const MEDIA: MediaConfig = MediaConfig {
+        width: 320,
+        height: 240,
+        fps: 30.0,
+        bitrate_bps: 300_000,
+    };
+
+    fn conductor(port: u16) -> Conductor {
+        Conductor::new(MEDIA, vec![SocketAddr::from(([127, 0, 0, 1], port))])
+    }
+
+    /// Moves every output of `from` (peer id `from_id`) to `to`; returns decoded frames.
+    fn pump(from: &mut Conductor, from_id: PeerId, to: &mut Conductor, now: Instant) -> usize {
+        let mut decoded = 0;
+        while let Some(out) = from.poll_output() {
+            match out {
+                CallOutput::Signal { body, .. } => to.handle_message(from_id, &body, now),
+                CallOutput::Transmit {
+                    source,
+                    destination,
+                    contents,
+                } => to.handle_datagram(source, destination, &contents, now),
+                CallOutput::RemoteFrame(_) => decoded += 1,
+                CallOutput::CallStarted { .. } | CallOutput::CallEnded { .. } => {}
+            }
+        }
+        decoded
+    }
+
+    /// Two conductors in one process on a virtual clock, str0m-style: offer, answer,
+    /// candidates, ICE, DTLS and H.264 both ways, with no sockets and no sleeps.
+    #[test]
+    fn two_conductors_call_each_other_on_a_virtual_clock() {
+        let t0 = Instant::now();
+        let mut now = t0;
+        let (mut a, mut b) = (conductor(1000), conductor(2000));
+        let (mut pa, mut pb) = (TestPattern::new(320, 240), TestPattern::new(320, 240));
+        a.call(2, now).unwrap();
+        let (mut decoded_a, mut decoded_b) = (0, 0);
+        let mut next_frame = now;
+        let mut frame = 0;
+        while now < t0 + Duration::from_secs(10) && (decoded_a < 30 || decoded_b < 30) {
+            decoded_b += pump(&mut a, 1, &mut b, now);
+            decoded_a += pump(&mut b, 2, &mut a, now);
+            if now >= next_frame {
+                let us = (now - t0).as_micros() as u64;
+                a.send_frame(&pa.frame(frame, us), us, now);
+                b.send_frame(&pb.frame(frame, us), us, now);
+                frame += 1;
+                next_frame = now + Duration::from_millis(33);
+            }
+            let next = [a.poll_timeout(), b.poll_timeout(), Some(next_frame)]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap();
+            now = next.max(now + Duration::from_millis(1));
+            a.handle_timeout(now);
+            b.handle_timeout(now);
+        }
+        assert!(a.is_connected() && b.is_connected());
+        assert!(
+            decoded_a >= 30 && decoded_b >= 30,
+            "decoded {decoded_a}/{decoded_b}"
+        );
+        assert_eq!(a.stats().decode_errors, 0);
+        // Hanging up sends BYE; the other side ends its call too.
+        a.hang_up("test", now);
+        assert!(a.is_idle());
+        pump(&mut a, 1, &mut b, now);
+        assert!(b.is_idle());
+    }
+
+    #[test]
+    fn bad_messages_are_ignored_without_a_call() {
+        let now = Instant::now();
+        let mut c = conductor(1000);
+        for body in [
+            &b"{not json"[..],
+            br#"{"type":"rollback","sdp":""}"#,
+            br#"{"type":"offer"}"#,
+            br#"{"sdpMid":"0"}"#,
+            b"BYE",
+        ] {
+            c.handle_message(7, body, now);
+            assert!(c.is_idle(), "{:?}", String::from_utf8_lossy(body));
+        }
+    }
+
+    #[test]
+    fn a_bad_offer_ends_the_call_with_bye() {
+        let now = Instant::now();
+        let mut c = conductor(1000);
+        c.handle_message(7, br#"{"type":"offer","sdp":"v=0\r\ngarbage"}"#, now);
+        assert!(c.is_idle());
+        let byes = std::iter::from_fn(|| c.poll_output())
+            .filter(|o| matches!(o, CallOutput::Signal { to: 7, body } if body == b"BYE"))
+            .count();
+        assert_eq!(byes, 1);
+    }
+
+    #[test]
+    fn odd_candidates_are_ignored_and_others_peers_too() {
+        let now = Instant::now();
+        let mut c = conductor(1000);
+        c.call(2, now).unwrap();
+        for cand in [
+            r#"{"sdpMid":"7","sdpMLineIndex":3,"candidate":"candidate:1 1 udp 1 127.0.0.1 9 typ host"}"#,
+            r#"{"sdpMid":"0","sdpMLineIndex":0,"candidate":"candidate:1 1 tcp 1 127.0.0.1 9 typ host tcptype active"}"#,
+            r#"{"sdpMid":"0","sdpMLineIndex":0,"candidate":"candidate:1 1 udp 1 abc.local 9 typ host"}"#,
+            r#"{"sdpMid":"0","sdpMLineIndex":0,"candidate":""}"#,
+            r#"{"sdpMid":"0","sdpMLineIndex":0,"candidate":"garbage"}"#,
+            r#"{"sdpMid":"0","sdpMLineIndex":0,"candidate":"candidate:1 1 udp 1 10.1.2.3 9 typ host"}"#,
+            // The one usable candidate: kept until the answer arrives.
+            r#"{"sdpMid":"0","sdpMLineIndex":0,"candidate":"candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host"}"#,
+        ] {
+            c.handle_message(2, cand.as_bytes(), now);
+        }
+        // A message from another peer during a call does not touch it.
+        c.handle_message(9, b"BYE", now);
+        assert_eq!(c.peer(), Some(2));
+        let early = c.call.as_ref().unwrap().early_candidates.len();
+        assert_eq!(early, 1, "only the usable candidate was kept");
+    }
 }
