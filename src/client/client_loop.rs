@@ -355,6 +355,10 @@ impl ClientLoop {
             }
             CallOutput::CallEnded { peer, reason } => {
                 self.next_frame_at = None;
+                // A finished call's recording is complete on disk, even while we run on.
+                if let Some(Err(e)) = self.recorder.as_mut().map(Y4mWriter::flush) {
+                    log::warn!("recording: {e}");
+                }
                 let s = self.conductor.stats();
                 println!(
                     "CALL_ENDED peer={peer} reason={reason:?} frames_sent={} frames_decoded={} connect_ms={} first_frame_ms={} mean_latency_ms={}",

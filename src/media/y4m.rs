@@ -136,8 +136,8 @@ impl Y4mSource {
         }
     }
 
-    /// One frame, or `None` at a clean end of file.
-    fn read_frame(&mut self) -> Result<Option<I420Frame>, MediaError> {
+    /// One frame, or `None` at a clean end of file (no looping: for reading a recording).
+    pub fn read_frame(&mut self) -> Result<Option<I420Frame>, MediaError> {
         let frame_err = |reason: String| MediaError::Y4mFrame {
             path: self.path.clone(),
             frame: self.frame_index,

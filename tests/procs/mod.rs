@@ -1,0 +1,172 @@
+//! Real processes for black-box tests: spawn a binary, read its machine-readable stdout lines
+//! with deadlines, signal it, and always kill and reap it on drop. Each process's stderr goes
+//! to a log file under target/test-logs for post-mortems.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+pub const SERVER: &str = env!("CARGO_BIN_EXE_peerconnection_server");
+
+pub struct Proc {
+    pub name: String,
+    child: Child,
+    lines: Receiver<String>,
+    seen: Vec<String>,
+    pub log: PathBuf,
+}
+
+fn log_dir() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("test-logs");
+    let _ = std::fs::create_dir_all(&dir);
+    dir
+}
+
+impl Proc {
+    pub fn spawn(name: &str, bin: &str, args: &[&str]) -> Proc {
+        let log = log_dir().join(format!("{name}-{}-{}.log", std::process::id(), unique()));
+        let stderr = std::fs::File::create(&log).expect("log file");
+        let mut child = Command::new(bin)
+            .args(args)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Proc {
+            name: name.to_string(),
+            child,
+            lines,
+            seen: Vec::new(),
+            log,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The next stdout line starting with `prefix`, within `timeout`; panics with what the
+    /// process printed otherwise.
+    pub fn wait_line(&mut self, prefix: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.starts_with(prefix) {
+                        return line;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => panic!(
+                    "{}: no line starting {prefix:?} within {timeout:?}; stdout so far:\n{}\nstderr: {}",
+                    self.name,
+                    self.seen.join("\n"),
+                    self.log.display()
+                ),
+                Err(RecvTimeoutError::Disconnected) => panic!(
+                    "{}: exited before printing {prefix:?}; stdout:\n{}\nstderr: {}",
+                    self.name,
+                    self.seen.join("\n"),
+                    self.log.display()
+                ),
+            }
+        }
+    }
+
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(self.child.id() as i32, signal);
+        }
+    }
+
+    pub fn interrupt(&self) {
+        self.signal(libc::SIGINT);
+    }
+
+    /// The exit code once the process exits within `timeout` (None on timeout or a signal).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// A free TCP port on 127.0.0.1 (bound, read, released).
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+/// The signaling server as a process on 127.0.0.1; SIGTERM and reaped on drop.
+pub struct ServerProc {
+    pub proc_: Proc,
+    pub port: u16,
+}
+
+impl ServerProc {
+    pub fn start(extra: &[&str]) -> ServerProc {
+        ServerProc::start_on(0, extra)
+    }
+
+    pub fn start_on(port: u16, extra: &[&str]) -> ServerProc {
+        let port_arg = port.to_string();
+        let mut args = vec!["--bind", "127.0.0.1", "--port", &port_arg];
+        args.extend(extra);
+        let mut proc_ = Proc::spawn("server", SERVER, &args);
+        let line = proc_.wait_line(
+            "peerconnection_server listening on",
+            Duration::from_secs(10),
+        );
+        let port = line
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.trim().parse().ok())
+            .expect("port in the listening line");
+        ServerProc { proc_, port }
+    }
+}
+
+impl Drop for ServerProc {
+    fn drop(&mut self) {
+        self.proc_.signal(libc::SIGTERM);
+        self.proc_.wait_exit(Duration::from_secs(5));
+    }
+}
