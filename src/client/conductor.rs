@@ -7,6 +7,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use str0m::bwe::{Bitrate, BweKind};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::Codec;
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind, MediaTime, Mid};
@@ -24,6 +25,8 @@ const H264_RTX_PT: u8 = 109;
 
 /// How long ICE and DTLS get to connect a call before it is given up.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// The encoder never goes below this, whatever the bandwidth estimate says.
+const MIN_BITRATE_KBPS: u64 = 100;
 /// Keyframe requests for a broken remote stream are sent at most this often.
 const PLI_INTERVAL: Duration = Duration::from_millis(500);
 
@@ -77,6 +80,8 @@ pub struct CallStats {
     pub stamp_latency_sum_us: u64,
     pub stamp_latency_count: u64,
     pub rtt: Option<Duration>,
+    /// The encoder's target: the configured bitrate capped by str0m's send-side estimate.
+    pub target_bitrate_bps: u32,
     pub remote_size: Option<(u32, u32)>,
     /// From the call's start to ICE+DTLS connected, and to the first decoded frame.
     pub connect_time: Option<Duration>,
@@ -95,6 +100,8 @@ struct Call {
     candidates_sent: bool,
     encoder: H264Encoder,
     decoder: H264Decoder,
+    /// `--bitrate`: the most the encoder is asked for.
+    configured_bitrate_bps: u32,
     started: Instant,
     connected: bool,
     force_idr: bool,
@@ -146,8 +153,10 @@ impl Conductor {
     }
 
     fn new_call(&mut self, peer: PeerId, now: Instant) -> Result<Call, String> {
+        let configured = Bitrate::bps(self.media.bitrate_bps.into());
         let mut config = Rtc::builder()
             .clear_codecs()
+            .enable_bwe(Some(configured))
             .set_stats_interval(Some(Duration::from_secs(1)));
         config.codec_config().add_h264(
             H264_PT.into(),
@@ -156,6 +165,8 @@ impl Conductor {
             H264_PROFILE_LEVEL_ID,
         );
         let mut rtc = config.build(now);
+        rtc.bwe()
+            .set_bitrate(Bitrate::kbps(MIN_BITRATE_KBPS), configured);
         let mut local_candidates = Vec::new();
         for addr in &self.local_addrs {
             match Candidate::host(*addr, "udp") {
@@ -189,12 +200,16 @@ impl Conductor {
             candidates_sent: false,
             encoder,
             decoder,
+            configured_bitrate_bps: self.media.bitrate_bps,
             started: now,
             connected: false,
             force_idr: true,
             last_pli: None,
             next_timeout: Some(now),
-            stats: CallStats::default(),
+            stats: CallStats {
+                target_bitrate_bps: self.media.bitrate_bps,
+                ..CallStats::default()
+            },
         })
     }
 
@@ -651,6 +666,25 @@ fn handle_event(
             );
             call.stats.keyframe_requests += 1;
             call.force_idr = true;
+        }
+        Event::EgressBitrateEstimate(
+            BweKind::Twcc { estimate, .. } | BweKind::Remb { estimate, .. },
+        ) => {
+            let configured = call.configured_bitrate_bps;
+            let floor = (MIN_BITRATE_KBPS * 1000) as u32;
+            let target =
+                (estimate.as_u64().min(u32::MAX.into()) as u32).clamp(floor, configured.max(floor));
+            // Follow real changes only; every retune costs the encoder a little.
+            if target.abs_diff(call.stats.target_bitrate_bps) > call.stats.target_bitrate_bps / 10 {
+                log::debug!(
+                    "call with peer {}: bandwidth estimate {estimate}, encoder target {target} bps",
+                    call.peer
+                );
+                match call.encoder.set_bitrate(target) {
+                    Ok(()) => call.stats.target_bitrate_bps = target,
+                    Err(e) => log::warn!("cannot retune the encoder: {e}"),
+                }
+            }
         }
         Event::PeerStats(s) if s.rtt.is_some() => call.stats.rtt = s.rtt,
         Event::MediaEgressStats(s) if s.rtt.is_some() => call.stats.rtt = s.rtt,
