@@ -32,8 +32,12 @@ test: deps
 	$(CARGO) test --release
 
 bench: deps
-	$(CARGO) bench --bench dispatch
+	$(CARGO) bench
 
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
+
+# The main job: a demo call between two headless clients (stops by itself).
+demo: build
+	./scripts/demo.sh
