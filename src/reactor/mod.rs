@@ -20,6 +20,14 @@ pub const SIGNAL_TOKEN: Token = Token(usize::MAX - 1);
 pub const LISTENER_TOKEN: Token = Token(usize::MAX - 2);
 pub const UDP_TOKEN: Token = Token(usize::MAX - 3);
 
+/// One readiness event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ready {
+    pub token: Token,
+    pub readable: bool,
+    pub writable: bool,
+}
+
 /// `mio::Poll` with its event buffer and the shutdown signals registered on it.
 pub struct Reactor {
     poll: Poll,
@@ -56,6 +64,25 @@ impl Reactor {
             Err(e) => return Err(e),
         }
         Ok(&self.events)
+    }
+
+    /// Waits like [`Reactor::poll`] and copies the events out as [`Ready`] values, so the
+    /// loop can act on them while borrowing itself. Errors and hang-ups count as both
+    /// readable and writable: the next read or write reports them.
+    pub fn poll_ready(
+        &mut self,
+        deadline: Option<Instant>,
+        out: &mut Vec<Ready>,
+    ) -> io::Result<()> {
+        out.clear();
+        for ev in self.poll(deadline)?.iter() {
+            out.push(Ready {
+                token: ev.token(),
+                readable: ev.is_readable() || ev.is_read_closed() || ev.is_error(),
+                writable: ev.is_writable() || ev.is_write_closed() || ev.is_error(),
+            });
+        }
+        Ok(())
     }
 
     /// Drains pending signals; true if a shutdown signal (SIGINT/SIGTERM) arrived.

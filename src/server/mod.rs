@@ -119,27 +119,20 @@ impl Server {
 
     /// Runs until SIGINT/SIGTERM (or an allowed `/quit`), then tells members and closes.
     pub fn run(&mut self) -> io::Result<()> {
-        let mut ready: Vec<(Token, bool, bool)> = Vec::with_capacity(1024);
+        let mut ready = Vec::with_capacity(1024);
         while !self.quit {
             let deadline = earliest([
                 self.deadlines.next_deadline(),
                 self.channel.poll_timeout(),
                 self.accept_paused_until,
             ]);
-            ready.clear();
-            for ev in self.reactor.poll(deadline)?.iter() {
-                ready.push((
-                    ev.token(),
-                    ev.is_readable() || ev.is_read_closed() || ev.is_error(),
-                    ev.is_writable() || ev.is_write_closed(),
-                ));
-            }
+            self.reactor.poll_ready(deadline, &mut ready)?;
             let now = Instant::now();
-            for &(token, readable, writable) in &ready {
-                match token {
+            for r in &ready {
+                match r.token {
                     SIGNAL_TOKEN => self.quit |= self.reactor.take_shutdown_signal(),
                     LISTENER_TOKEN => self.accept_all(now),
-                    Token(key) => self.connection_event(key, readable, writable, now),
+                    Token(key) => self.connection_event(key, r.readable, r.writable, now),
                 }
             }
             self.handle_timeouts(now);
