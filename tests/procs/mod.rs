@@ -129,6 +129,28 @@ fn unique() -> u64 {
     N.fetch_add(1, Ordering::Relaxed)
 }
 
+/// Raises this process's open-file limit to the hard limit (tests that hold thousands of
+/// sockets).
+pub fn raise_fd_limit() {
+    peerconnection::reactor::raise_fd_limit().expect("raise RLIMIT_NOFILE");
+}
+
+/// CPU time (user + system) a process has used, from /proc.
+pub fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    Duration::from_millis(ticks * 1000 / hz)
+}
+
+/// Open file descriptors of a process.
+pub fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
 /// A free TCP port on 127.0.0.1 (bound, read, released).
 pub fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -150,7 +172,19 @@ impl ServerProc {
         let port_arg = port.to_string();
         let mut args = vec!["--bind", "127.0.0.1", "--port", &port_arg];
         args.extend(extra);
-        let mut proc_ = Proc::spawn("server", SERVER, &args);
+        ServerProc::wait_ready(Proc::spawn("server", SERVER, &args))
+    }
+
+    /// The server with its open-file limit set to `limit` (through the shell's ulimit).
+    pub fn start_with_fd_limit(limit: u32, extra: &[&str]) -> ServerProc {
+        let script = format!(
+            "ulimit -n {limit} && exec {SERVER} --bind 127.0.0.1 --port 0 {}",
+            extra.join(" ")
+        );
+        ServerProc::wait_ready(Proc::spawn("server", "sh", &["-c", &script]))
+    }
+
+    fn wait_ready(mut proc_: Proc) -> ServerProc {
         let line = proc_.wait_line(
             "peerconnection_server listening on",
             Duration::from_secs(10),
