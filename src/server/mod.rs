@@ -8,6 +8,7 @@ pub mod peer_channel;
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream};
@@ -70,6 +71,9 @@ struct Connection {
     generation: u64,
 }
 
+/// Accept queue length asked for (the kernel caps it at net.core.somaxconn).
+const LISTEN_BACKLOG: i32 = 65_535;
+
 /// How often accepting is retried after the process ran out of file descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -95,6 +99,17 @@ impl Server {
         let addr = SocketAddr::new(config.bind, config.port);
         let mut listener = TcpListener::bind(addr)
             .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+        // A deeper accept queue than mio's default: join storms re-arm hundreds of hanging
+        // GETs at once, and a SYN dropped on a full queue waits a second to be resent.
+        // listen(2) on a listening socket only changes its backlog; the kernel caps it at
+        // net.core.somaxconn.
+        // SAFETY: listen on the descriptor the listener owns.
+        if unsafe { libc::listen(listener.as_raw_fd(), LISTEN_BACKLOG) } != 0 {
+            log::warn!(
+                "cannot deepen the accept queue: {}",
+                io::Error::last_os_error()
+            );
+        }
         reactor
             .registry()
             .register(&mut listener, LISTENER_TOKEN, Interest::READABLE)?;

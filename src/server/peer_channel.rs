@@ -61,20 +61,22 @@ impl Default for ChannelConfig {
 enum QueuedItem {
     /// Another member's entry line; shared by everyone told of the same join or leave.
     Notification(Rc<[u8]>),
-    Message {
-        from: PeerId,
-        content_type: Vec<u8>,
-        body: Vec<u8>,
-    },
+    /// Boxed so a queue slot stays two words: join storms queue millions of items.
+    Message(Box<QueuedMessage>),
+}
+
+#[derive(Debug)]
+struct QueuedMessage {
+    from: PeerId,
+    content_type: Vec<u8>,
+    body: Vec<u8>,
 }
 
 impl QueuedItem {
     fn size(&self) -> usize {
         match self {
             QueuedItem::Notification(entry) => entry.len(),
-            QueuedItem::Message {
-                content_type, body, ..
-            } => content_type.len() + body.len(),
+            QueuedItem::Message(m) => m.content_type.len() + m.body.len(),
         }
     }
 }
@@ -112,15 +114,11 @@ impl ChannelMember {
                 body: entry,
             }
             .to_bytes(),
-            QueuedItem::Message {
-                from,
-                content_type,
-                body,
-            } => Response {
+            QueuedItem::Message(m) => Response {
                 status: Status::Ok,
-                content_type,
-                pragma: Some(*from),
-                body,
+                content_type: &m.content_type,
+                pragma: Some(m.from),
+                body: &m.body,
             }
             .to_bytes(),
         }
@@ -358,11 +356,11 @@ impl PeerChannel {
             return Disposition::Answered;
         }
         log::trace!("member {from} sends {} bytes to {to}", req.body.len());
-        let item = QueuedItem::Message {
+        let item = QueuedItem::Message(Box::new(QueuedMessage {
             from,
             content_type: req.content_type.clone(),
             body: req.body.clone(),
-        };
+        }));
         self.deliver(to, item, now, out);
         respond(out, conn, Response::text(Status::Ok, b""));
         Disposition::Answered
