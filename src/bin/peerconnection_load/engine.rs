@@ -1,0 +1,217 @@
+//! The load generator's loop: many one-request connections on one mio poll. `submit`
+//! opens a connection for a request; `turn` polls once and returns the finished replies.
+
+use std::fmt::Debug;
+use std::io::{self, Read};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream as StdTcpStream};
+use std::os::fd::FromRawFd;
+use std::time::{Duration, Instant};
+
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+use peerconnection::reactor::{read_available, BufferedStream};
+use peerconnection::signaling::http::{ParsedResponse, ResponseParser};
+use slab::Slab;
+
+/// The largest response accepted (a sign-in list of thousands of members is big).
+const MAX_RESPONSE: usize = 64 << 20;
+
+pub struct Reply<T> {
+    pub tag: T,
+    pub result: Result<ParsedResponse, String>,
+}
+
+struct Conn<T> {
+    stream: BufferedStream<TcpStream>,
+    parser: ResponseParser,
+    tag: T,
+    unsent: Option<Vec<u8>>,
+}
+
+pub struct Engine<T> {
+    poll: Poll,
+    events: Events,
+    conns: Slab<Conn<T>>,
+    addr: SocketAddr,
+    idle: Vec<StdTcpStream>,
+    scratch: Vec<u8>,
+    next_source: u8,
+}
+
+/// Source addresses used in turn (127.0.0.1 to 127.0.0.SOURCES). The server closes first,
+/// so every request leaves a TIME_WAIT entry on its side; spreading the requests over many
+/// loopback sources keeps the 4-tuples apart, so a fresh SYN never lands on a TIME_WAIT
+/// entry and waits a second for its retransmission.
+const SOURCES: u8 = 200;
+
+/// A non-blocking connect from `source` (port chosen by the kernel) to `to`.
+fn connect_from(source: Ipv4Addr, to: SocketAddr) -> io::Result<TcpStream> {
+    let SocketAddr::V4(to) = to else {
+        return Err(io::Error::other("IPv4 only"));
+    };
+    let sockaddr = |ip: Ipv4Addr, port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(ip).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: plain socket calls on a descriptor we own; the std stream takes ownership.
+    unsafe {
+        let fd = libc::socket(
+            libc::AF_INET,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        );
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let stream = StdTcpStream::from_raw_fd(fd);
+        let src = sockaddr(source, 0);
+        if libc::bind(fd, (&src as *const libc::sockaddr_in).cast(), len) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let dst = sockaddr(*to.ip(), to.port());
+        if libc::connect(fd, (&dst as *const libc::sockaddr_in).cast(), len) != 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EINPROGRESS) {
+                return Err(e);
+            }
+        }
+        Ok(TcpStream::from_std(stream))
+    }
+}
+
+impl<T: Copy + Debug> Engine<T> {
+    pub fn new(port: u16) -> Result<Engine<T>, String> {
+        Ok(Engine {
+            poll: Poll::new().map_err(|e| e.to_string())?,
+            events: Events::with_capacity(4096),
+            conns: Slab::with_capacity(4096),
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            idle: Vec::new(),
+            scratch: Vec::with_capacity(64 * 1024),
+            next_source: 0,
+        })
+    }
+
+    /// Opens a connection that sends `request`; its answer comes back from `turn`.
+    pub fn submit(&mut self, request: Vec<u8>, tag: T) {
+        let entry = self.conns.vacant_entry();
+        self.next_source = self.next_source % SOURCES + 1;
+        let mut stream = match connect_from(Ipv4Addr::new(127, 0, 0, self.next_source), self.addr) {
+            Ok(s) => s,
+            Err(e) => panic!("connect to {}: {e}", self.addr),
+        };
+        self.poll
+            .registry()
+            .register(
+                &mut stream,
+                Token(entry.key()),
+                Interest::READABLE | Interest::WRITABLE,
+            )
+            .expect("register");
+        entry.insert(Conn {
+            stream: BufferedStream::new(stream),
+            parser: ResponseParser::new(MAX_RESPONSE),
+            tag,
+            unsent: Some(request),
+        });
+    }
+
+    /// Closes the idle connections.
+    pub fn close_idle(&mut self) {
+        self.idle.clear();
+    }
+
+    /// Polls once (until `deadline` at the latest) and returns the replies completed.
+    pub fn turn(&mut self, deadline: Instant) -> Result<Vec<Reply<T>>, String> {
+        let timeout = deadline
+            .saturating_duration_since(Instant::now())
+            .min(Duration::from_millis(100));
+        match self.poll.poll(&mut self.events, Some(timeout)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(Vec::new()),
+            Err(e) => return Err(format!("poll: {e}")),
+        }
+        let ready: Vec<(usize, bool, bool)> = self
+            .events
+            .iter()
+            .map(|e| {
+                (
+                    e.token().0,
+                    e.is_readable() || e.is_read_closed() || e.is_error(),
+                    e.is_writable() || e.is_error(),
+                )
+            })
+            .collect();
+        let mut replies = Vec::new();
+        for (key, readable, writable) in ready {
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            let mut done: Option<Result<ParsedResponse, String>> = None;
+            if writable {
+                if let Some(req) = conn.unsent.as_ref() {
+                    match conn.stream.io.take_error() {
+                        Ok(Some(e)) | Err(e) => done = Some(Err(format!("connect: {e}"))),
+                        Ok(None) if conn.stream.io.peer_addr().is_ok() => {
+                            if let Err(e) = conn.stream.send(req) {
+                                done = Some(Err(format!("send: {e}")));
+                            }
+                            conn.unsent = None;
+                        }
+                        Ok(None) => {}
+                    }
+                } else if let Err(e) = conn.stream.flush() {
+                    done = Some(Err(format!("send: {e}")));
+                }
+            }
+            if readable && done.is_none() {
+                self.scratch.clear();
+                let out = read_available(&mut conn.stream.io, &mut self.scratch, MAX_RESPONSE);
+                done = match conn.parser.feed(&self.scratch) {
+                    Ok(Some(r)) => Some(Ok(r)),
+                    Ok(None) if out.closed => Some(Err(conn.parser.finish().to_string())),
+                    Ok(None) => None,
+                    Err(e) => Some(Err(e.to_string())),
+                };
+            }
+            if let Some(result) = done {
+                let mut conn = self.conns.remove(key);
+                let _ = self.poll.registry().deregister(&mut conn.stream.io);
+                replies.push(Reply {
+                    tag: conn.tag,
+                    result,
+                });
+            }
+        }
+        Ok(replies)
+    }
+
+    /// Opens `n` connections that send nothing and keeps them.
+    pub fn open_idle(&mut self, n: usize) -> Result<usize, String> {
+        for i in 0..n {
+            let s = StdTcpStream::connect(self.addr)
+                .map_err(|e| format!("idle connection {i}: {e}"))?;
+            self.idle.push(s);
+            if (i + 1) % 2000 == 0 {
+                eprintln!("hold: {} connections open", i + 1);
+            }
+        }
+        Ok(self.idle.len())
+    }
+
+    /// How many idle connections the server has neither answered nor closed.
+    pub fn idle_still_open(&mut self) -> usize {
+        let mut open = 0;
+        for s in &mut self.idle {
+            let quiet = s.set_nonblocking(true).is_ok()
+                && matches!(s.read(&mut [0u8; 1]), Err(e) if e.kind() == io::ErrorKind::WouldBlock);
+            open += usize::from(quiet);
+        }
+        open
+    }
+}
