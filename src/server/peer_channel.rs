@@ -466,3 +466,196 @@ impl PeerChannel {
         self.absent.clear();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::DataSocket;
+    use crate::server::Limits;
+    use crate::signaling::http::{parse_response, ParsedResponse};
+
+    const LIMITS: Limits = Limits {
+        max_header_bytes: 8192,
+        max_body_bytes: 1 << 20,
+    };
+
+    struct Fixture {
+        ch: PeerChannel,
+        now: Instant,
+        out: Vec<Action>,
+    }
+
+    impl Fixture {
+        fn new(config: ChannelConfig) -> Fixture {
+            Fixture {
+                ch: PeerChannel::new(config),
+                now: Instant::now(),
+                out: Vec::new(),
+            }
+        }
+
+        fn req(&mut self, conn: ConnId, raw: &str) -> Disposition {
+            let req = DataSocket::new()
+                .feed(raw.as_bytes(), &LIMITS)
+                .unwrap()
+                .unwrap();
+            self.ch.handle_request(conn, &req, self.now, &mut self.out)
+        }
+
+        fn get(&mut self, conn: ConnId, target: &str) -> Disposition {
+            self.req(conn, &format!("GET {target} HTTP/1.0\r\n\r\n"))
+        }
+
+        /// The responses sent, by connection, and the closes; clears them.
+        fn take(&mut self) -> (Vec<(ConnId, ParsedResponse)>, Vec<ConnId>) {
+            let mut sent = Vec::new();
+            let mut closed = Vec::new();
+            for a in self.out.drain(..) {
+                match a {
+                    Action::Send { conn, bytes } => {
+                        sent.push((conn, parse_response(&bytes).unwrap().unwrap()))
+                    }
+                    Action::Close { conn } => closed.push(conn),
+                }
+            }
+            (sent, closed)
+        }
+    }
+
+    fn body(r: &ParsedResponse) -> &str {
+        std::str::from_utf8(&r.body).unwrap()
+    }
+
+    #[test]
+    fn sign_in_lists_self_first_and_notifies_held_gets() {
+        let mut f = Fixture::new(ChannelConfig::default());
+        f.get(1, "/sign_in?a");
+        f.take();
+        assert_eq!(f.get(2, "/wait?peer_id=1"), Disposition::Held(1));
+        f.get(3, "/sign_in?b");
+        let (sent, _) = f.take();
+        assert_eq!(sent.len(), 2);
+        let (conn, note) = &sent[0];
+        assert_eq!((*conn, note.pragma, body(note)), (2, Some(1), "b,2,1\n"));
+        let (conn, added) = &sent[1];
+        assert_eq!(
+            (*conn, added.reason.as_str(), body(added)),
+            (3, "Added", "b,2,1\na,1,1\n")
+        );
+    }
+
+    #[test]
+    fn queue_keeps_order_and_echo_answers_on_the_same_socket() {
+        let mut f = Fixture::new(ChannelConfig::default());
+        f.get(1, "/sign_in?a");
+        f.get(2, "/sign_in?b");
+        for (conn, text) in [(3, "one"), (4, "two")] {
+            f.req(
+                conn,
+                &format!(
+                    "POST /message?peer_id=2&to=1 HTTP/1.0\r\nContent-Length: 3\r\n\r\n{text}"
+                ),
+            );
+        }
+        f.take();
+        let mut got = Vec::new();
+        for conn in 10..13 {
+            assert_eq!(f.get(conn, "/wait?peer_id=1"), Disposition::Answered);
+            let (sent, _) = f.take();
+            got.push(body(&sent[0].1).to_string());
+        }
+        assert_eq!(got, ["b,2,1\n", "one", "two"]);
+        f.req(
+            20,
+            "POST /message?peer_id=1&to=1 HTTP/1.0\r\nContent-Length: 2\r\n\r\nhi",
+        );
+        let (sent, _) = f.take();
+        assert_eq!(
+            (sent[0].0, sent[0].1.pragma, body(&sent[0].1)),
+            (20, Some(1), "hi")
+        );
+    }
+
+    #[test]
+    fn a_second_wait_closes_the_first() {
+        let mut f = Fixture::new(ChannelConfig::default());
+        f.get(1, "/sign_in?a");
+        f.get(2, "/wait?peer_id=1");
+        f.take();
+        assert_eq!(f.get(3, "/wait?peer_id=1"), Disposition::Held(1));
+        assert_eq!(f.take().1, [2]);
+    }
+
+    #[test]
+    fn absent_members_time_out_on_the_virtual_clock() {
+        let mut f = Fixture::new(ChannelConfig {
+            timeout: Duration::from_secs(30),
+            ..ChannelConfig::default()
+        });
+        let t0 = f.now;
+        f.get(1, "/sign_in?a");
+        f.get(2, "/sign_in?b");
+        f.take();
+        f.get(3, "/wait?peer_id=1"); // a's GET answered at once (b's join)
+        f.get(4, "/wait?peer_id=1"); // and held
+        f.take();
+        assert_eq!(f.ch.poll_timeout(), Some(t0 + Duration::from_secs(30)));
+        f.ch.handle_timeout(t0 + Duration::from_secs(29), &mut f.out);
+        assert_eq!(f.ch.len(), 2);
+        f.ch.handle_timeout(t0 + Duration::from_secs(30), &mut f.out);
+        assert_eq!(f.ch.len(), 1, "b timed out; a holds its GET and stays");
+        let (sent, _) = f.take();
+        assert_eq!((sent[0].0, body(&sent[0].1)), (4, "b,2,0\n"));
+        // a's GET was answered: a is absent from now on.
+        assert!(f.ch.poll_timeout().is_some());
+    }
+
+    #[test]
+    fn a_queue_overflow_removes_the_member() {
+        let mut f = Fixture::new(ChannelConfig {
+            max_queue_items: 3,
+            ..ChannelConfig::default()
+        });
+        f.get(1, "/sign_in?a");
+        f.get(2, "/sign_in?b");
+        // b takes one item on a held GET, so it ends with exactly 3 queued: not too many.
+        f.get(5, "/wait?peer_id=2");
+        for i in 0..3 {
+            f.get(10 + i, &format!("/sign_in?c{i}"));
+        }
+        assert!(
+            f.ch.member(1).is_none(),
+            "a queued 4 items past the limit of 3"
+        );
+        assert!(f.ch.member(2).is_some());
+    }
+
+    #[test]
+    fn shutdown_answers_held_gets_with_the_members_own_entry() {
+        let mut f = Fixture::new(ChannelConfig::default());
+        f.get(1, "/sign_in?a");
+        f.get(2, "/wait?peer_id=1");
+        f.take();
+        f.ch.shutdown(&mut f.out);
+        let (sent, _) = f.take();
+        assert_eq!(
+            (sent[0].0, sent[0].1.pragma, body(&sent[0].1)),
+            (2, Some(1), "a,1,0\n")
+        );
+        assert!(f.ch.is_empty());
+    }
+
+    #[test]
+    fn hanging_get_closed_makes_the_member_absent() {
+        let mut f = Fixture::new(ChannelConfig::default());
+        f.get(1, "/sign_in?a");
+        f.get(2, "/wait?peer_id=1");
+        assert_eq!(f.ch.poll_timeout(), None);
+        f.ch.hanging_get_closed(2, 1, f.now);
+        assert!(f.ch.poll_timeout().is_some());
+        // A stale close for another connection changes nothing.
+        f.get(3, "/wait?peer_id=1");
+        f.ch.hanging_get_closed(2, 1, f.now);
+        assert_eq!(f.ch.poll_timeout(), None);
+    }
+}
