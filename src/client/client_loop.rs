@@ -150,7 +150,7 @@ impl ClientLoop {
             self.client
                 .connect(&self.config.server.clone(), self.config.port);
         }
-        let mut ready: Vec<(Token, bool, bool)> = Vec::with_capacity(256);
+        let mut ready = Vec::with_capacity(256);
         loop {
             let now = Instant::now();
             self.process_outputs(now);
@@ -168,26 +168,17 @@ impl ClientLoop {
                 self.exit_at,
                 self.shutdown_deadline,
             ]);
-            ready.clear();
-            let events = self
-                .reactor
-                .poll(deadline)
+            self.reactor
+                .poll_ready(deadline, &mut ready)
                 .map_err(|e| format!("poll failed: {e}"))?;
-            for ev in events.iter() {
-                ready.push((
-                    ev.token(),
-                    ev.is_readable() || ev.is_read_closed() || ev.is_error(),
-                    ev.is_writable() || ev.is_error(),
-                ));
-            }
             let now = Instant::now();
-            for &(token, readable, writable) in &ready {
-                if token == SIGNAL_TOKEN {
+            for r in &ready {
+                if r.token == SIGNAL_TOKEN {
                     if self.reactor.take_shutdown_signal() {
                         self.begin_shutdown("interrupted", now);
                     }
                 } else {
-                    self.source_event(token.0, readable, writable, now);
+                    self.source_event(r.token.0, r.readable, r.writable, now);
                 }
             }
             self.handle_timeouts(now);
