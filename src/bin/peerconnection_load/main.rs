@@ -11,6 +11,7 @@ use clap::{Parser, ValueEnum};
 use engine::Reply;
 
 type Engine = engine::Engine<Tag>;
+use peerconnection::signaling::http::ParsedResponse;
 use peerconnection::signaling::http::{
     message_request, sign_in_request, sign_out_request, wait_request,
 };
@@ -97,6 +98,15 @@ struct Errors {
 }
 
 impl Errors {
+    /// The response, or `None` with the failure counted.
+    fn check(
+        &mut self,
+        tag: Tag,
+        result: Result<ParsedResponse, String>,
+    ) -> Option<ParsedResponse> {
+        result.map_err(|e| self.add(format!("{tag:?}: {e}"))).ok()
+    }
+
     fn add(&mut self, what: String) {
         self.count += 1;
         if self.first.is_none() {
@@ -163,12 +173,8 @@ fn storm(
     while Instant::now() < deadline {
         let replies = engine.turn(deadline)?;
         for Reply { tag, result } in replies {
-            let resp = match result {
-                Ok(r) => r,
-                Err(e) => {
-                    errors.add(format!("{tag:?}: {e}"));
-                    continue;
-                }
+            let Some(resp) = errors.check(tag, result) else {
+                continue;
             };
             match tag {
                 Tag::SignIn(i) => {
@@ -343,12 +349,8 @@ fn relay(engine: &mut Engine, args: &Args, measure: Duration) -> Result<String, 
     while Instant::now() < end + Duration::from_secs(2) {
         let stopping = Instant::now() >= end;
         for Reply { tag, result } in engine.turn(end + Duration::from_secs(2))? {
-            let resp = match result {
-                Ok(r) => r,
-                Err(e) => {
-                    errors.add(format!("{tag:?}: {e}"));
-                    continue;
-                }
+            let Some(resp) = errors.check(tag, result) else {
+                continue;
             };
             match tag {
                 Tag::Post { from, seq } if resp.code != 200 => {
@@ -425,12 +427,8 @@ fn churn(engine: &mut Engine, args: &Args, measure: Duration) -> Result<String, 
     while in_flight > 0 && Instant::now() < end + Duration::from_secs(5) {
         for Reply { tag, result } in engine.turn(end + Duration::from_secs(5))? {
             in_flight -= 1;
-            let resp = match result {
-                Ok(r) => r,
-                Err(e) => {
-                    errors.add(format!("{tag:?}: {e}"));
-                    continue;
-                }
+            let Some(resp) = errors.check(tag, result) else {
+                continue;
             };
             match tag {
                 Tag::SignIn(i) => match resp.pragma.filter(|_| resp.code == 200) {
