@@ -4,10 +4,10 @@
 PORT ?= 8888
 ARGS ?=
 CARGO ?= cargo
-APT_PACKAGES := libsdl2-dev nasm libclang-dev pkg-config
+APT_PACKAGES := libsdl2-dev nasm libclang-dev pkg-config chromium iproute2
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: deps build run-server run-client test bench lint demo
+.PHONY: deps browser-deps build run-server run-client test bench lint demo
 
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do \
@@ -27,7 +27,12 @@ run-server: deps
 run-client: deps
 	$(CARGO) run --release --bin peerconnection_client -- --port $(PORT) $(ARGS)
 
-test: deps
+# playwright-core for the browser tests (drives Debian's chromium; downloads no browser).
+browser-deps: deps
+	@command -v npm >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm; }
+	@[ -d tests/browser/node_modules/playwright-core ] || npm ci --prefix tests/browser --no-audit --no-fund
+
+test: deps browser-deps
 	$(CARGO) build --release --bins
 	$(CARGO) test --release
 

@@ -394,3 +394,22 @@ fn connections_past_the_limit_get_503() {
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(get(p, "/sign_in?later").code, 200);
 }
+
+#[test]
+fn the_web_client_is_served_at_root_unless_turned_off() {
+    let server = ServerProc::start(&[]);
+    let r = get(server.port, "/");
+    assert_eq!(r.code, 200);
+    assert!(r
+        .content_type
+        .as_deref()
+        .unwrap_or("")
+        .starts_with("text/html"));
+    assert!(body(&r).contains("<script src=\"/app.js\">"));
+    let js = get(server.port, "/app.js");
+    assert!(body(&js).contains("/wait?peer_id="));
+    // The page does not disturb the protocol.
+    assert_eq!(get(server.port, "/sign_in?a").pragma, Some(1));
+    let off = ServerProc::start(&["--no-web"]);
+    assert_eq!(get(off.port, "/").code, 404);
+}

@@ -45,6 +45,9 @@ struct Args {
     /// Let anyone stop the server with GET /quit (off: /quit answers 403).
     #[arg(long)]
     allow_quit: bool,
+    /// Do not serve the web client at / (then / answers 404).
+    #[arg(long)]
+    no_web: bool,
 }
 
 fn seconds(name: &str, value: f64) -> Result<Duration, String> {
@@ -66,6 +69,7 @@ fn config(args: &Args) -> Result<ServerConfig, String> {
             max_queue_items: args.max_queue,
             max_queue_bytes: args.max_queue_bytes,
             allow_quit: args.allow_quit,
+            serve_web: !args.no_web,
         },
         limits: Limits {
             max_header_bytes: args.max_header_bytes,

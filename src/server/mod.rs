@@ -5,6 +5,7 @@
 
 pub mod data_socket;
 pub mod peer_channel;
+pub mod web;
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};

@@ -43,6 +43,8 @@ pub struct ChannelConfig {
     pub max_queue_items: usize,
     pub max_queue_bytes: usize,
     pub allow_quit: bool,
+    /// Serve the web client at `/`.
+    pub serve_web: bool,
 }
 
 impl Default for ChannelConfig {
@@ -52,6 +54,7 @@ impl Default for ChannelConfig {
             max_queue_items: 10_000,
             max_queue_bytes: 16 << 20,
             allow_quit: false,
+            serve_web: true,
         }
     }
 }
@@ -218,6 +221,20 @@ impl PeerChannel {
                     Err(why) => error(out, conn, Status::BadRequest, why),
                     Ok((from, to)) => self.message(conn, from, to, req, now, out),
                 }
+            }
+            (Method::Get, path) if self.config.serve_web && super::web::asset(path).is_some() => {
+                let (content_type, body) = super::web::asset(path).unwrap_or((b"", b""));
+                respond(
+                    out,
+                    conn,
+                    Response {
+                        status: Status::Ok,
+                        content_type,
+                        pragma: None,
+                        body,
+                    },
+                );
+                Disposition::Answered
             }
             (_, "/quit") if self.config.allow_quit => {
                 respond(out, conn, Response::text(Status::Ok, b"Quitting...\n"));

@@ -1,0 +1,76 @@
+//! Interop with a real browser WebRTC stack: Debian's Chromium (headless, fake camera) and
+//! the web page our server serves, against the native client and against itself. Each
+//! scenario runs in a fresh network namespace that has only `lo`, so no WebRTC traffic can
+//! leave loopback. tests/browser/run.js does the driving and the checks (60+ frames decoded
+//! each way, H.264 negotiated, hang-up returns both sides to the peer list).
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Mutex;
+
+/// One browser at a time: two cores.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn run(scenario: &str) -> String {
+    let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let root = env!("CARGO_MANIFEST_DIR");
+    assert!(
+        Path::new("/usr/bin/chromium").exists(),
+        "/usr/bin/chromium is missing: run `make deps` (installs Debian's chromium)"
+    );
+    assert!(
+        Path::new(root)
+            .join("tests/browser/node_modules/playwright-core")
+            .exists(),
+        "playwright-core is missing: run `npm ci --prefix tests/browser` (make test does)"
+    );
+    let script = format!(
+        "ip link set lo up && exec timeout 110 node {root}/tests/browser/run.js {scenario} {} {}",
+        env!("CARGO_BIN_EXE_peerconnection_server"),
+        env!("CARGO_BIN_EXE_peerconnection_client"),
+    );
+    let out = Command::new("unshare")
+        .args(["--net", "sh", "-c", &script])
+        .output()
+        .expect("run unshare (util-linux); the browser tests need root for a network namespace");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{scenario} failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("RESULT "))
+        .unwrap_or_else(|| panic!("{scenario}: no RESULT line:\n{stdout}\n{stderr}"))
+        .to_string();
+    println!("{line}");
+    assert!(line.contains("codec=video/H264"), "{line}");
+    line
+}
+
+fn num(line: &str, key: &str) -> u64 {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {key} in {line}"))
+}
+
+#[test]
+fn browser_calls_native_client() {
+    let line = run("browser-calls-native");
+    assert!(num(&line, "page_decoded") >= 60 && num(&line, "native_decoded") >= 60);
+}
+
+#[test]
+fn native_client_calls_browser() {
+    let line = run("native-calls-browser");
+    assert!(num(&line, "page_decoded") >= 60 && num(&line, "native_decoded") >= 60);
+}
+
+#[test]
+fn browser_calls_browser() {
+    let line = run("browser-calls-browser");
+    assert!(num(&line, "a_decoded") >= 60 && num(&line, "b_decoded") >= 60);
+}
