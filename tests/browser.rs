@@ -25,7 +25,7 @@ fn run(scenario: &str) -> String {
         "playwright-core is missing: run `npm ci --prefix tests/browser` (make test does)"
     );
     let script = format!(
-        "ip link set lo up && exec timeout 110 node {root}/tests/browser/run.js {scenario} {} {}",
+        "ip link set lo up && exec timeout 160 node {root}/tests/browser/run.js {scenario} {} {}",
         env!("CARGO_BIN_EXE_peerconnection_server"),
         env!("CARGO_BIN_EXE_peerconnection_client"),
     );
@@ -73,4 +73,10 @@ fn native_client_calls_browser() {
 fn browser_calls_browser() {
     let line = run("browser-calls-browser");
     assert!(num(&line, "a_decoded") >= 60 && num(&line, "b_decoded") >= 60);
+}
+
+#[test]
+fn a_browser_call_holds_for_more_than_a_minute() {
+    let line = run("long-call");
+    assert!(num(&line, "native_decoded") >= 60 * 20, "{line}");
 }

@@ -11,7 +11,8 @@ const { chromium } = require('playwright-core');
 
 const [scenario, serverBin, clientBin] = process.argv.slice(2);
 const children = [];
-const deadline = setTimeout(() => fail('scenario took longer than 100 s'), 100_000);
+const limitMs = scenario === 'long-call' ? 150_000 : 100_000;
+const deadline = setTimeout(() => fail(`scenario took longer than ${limitMs} ms`), limitMs);
 
 function fail(why) {
   console.error(`FAIL ${scenario}: ${why}`);
@@ -49,8 +50,9 @@ function start(name, bin, args) {
       const seen = lines.find(test);
       if (seen) return Promise.resolve(seen);
       return new Promise((ok) => {
-        waiters.push({ test, ok });
-        setTimeout(() => fail(`${name}: no ${prefix} line in ${ms} ms; stdout:\n${lines.join('\n')}`), ms).unref();
+        const timer = setTimeout(() => fail(`${name}: no ${prefix} line in ${ms} ms; stdout:\n${lines.join('\n')}`), ms);
+        timer.unref();
+        waiters.push({ test, ok: (line) => { clearTimeout(timer); ok(line); } });
       });
     },
   };
@@ -129,6 +131,31 @@ async function main() {
     Object.assign(result, {
       page_decoded: st.framesDecoded, native_decoded: field(end, 'frames_decoded'), codec: st.codec,
       page_first_frame_ms: st.firstFrameMs, native_first_frame_ms: field(end, 'first_frame_ms'),
+    });
+  } else if (scenario === 'long-call') {
+    // A call held for more than 60 s (a Chromium regression once dropped str0m full-ICE
+    // calls after about 10 s): frames must keep flowing both ways to the end.
+    const bob = native('bob', ['--duration', '120']);
+    await bob.waitLine('SIGNED_IN');
+    const page = await openPage(browser, port, 'web');
+    await until(page, () => Object.values(window.pcState.peers).includes('bob'), null, 'bob on the page list');
+    await page.click('#peers button');
+    await until(page, () => window.pcState.framesDecoded >= 30, null, 'the call starts');
+    const t0 = Date.now();
+    const f0 = await page.evaluate(() => window.pcState.framesDecoded);
+    await new Promise((ok) => setTimeout(ok, 65_000));
+    const held = (Date.now() - t0) / 1000;
+    const st = await page.evaluate(() => window.pcState);
+    const last = bob.lines.filter((l) => l.startsWith('STATS')).pop();
+    check(st.inCall && field(last, 'call') !== '-', `call still up after ${held} s: ${last}`);
+    const pageFps = (st.framesDecoded - f0) / held;
+    check(pageFps >= 20, `page decoded ${pageFps.toFixed(1)} fps over the last ${held} s`);
+    check(Number(field(last, 'recv_fps')) >= 20, `native still receiving: ${last}`);
+    await page.click('#hangup');
+    const end = await bob.waitLine('CALL_ENDED');
+    Object.assign(result, {
+      held_s: held.toFixed(1), page_fps: pageFps.toFixed(1), page_decoded: st.framesDecoded,
+      native_decoded: field(end, 'frames_decoded'), codec: st.codec,
     });
   } else if (scenario === 'browser-calls-browser') {
     const a = await openPage(browser, port, 'web-a');
