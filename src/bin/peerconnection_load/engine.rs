@@ -36,6 +36,8 @@ pub struct Engine<T> {
     idle: Vec<StdTcpStream>,
     scratch: Vec<u8>,
     next_source: u8,
+    /// Requests whose connection could not even be opened.
+    failed: Vec<Reply<T>>,
 }
 
 /// Source addresses used in turn (127.0.0.1 to 127.0.0.SOURCES). The server closes first,
@@ -94,31 +96,41 @@ impl<T: Copy + Debug> Engine<T> {
             idle: Vec::new(),
             scratch: Vec::with_capacity(64 * 1024),
             next_source: 0,
+            failed: Vec::new(),
         })
     }
 
     /// Opens a connection that sends `request`; its answer comes back from `turn`.
     pub fn submit(&mut self, request: Vec<u8>, tag: T) {
-        let entry = self.conns.vacant_entry();
         self.next_source = self.next_source % SOURCES + 1;
-        let mut stream = match connect_from(Ipv4Addr::new(127, 0, 0, self.next_source), self.addr) {
-            Ok(s) => s,
-            Err(e) => panic!("connect to {}: {e}", self.addr),
-        };
-        self.poll
-            .registry()
-            .register(
-                &mut stream,
-                Token(entry.key()),
-                Interest::READABLE | Interest::WRITABLE,
-            )
-            .expect("register");
-        entry.insert(Conn {
-            stream: BufferedStream::new(stream),
-            parser: ResponseParser::new(MAX_RESPONSE),
-            tag,
-            unsent: Some(request),
+        let source = Ipv4Addr::new(127, 0, 0, self.next_source);
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        let opened = connect_from(source, self.addr).and_then(|mut stream| {
+            self.poll
+                .registry()
+                .register(
+                    &mut stream,
+                    Token(key),
+                    Interest::READABLE | Interest::WRITABLE,
+                )
+                .map(|()| stream)
         });
+        match opened {
+            Ok(stream) => {
+                entry.insert(Conn {
+                    stream: BufferedStream::new(stream),
+                    parser: ResponseParser::new(MAX_RESPONSE),
+                    tag,
+                    unsent: Some(request),
+                });
+            }
+            // Out of descriptors or ports: reported with the next turn's replies.
+            Err(e) => self.failed.push(Reply {
+                tag,
+                result: Err(format!("connect to {} from {source}: {e}", self.addr)),
+            }),
+        }
     }
 
     /// Closes the idle connections.
@@ -147,7 +159,7 @@ impl<T: Copy + Debug> Engine<T> {
                 )
             })
             .collect();
-        let mut replies = Vec::new();
+        let mut replies = std::mem::take(&mut self.failed);
         for (key, readable, writable) in ready {
             let Some(conn) = self.conns.get_mut(key) else {
                 continue;
