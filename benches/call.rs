@@ -71,6 +71,7 @@ fn run_once(resolution: &str, seconds: u64) -> Result<Sample, String> {
     let common = |name: &str| {
         let mut c = Command::new(CLIENT);
         c.args(["--headless", "--server", "127.0.0.1", "--port", &port])
+            .args(["--video-source", "test"])
             .args([
                 "--ice-ip",
                 "127.0.0.1",

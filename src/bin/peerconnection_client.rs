@@ -6,14 +6,17 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use peerconnection::client::main_wnd::RendererChoice;
 use peerconnection::client::{ClientConfig, ClientLoop, MediaConfig, SourceSpec};
 
 /// Video-call client for the peerconnection signaling server.
 ///
 /// Signs in, lists the other peers, calls one (or is called), and sends and receives H.264
-/// video over WebRTC (str0m). Without a camera it sends a test pattern; `--headless` runs
-/// with no window. Machine-readable lines (SIGNED_IN, PEER_CONNECTED, CALL_STARTED,
-/// CALL_ENDED, STATS) go to stdout; logs go to stderr (RUST_LOG=debug for more).
+/// video over WebRTC (str0m), in an SDL2 window: a connect screen, the peer list (arrows +
+/// Enter or a double click calls), and the call (Esc hangs up). Without a camera it sends a
+/// test pattern; `--headless` (or no display) runs with no window and signs in at once.
+/// Machine-readable lines (SIGNED_IN, PEER_CONNECTED, CALL_STARTED, CALL_ENDED, STATS, UI)
+/// go to stdout; logs go to stderr (RUST_LOG=debug for more).
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
@@ -26,18 +29,32 @@ struct Args {
     /// Name shown to other peers (default: user@host, as the original).
     #[arg(long)]
     name: Option<String>,
-    /// Connect to the server at start (always on with --headless).
+    /// Connect to the server at start instead of waiting for the Connect button (always on
+    /// with --headless).
     #[arg(long)]
     autoconnect: bool,
-    /// Call the first other peer on the list as soon as there is one.
+    /// Once the peer list shows someone, call the last peer on it (as the original; once per
+    /// run).
     #[arg(long)]
     autocall: bool,
-    /// Run without a window (the only mode in this build).
+    /// Run without a window; also the fallback when no display can be opened.
     #[arg(long)]
     headless: bool,
-    /// Local video: `test` (a moving test pattern with a frame stamp) or a .y4m file (looped).
-    #[arg(long, default_value = "test")]
+    /// Local video: `auto` (the camera if --device opens, else the test pattern), `camera`
+    /// (the camera or an error), `test` (a moving test pattern with a frame stamp), or a
+    /// .y4m file (looped).
+    #[arg(long, default_value = "auto")]
     video_source: String,
+    /// Window renderer: `software` (SDL's, one thread, the default) or `accelerated` (the
+    /// GPU's through SDL; its driver may start threads of its own).
+    #[arg(long, default_value = "software", value_parser = parse_renderer)]
+    renderer: RendererChoice,
+    /// V4L2 camera device for `--video-source auto|camera`.
+    #[arg(long, default_value = peerconnection::media::camera::DEFAULT_DEVICE)]
+    device: PathBuf,
+    /// List the V4L2 devices with their formats, sizes and frame rates, and exit.
+    #[arg(long)]
+    list_devices: bool,
     /// Capture and send size, WIDTHxHEIGHT (even numbers).
     #[arg(long, default_value = "640x480", value_parser = parse_resolution)]
     resolution: (u32, u32),
@@ -60,6 +77,14 @@ struct Args {
     /// address that is up, loopback included).
     #[arg(long = "ice-ip")]
     ice_ips: Vec<IpAddr>,
+}
+
+fn parse_renderer(s: &str) -> Result<RendererChoice, String> {
+    match s {
+        "software" => Ok(RendererChoice::Software),
+        "accelerated" => Ok(RendererChoice::Accelerated),
+        _ => Err(format!("{s:?}: expected software or accelerated")),
+    }
 }
 
 fn parse_resolution(s: &str) -> Result<(u32, u32), String> {
@@ -106,11 +131,9 @@ fn config(args: Args) -> Result<ClientConfig, String> {
         ),
     };
     let source = match args.video_source.as_str() {
+        "auto" => SourceSpec::Auto(args.device),
+        "camera" => SourceSpec::Camera(args.device),
         "test" => SourceSpec::TestPattern,
-        "camera" => return Err(
-            "--video-source camera: this build has no camera support yet; use test or a .y4m file"
-                .into(),
-        ),
         path => SourceSpec::Y4mFile(PathBuf::from(path)),
     };
     let (width, height) = args.resolution;
@@ -118,7 +141,9 @@ fn config(args: Args) -> Result<ClientConfig, String> {
         server: args.server,
         port: args.port,
         name: args.name.unwrap_or_else(default_name),
-        autoconnect: true,
+        headless: args.headless,
+        autoconnect: args.autoconnect || args.headless,
+        renderer: args.renderer,
         autocall: args.autocall,
         source,
         media: MediaConfig {
@@ -134,11 +159,26 @@ fn config(args: Args) -> Result<ClientConfig, String> {
     })
 }
 
+/// `--list-devices`: every /dev/video* node and what it offers.
+fn list_devices() -> ExitCode {
+    let devices = peerconnection::media::camera::list_devices();
+    if devices.is_empty() {
+        println!("no V4L2 devices (nothing matches /dev/video*)");
+    }
+    for d in devices {
+        match d {
+            Ok(info) => println!("{info}"),
+            Err(e) => println!("{e}"),
+        }
+    }
+    ExitCode::SUCCESS
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     peerconnection::init_logging();
-    if !args.headless {
-        log::warn!("this build has no window yet: running headless");
+    if args.list_devices {
+        return list_devices();
     }
     let result = config(args).and_then(|c| ClientLoop::new(c)?.run());
     match result {

@@ -1,6 +1,7 @@
 //! The client's loop: one `mio::Poll` carrying the signaling connections (control and hanging
-//! GET), one UDP socket per host candidate, the signals, and the timers of the capture clock,
-//! str0m and the signaling client. It turns the state machines' outputs into syscalls.
+//! GET), one UDP socket per host candidate, the camera while it streams, the signals, and the
+//! timers of the capture clock, str0m, the signaling client and the window's frame tick. It
+//! turns the state machines' outputs into syscalls and the window's input into actions.
 
 use std::collections::HashMap;
 use std::io;
@@ -9,15 +10,19 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use mio::net::{TcpStream, UdpSocket};
+use mio::unix::SourceFd;
 use mio::{Interest, Token};
 use slab::Slab;
 
 use super::conductor::{CallOutput, Conductor, MediaConfig};
+use super::main_wnd::{MainWnd, RendererChoice, Ui, UiAction, DEFAULT_SIZE};
 use super::peer_connection_client::{
     Channel, ClientEvent, ClientOutput, ClientState, PeerConnectionClient, RequestError,
 };
-use crate::media::{monotonic_us, SourceSpec, VideoSource, Y4mWriter};
-use crate::reactor::{earliest, read_available, BufferedStream, Reactor, SIGNAL_TOKEN};
+use crate::media::{monotonic_us, I420Frame, SourceSpec, VideoSource, Y4mWriter};
+use crate::reactor::{
+    earliest, read_available, BufferedStream, Reactor, CAMERA_TOKEN, SIGNAL_TOKEN,
+};
 use crate::signaling::http::ResponseParser;
 use crate::signaling::PeerId;
 
@@ -27,7 +32,11 @@ pub struct ClientConfig {
     pub server: String,
     pub port: u16,
     pub name: String,
+    /// No window: sign in at once and print machine-readable lines only.
+    pub headless: bool,
+    /// Sign in at start instead of waiting for the window's Connect (headless always does).
     pub autoconnect: bool,
+    pub renderer: RendererChoice,
     pub autocall: bool,
     pub source: SourceSpec,
     pub media: MediaConfig,
@@ -82,9 +91,14 @@ pub struct ClientLoop {
     recorder: Option<Y4mWriter>,
     stats_at: Option<Instant>,
     stats_mark: StatsMark,
+    window: Option<MainWnd>,
+    /// The camera's descriptor is registered with the poll (only while it streams).
+    camera_registered: bool,
     exit_at: Option<Instant>,
     shutdown_deadline: Option<Instant>,
     autocall_done: bool,
+    /// The peer list changed: `--autocall` looks at it once the outputs are drained.
+    autocall_pending: bool,
     scratch: Vec<u8>,
     started: Instant,
 }
@@ -93,8 +107,36 @@ impl ClientLoop {
     pub fn new(config: ClientConfig) -> Result<ClientLoop, String> {
         let reactor =
             Reactor::new(256).map_err(|e| format!("cannot create the event loop: {e}"))?;
-        let video = VideoSource::open(&config.source, config.media.width, config.media.height)
-            .map_err(|e| e.to_string())?;
+        let video = VideoSource::open(
+            &config.source,
+            config.media.width,
+            config.media.height,
+            config.media.fps,
+        )
+        .map_err(|e| e.to_string())?;
+        log::info!("local video: {}", video.describe());
+        let mut config = config;
+        let window = if config.headless {
+            None
+        } else {
+            match MainWnd::create(
+                &config.name,
+                &config.server,
+                config.port,
+                DEFAULT_SIZE,
+                config.renderer,
+            ) {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    log::warn!("cannot open a window ({e}): running headless");
+                    config.headless = true;
+                    None
+                }
+            }
+        };
+        if config.headless {
+            config.autoconnect = true;
+        }
         let ips = if config.ice_ips.is_empty() {
             local_ipv4_addresses()
         } else {
@@ -125,7 +167,9 @@ impl ClientLoop {
             client: PeerConnectionClient::new(&config.name),
             conductor: Conductor::new(config.media, local_addrs),
             exit_at: config.duration.map(|d| now + d),
-            stats_at: config.stats.then_some(now + STATS_INTERVAL),
+            stats_at: (config.stats || window.is_some()).then_some(now + STATS_INTERVAL),
+            window,
+            camera_registered: false,
             config,
             reactor,
             sources,
@@ -139,6 +183,7 @@ impl ClientLoop {
             stats_mark: StatsMark::default(),
             shutdown_deadline: None,
             autocall_done: false,
+            autocall_pending: false,
             scratch: Vec::with_capacity(64 * 1024),
             started: now,
         })
@@ -147,6 +192,15 @@ impl ClientLoop {
     /// Runs until `--duration`, a signal, or a finished sign-out after shutdown began.
     pub fn run(&mut self) -> Result<(), String> {
         if self.config.autoconnect {
+            // As the original's autoconnect: the Connect click, made for the user.
+            if let Some(w) = self.window.as_mut() {
+                let status = format!(
+                    "Connecting to {}:{}...",
+                    self.config.server, self.config.port
+                );
+                w.model().set_connecting(true);
+                w.model().set_status(&status, false);
+            }
             self.client
                 .connect(&self.config.server.clone(), self.config.port);
         }
@@ -154,6 +208,7 @@ impl ClientLoop {
         loop {
             let now = Instant::now();
             self.process_outputs(now);
+            self.render_window(now);
             if self.shutdown_deadline.is_some()
                 && (self.client.state() == ClientState::NotConnected
                     || self.shutdown_deadline.is_some_and(|d| d <= now))
@@ -167,6 +222,7 @@ impl ClientLoop {
                 self.stats_at,
                 self.exit_at,
                 self.shutdown_deadline,
+                self.window.as_ref().map(MainWnd::deadline),
             ]);
             self.reactor
                 .poll_ready(deadline, &mut ready)
@@ -177,14 +233,107 @@ impl ClientLoop {
                     if self.reactor.take_shutdown_signal() {
                         self.begin_shutdown("interrupted", now);
                     }
+                } else if r.token == CAMERA_TOKEN {
+                    self.camera_ready(now);
                 } else {
                     self.source_event(r.token.0, r.readable, r.writable, now);
                 }
             }
             self.handle_timeouts(now);
+            self.pump_window(now);
         }
+        self.stop_local_video();
         self.print_summary();
         Ok(())
+    }
+
+    /// Takes the window's input and acts on it.
+    fn pump_window(&mut self, now: Instant) {
+        let Some(w) = self.window.as_mut() else {
+            return;
+        };
+        for action in w.pump(now) {
+            self.ui_action(action, now);
+        }
+    }
+
+    /// Paints the window if it changed, and announces a newly shown screen on stdout.
+    fn render_window(&mut self, now: Instant) {
+        if let Some(ui) = self.window.as_mut().and_then(|w| w.render_if_due(now)) {
+            println!("UI screen={ui}");
+        }
+    }
+
+    fn ui_action(&mut self, action: UiAction, now: Instant) {
+        log::debug!("window: {action:?}");
+        match action {
+            UiAction::Connect { server, port } => {
+                self.config.server = server;
+                self.config.port = port;
+                self.client.connect(&self.config.server.clone(), port);
+            }
+            UiAction::CancelConnect => {
+                self.client.sign_out();
+                if let Some(w) = self.window.as_mut() {
+                    w.model().set_connecting(false);
+                    w.model().set_status("Stopped trying to sign in.", false);
+                }
+            }
+            UiAction::Call(peer) => self.start_call(peer, now),
+            UiAction::SignOut => {
+                self.conductor.hang_up("signing out", now);
+                self.client.sign_out();
+            }
+            UiAction::HangUp => self.conductor.hang_up("hung up from the window", now),
+            UiAction::Quit => {
+                if let Some(w) = self.window.as_mut() {
+                    w.hide();
+                }
+                self.begin_shutdown("the window was closed", now);
+            }
+        }
+    }
+
+    /// "alice (id 3) at localhost:8888", for the peer list's title.
+    fn session_text(&self) -> String {
+        format!(
+            "{} (id {}) at {}:{}",
+            self.client.name(),
+            self.client.id().map_or("-".into(), |i| i.to_string()),
+            self.config.server,
+            self.config.port
+        )
+    }
+
+    fn show_peer_list(&mut self, status: Option<(&str, bool)>) {
+        let session = self.session_text();
+        let peers: Vec<(PeerId, String)> = self
+            .client
+            .peers()
+            .iter()
+            .map(|(id, n)| (*id, n.clone()))
+            .collect();
+        if let Some(w) = self.window.as_mut() {
+            let m = w.model();
+            m.switch_to_peer_list(&session);
+            m.set_peers(peers.iter().map(|(id, n)| (*id, n.as_str())));
+            if let Some((text, error)) = status {
+                m.set_status(text, error);
+            }
+        }
+    }
+
+    fn refresh_peers(&mut self) {
+        let peers: Vec<(PeerId, String)> = self
+            .client
+            .peers()
+            .iter()
+            .map(|(id, n)| (*id, n.clone()))
+            .collect();
+        if let Some(w) = self.window.as_mut() {
+            w.model()
+                .set_peers(peers.iter().map(|(id, n)| (*id, n.as_str())));
+        }
     }
 
     fn begin_shutdown(&mut self, why: &str, now: Instant) {
@@ -206,7 +355,7 @@ impl ClientLoop {
             self.capture_frame(now);
         }
         if self.stats_at.is_some_and(|t| t <= now) {
-            self.print_stats(now);
+            self.sample_stats(now);
             self.stats_at = Some(now + STATS_INTERVAL);
         }
         if self.exit_at.is_some_and(|t| t <= now) {
@@ -214,7 +363,7 @@ impl ClientLoop {
         }
     }
 
-    /// Takes the next frame from the source, paced by the loop's clock, and sends it.
+    /// Takes the next frame from a clock-paced source (pattern, file) and sends it.
     fn capture_frame(&mut self, now: Instant) {
         let period = Duration::from_secs_f32(1.0 / self.config.media.fps.max(1.0));
         // Keep the cadence; if the loop fell far behind, restart it instead of bursting.
@@ -224,19 +373,86 @@ impl ClientLoop {
         } else {
             next
         });
-        if !self.conductor.is_connected() {
+        // Without a window there is no preview: nothing to capture before media flows.
+        if !self.conductor.is_connected() && self.window.is_none() {
             return;
         }
         let capture_us = monotonic_us();
         match self.video.next_frame(self.frame_number, capture_us) {
-            Ok(frame) => {
+            Ok(Some(frame)) => {
                 self.frame_number = self.frame_number.wrapping_add(1);
-                self.conductor.send_frame(&frame, capture_us, now);
+                self.local_frame(&frame, capture_us, now);
             }
-            Err(e) => {
-                log::error!("video source failed: {e}; ending the local track");
-                self.next_frame_at = None;
+            Ok(None) => {}
+            Err(e) => self.local_track_ended(&format!("video source failed: {e}")),
+        }
+    }
+
+    /// A captured frame: into the preview, and to the peer once media flows.
+    fn local_frame(&mut self, frame: &I420Frame, capture_us: u64, now: Instant) {
+        if let Some(w) = self.window.as_mut() {
+            w.local_frame(frame);
+        }
+        if self.conductor.is_connected() {
+            self.conductor.send_frame(frame, capture_us, now);
+        }
+    }
+
+    /// The camera's descriptor is readable: take the newest frame.
+    fn camera_ready(&mut self, now: Instant) {
+        match self.video.read_camera() {
+            Ok(Some(frame)) => {
+                let capture_us = monotonic_us();
+                self.local_frame(&frame, capture_us, now);
             }
+            Ok(None) => {}
+            Err(e) => self.local_track_ended(&e.to_string()),
+        }
+    }
+
+    /// Starts the local video for a call: the capture clock, or the camera's stream.
+    fn start_local_video(&mut self, now: Instant) {
+        self.frame_number = 0;
+        let Some(camera) = self.video.camera() else {
+            self.next_frame_at = Some(now);
+            return;
+        };
+        if let Err(e) = camera.start() {
+            return self.local_track_ended(&e.to_string());
+        }
+        let fd = camera.fd();
+        match self
+            .reactor
+            .registry()
+            .register(&mut SourceFd(&fd), CAMERA_TOKEN, Interest::READABLE)
+        {
+            Ok(()) => self.camera_registered = true,
+            Err(e) => self.local_track_ended(&format!("cannot poll the camera: {e}")),
+        }
+    }
+
+    /// Stops the local video (the call ended, or the program is exiting).
+    fn stop_local_video(&mut self) {
+        self.next_frame_at = None;
+        let registered = std::mem::take(&mut self.camera_registered);
+        if let Some(camera) = self.video.camera() {
+            if registered {
+                let fd = camera.fd();
+                let _ = self.reactor.registry().deregister(&mut SourceFd(&fd));
+            }
+            camera.stop();
+        }
+    }
+
+    /// The source failed (a camera unplugged, a file gone bad): the call goes on without
+    /// local video.
+    fn local_track_ended(&mut self, reason: &str) {
+        log::error!("{reason}; ending the local video track");
+        println!("LOCAL_TRACK_ENDED reason={reason:?}");
+        self.stop_local_video();
+        if let Some(w) = self.window.as_mut() {
+            w.model()
+                .set_overlay(vec![format!("local video ended: {reason}")]);
         }
     }
 
@@ -253,6 +469,10 @@ impl ClientLoop {
                 self.call_output(out, now);
             }
             if !progressed {
+                if std::mem::take(&mut self.autocall_pending) {
+                    self.maybe_autocall(now);
+                    continue;
+                }
                 return;
             }
         }
@@ -280,19 +500,49 @@ impl ClientLoop {
 
     fn client_event(&mut self, e: ClientEvent, now: Instant) {
         match e {
-            ClientEvent::StateChanged(_) => {}
+            ClientEvent::StateChanged(state) => {
+                if let Some(w) = self.window.as_mut() {
+                    match state {
+                        ClientState::Resolving | ClientState::SigningIn
+                            if w.current_ui() == Ui::ConnectToServer =>
+                        {
+                            w.model().set_connecting(true)
+                        }
+                        ClientState::NotConnected if self.shutdown_deadline.is_none() => {
+                            w.clear_video();
+                            w.model().switch_to_connect_ui();
+                        }
+                        _ => {}
+                    }
+                }
+            }
             ClientEvent::SignedIn { id } => {
                 log::info!("signed in as {:?} with id {id}", self.client.name());
                 println!("SIGNED_IN id={id}");
+                self.show_peer_list(Some(("", false)));
+                self.autocall_pending = true;
+            }
+            ClientEvent::SignInFailed { reason } => {
+                let text = format!(
+                    "Cannot sign in to {}:{}: {reason}. Trying again every {} s; Esc stops.",
+                    self.config.server,
+                    self.config.port,
+                    super::peer_connection_client::RECONNECT_DELAY.as_secs()
+                );
+                if let Some(w) = self.window.as_mut() {
+                    w.model().set_status(&text, true);
+                }
             }
             ClientEvent::PeerConnected { id, name } => {
                 log::info!("peer {id} {name:?} is on the list");
                 println!("PEER_CONNECTED id={id} name={name}");
-                self.maybe_autocall(now);
+                self.refresh_peers();
+                self.autocall_pending = true;
             }
             ClientEvent::PeerDisconnected { id } => {
                 log::info!("peer {id} left");
                 println!("PEER_DISCONNECTED id={id}");
+                self.refresh_peers();
                 if self.conductor.peer() == Some(id) {
                     self.conductor.end_call("the peer left the server", now);
                 }
@@ -306,16 +556,34 @@ impl ClientLoop {
             }
             ClientEvent::ServerLost { reason } => {
                 println!("SERVER_LOST reason={reason:?}");
+                let text = format!("Lost the server ({reason}); signing in again...");
+                if let Some(w) = self.window.as_mut() {
+                    w.model().set_status(&text, true);
+                }
             }
-            ClientEvent::SignedOut => log::info!("signed out"),
+            ClientEvent::SignedOut => {
+                log::info!("signed out");
+                if let Some(w) = self.window.as_mut() {
+                    w.model().switch_to_connect_ui();
+                    w.model().set_status("Signed out.", false);
+                }
+            }
         }
     }
 
+    /// `--autocall`, as the original: once the peer list is shown with someone on it, the
+    /// last row is activated. Unlike the original this happens once per run, so a call that
+    /// ends is not redialled forever.
     fn maybe_autocall(&mut self, now: Instant) {
-        if !self.config.autocall || self.autocall_done || !self.conductor.is_idle() {
+        if !self.config.autocall
+            || self.autocall_done
+            || !self.conductor.is_idle()
+            || !self.client.is_connected()
+            || self.shutdown_deadline.is_some()
+        {
             return;
         }
-        let Some(peer) = self.client.peers().keys().next().copied() else {
+        let Some(peer) = self.client.peers().keys().next_back().copied() else {
             return;
         };
         self.autocall_done = true;
@@ -338,14 +606,35 @@ impl ClientLoop {
                 destination,
                 contents,
             } => self.transmit(source, destination, &contents),
-            CallOutput::RemoteFrame(frame) => self.record(&frame),
+            CallOutput::RemoteFrame(frame) => {
+                if let Some(w) = self.window.as_mut() {
+                    w.remote_frame(&frame);
+                }
+                self.record(&frame);
+            }
             CallOutput::CallStarted { peer } => {
                 println!("CALL_STARTED peer={peer}");
-                self.frame_number = 0;
-                self.next_frame_at = Some(now);
+                let name = self.peer_name(peer);
+                if let Some(w) = self.window.as_mut() {
+                    w.clear_video();
+                    w.model().switch_to_streaming(peer, &name);
+                    w.model()
+                        .set_call_status(&format!("Connecting to {name}..."));
+                }
+                self.start_local_video(now);
             }
             CallOutput::CallEnded { peer, reason } => {
-                self.next_frame_at = None;
+                self.stop_local_video();
+                if self.window.is_some() {
+                    let name = self.peer_name(peer);
+                    if let Some(w) = self.window.as_mut() {
+                        w.clear_video();
+                    }
+                    if self.client.is_connected() {
+                        let status = format!("The call with {name} ended: {reason}.");
+                        self.show_peer_list(Some((&status, false)));
+                    }
+                }
                 // A finished call's recording is complete on disk, even while we run on.
                 if let Some(Err(e)) = self.recorder.as_mut().map(Y4mWriter::flush) {
                     log::warn!("recording: {e}");
@@ -363,7 +652,16 @@ impl ClientLoop {
         }
     }
 
-    fn record(&mut self, frame: &crate::media::I420Frame) {
+    /// A peer's name from the list, or its id when it is not on the list (any more).
+    fn peer_name(&self, peer: PeerId) -> String {
+        self.client
+            .peers()
+            .get(&peer)
+            .cloned()
+            .unwrap_or_else(|| format!("peer {peer}"))
+    }
+
+    fn record(&mut self, frame: &I420Frame) {
         let Some(path) = &self.config.record else {
             return;
         };
@@ -549,24 +847,41 @@ impl ClientLoop {
         }
     }
 
-    fn print_stats(&mut self, now: Instant) {
+    /// Once a second: the STATS line (`--stats`) and the window's overlay.
+    fn sample_stats(&mut self, now: Instant) {
         let s = self.conductor.stats().clone();
         let m = &self.stats_mark;
         let secs = STATS_INTERVAL.as_secs_f64();
-        println!(
-            "STATS t={:.1} state={} call={} sent_fps={:.1} recv_fps={:.1} sent_kbps={:.0} recv_kbps={:.0} decoded={} latency_ms={} rtt_ms={}",
-            (now - self.started).as_secs_f64(),
-            self.client.state(),
-            self.conductor.peer().map_or("-".into(), |p| p.to_string()),
-            (s.frames_sent.saturating_sub(m.frames_sent)) as f64 / secs,
-            (s.frames_decoded.saturating_sub(m.frames_decoded)) as f64 / secs,
-            (s.bytes_sent.saturating_sub(m.bytes_sent)) as f64 * 8.0 / 1000.0 / secs,
-            (s.bytes_received.saturating_sub(m.bytes_received)) as f64 * 8.0 / 1000.0 / secs,
-            s.frames_decoded,
-            s.last_stamp_latency_us
-                .map_or("-".into(), |l| format!("{:.1}", l as f64 / 1000.0)),
-            s.rtt.map_or("-".into(), |r| format!("{:.1}", r.as_secs_f64() * 1000.0)),
-        );
+        let sent_fps = (s.frames_sent.saturating_sub(m.frames_sent)) as f64 / secs;
+        let recv_fps = (s.frames_decoded.saturating_sub(m.frames_decoded)) as f64 / secs;
+        let sent_kbps = (s.bytes_sent.saturating_sub(m.bytes_sent)) as f64 * 8.0 / 1000.0 / secs;
+        let recv_kbps =
+            (s.bytes_received.saturating_sub(m.bytes_received)) as f64 * 8.0 / 1000.0 / secs;
+        let rtt_ms = s
+            .rtt
+            .map_or("-".into(), |r| format!("{:.1}", r.as_secs_f64() * 1000.0));
+        if self.config.stats {
+            println!(
+                "STATS t={:.1} state={} call={} sent_fps={sent_fps:.1} recv_fps={recv_fps:.1} sent_kbps={sent_kbps:.0} recv_kbps={recv_kbps:.0} decoded={} latency_ms={} rtt_ms={rtt_ms}",
+                (now - self.started).as_secs_f64(),
+                self.client.state(),
+                self.conductor.peer().map_or("-".into(), |p| p.to_string()),
+                s.frames_decoded,
+                s.last_stamp_latency_us
+                    .map_or("-".into(), |l| format!("{:.1}", l as f64 / 1000.0)),
+            );
+        }
+        if let Some(w) = self.window.as_mut() {
+            if self.conductor.peer().is_some() && w.current_ui() == Ui::Streaming {
+                let size = s
+                    .remote_size
+                    .map_or("-".into(), |(w, h)| format!("{w}x{h}"));
+                w.model().set_overlay(vec![
+                    format!("in  {recv_fps:.1} fps  {recv_kbps:.0} kbit/s  {size}"),
+                    format!("out {sent_fps:.1} fps  {sent_kbps:.0} kbit/s  RTT {rtt_ms} ms"),
+                ]);
+            }
+        }
         self.stats_mark = StatsMark {
             frames_sent: s.frames_sent,
             bytes_sent: s.bytes_sent,

@@ -90,6 +90,10 @@ pub enum ClientEvent {
         to: PeerId,
         reason: String,
     },
+    /// Resolving or signing in failed; the client tries again after [`RECONNECT_DELAY`].
+    SignInFailed {
+        reason: String,
+    },
     /// The server went away or forgot us; the client is rejoining.
     ServerLost {
         reason: String,
@@ -221,6 +225,9 @@ impl PeerConnectionClient {
                     self.host,
                     self.port
                 );
+                self.event(ClientEvent::SignInFailed {
+                    reason: format!("cannot resolve {e}"),
+                });
                 self.retry_at = Some(now + RECONNECT_DELAY);
             }
         }
@@ -359,6 +366,7 @@ impl PeerConnectionClient {
                             self.host,
                             self.port
                         );
+                        self.event(ClientEvent::SignInFailed { reason: e });
                         self.retry_at = Some(now + RECONNECT_DELAY);
                     }
                 }

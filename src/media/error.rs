@@ -40,6 +40,18 @@ pub enum MediaError {
     Y4mEmpty { path: PathBuf },
     /// A setting the encoder cannot use (the message names it).
     BadConfig(String),
+    /// A captured buffer that does not hold the frame its format and size promise.
+    BadCapture(String),
+    /// A Motion-JPEG frame that cannot be decoded.
+    Jpeg(String),
+    /// A camera operation the device refused (it is missing, busy, or was unplugged).
+    Camera {
+        device: PathBuf,
+        action: String,
+        source: io::Error,
+    },
+    /// A camera that offers nothing we can use, or was set up differently than asked.
+    CameraFormat { device: PathBuf, reason: String },
     /// OpenH264's encoder refused or failed.
     Encoder(String),
     /// OpenH264's decoder could not decode the data (corrupt or missing reference).
@@ -84,6 +96,16 @@ impl fmt::Display for MediaError {
                 write!(f, "Y4M file {} holds no frames", path.display())
             }
             MediaError::BadConfig(what) => write!(f, "bad encoder setting: {what}"),
+            MediaError::BadCapture(what) => write!(f, "bad captured frame: {what}"),
+            MediaError::Jpeg(what) => write!(f, "cannot decode a JPEG frame: {what}"),
+            MediaError::Camera {
+                device,
+                action,
+                source,
+            } => write!(f, "camera {}: cannot {action}: {source}", device.display()),
+            MediaError::CameraFormat { device, reason } => {
+                write!(f, "camera {}: {reason}", device.display())
+            }
             MediaError::Encoder(e) => write!(f, "H.264 encoder error: {e}"),
             MediaError::Decoder(e) => write!(f, "H.264 decoder error: {e}"),
         }
@@ -93,7 +115,7 @@ impl fmt::Display for MediaError {
 impl std::error::Error for MediaError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            MediaError::Io { source, .. } => Some(source),
+            MediaError::Io { source, .. } | MediaError::Camera { source, .. } => Some(source),
             _ => None,
         }
     }

@@ -27,6 +27,43 @@ pub fn scale_i420(src: &I420Frame, width: u32, height: u32) -> I420Frame {
     dst
 }
 
+/// Scales `src` to `width`x`height` after cropping it centrally to that shape, so a 16:9
+/// camera sending 4:3 loses its sides instead of being squashed.
+pub fn fit_i420(src: &I420Frame, width: u32, height: u32) -> I420Frame {
+    if src.validate().is_err() || (src.width, src.height) == (width, height) {
+        return scale_i420(src, width, height);
+    }
+    let (sw, sh) = (src.width as u64, src.height as u64);
+    let (tw, th) = (width.max(2) as u64, height.max(2) as u64);
+    // The largest even rectangle of the target's shape inside the source.
+    let (cw, ch) = if sw * th > sh * tw {
+        (((sh * tw / th) as u32) & !1, src.height)
+    } else {
+        (src.width, ((sw * th / tw) as u32) & !1)
+    };
+    let (cw, ch) = (cw.max(2), ch.max(2));
+    if (cw, ch) == (src.width, src.height) {
+        return scale_i420(src, width, height);
+    }
+    let x0 = ((src.width - cw) / 2) & !1;
+    let y0 = ((src.height - ch) / 2) & !1;
+    let mut cropped = I420Frame::new(cw, ch);
+    let (dy, du, dv) = cropped.planes_mut();
+    copy_rect(src.y(), src.width as usize, dy, x0, y0, cw, ch);
+    let half = src.width as usize / 2;
+    copy_rect(src.u(), half, du, x0 / 2, y0 / 2, cw / 2, ch / 2);
+    copy_rect(src.v(), half, dv, x0 / 2, y0 / 2, cw / 2, ch / 2);
+    scale_i420(&cropped, width, height)
+}
+
+fn copy_rect(src: &[u8], stride: usize, dst: &mut [u8], x0: u32, y0: u32, w: u32, h: u32) {
+    let (x0, y0, w, h) = (x0 as usize, y0 as usize, w as usize, h as usize);
+    for (row, out) in dst.chunks_exact_mut(w).take(h).enumerate() {
+        let start = (y0 + row) * stride + x0;
+        out.copy_from_slice(&src[start..start + w]);
+    }
+}
+
 /// Source positions for each destination index along one axis: the first sample, and the
 /// weight (0..=256) of the next, with pixel centres aligned.
 fn axis(src_len: usize, dst_len: usize) -> Vec<(usize, u32)> {
@@ -98,6 +135,32 @@ mod tests {
                 assert!(got.abs_diff(c.yuv[0]) <= 2, "{w}x{h} bar {}: {got}", c.name);
             }
         }
+    }
+
+    #[test]
+    fn fit_crops_to_the_target_shape_before_scaling() {
+        // 16:9 with a red left edge and a blue right edge, the middle grey.
+        let mut wide = I420Frame::new(64, 36);
+        let w = wide.width as usize;
+        for (i, p) in wide.y_mut().iter_mut().enumerate() {
+            let x = i % w;
+            *p = if x < 8 {
+                50
+            } else if x >= 56 {
+                200
+            } else {
+                120
+            };
+        }
+        // 4:3 from 16:9 keeps the middle 48 columns: the 8-wide edges are cut off.
+        let f = fit_i420(&wide, 32, 24);
+        assert_eq!((f.width, f.height), (32, 24));
+        assert!(f.y().iter().all(|&p| p == 120), "edges cropped away");
+        // The same shape is a plain scale; a portrait target keeps a narrow middle strip.
+        assert_eq!(fit_i420(&wide, 32, 18), scale_i420(&wide, 32, 18));
+        let tall = fit_i420(&wide, 18, 32);
+        assert_eq!((tall.width, tall.height), (18, 32));
+        tall.validate().unwrap();
     }
 
     #[test]

@@ -19,6 +19,7 @@ use signal_hook_mio::v1_0::Signals;
 pub const SIGNAL_TOKEN: Token = Token(usize::MAX - 1);
 pub const LISTENER_TOKEN: Token = Token(usize::MAX - 2);
 pub const UDP_TOKEN: Token = Token(usize::MAX - 3);
+pub const CAMERA_TOKEN: Token = Token(usize::MAX - 4);
 
 /// One readiness event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

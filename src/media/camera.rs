@@ -1,0 +1,817 @@
+//! V4L2 capture: find what a camera offers, pick the mode closest to what was asked, and
+//! stream memory-mapped buffers without ever blocking. The device is opened non-blocking;
+//! the client loop registers [`Camera::fd`] with its poll and calls [`Camera::read_frame`]
+//! when it is readable, so there is no capture thread and no blocking dequeue.
+//!
+//! Device discovery and format negotiation use the `v4l` crate; the streaming ioctls are
+//! issued here through its `v4l2` wrappers, because its own stream type dequeues with a
+//! blocking `poll`.
+
+use std::io;
+use std::os::fd::RawFd;
+use std::path::{Path, PathBuf};
+
+use v4l::format::FourCC;
+use v4l::frameinterval::FrameIntervalEnum;
+use v4l::framesize::FrameSizeEnum;
+use v4l::v4l2;
+use v4l::v4l_sys;
+use v4l::video::Capture;
+use v4l::{Device, Format, Fraction};
+
+use super::convert::{to_i420, PixelFormat};
+use super::{I420Frame, MediaError};
+
+/// The device `--video-source camera` opens unless `--device` says otherwise.
+pub const DEFAULT_DEVICE: &str = "/dev/video0";
+/// Buffers queued with the driver: enough to ride out one slow loop turn.
+const BUFFER_COUNT: u32 = 4;
+
+/// One way a device can capture: a four-character code, a size, and the frame rates it
+/// offers at that size.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CaptureMode {
+    pub fourcc: [u8; 4],
+    pub width: u32,
+    pub height: u32,
+    pub fps: Vec<f64>,
+}
+
+/// The size and rate the user asked for.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CaptureRequest {
+    pub width: u32,
+    pub height: u32,
+    pub fps: f64,
+}
+
+/// The mode picked, and the frame rate to ask the driver for.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CaptureChoice {
+    pub format: PixelFormat,
+    pub width: u32,
+    pub height: u32,
+    pub fps: f64,
+}
+
+impl std::fmt::Display for CaptureChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {}x{} at {} fps",
+            self.format,
+            self.width,
+            self.height,
+            fmt_fps(self.fps)
+        )
+    }
+}
+
+fn fmt_fps(fps: f64) -> String {
+    if (fps - fps.round()).abs() < 0.01 {
+        format!("{}", fps.round())
+    } else {
+        format!("{fps:.2}")
+    }
+}
+
+/// Picks the mode closest to `want`: the exact size if offered, else the smallest size that
+/// covers it (scaled down later), else the largest there is; then a mode that reaches the
+/// frame rate; then the cheapest layout to convert (raw before JPEG). A frame rate slightly
+/// under the request (29.97 for 30) counts as reaching it.
+pub fn choose_mode(modes: &[CaptureMode], want: CaptureRequest) -> Result<CaptureChoice, String> {
+    let want_area = want.width as i64 * want.height as i64;
+    let mut best: Option<((u8, i64, u8, PixelFormat), CaptureChoice)> = None;
+    for m in modes {
+        let Some(format) = PixelFormat::from_fourcc(&m.fourcc) else {
+            continue;
+        };
+        if m.width < 2 || m.height < 2 {
+            continue;
+        }
+        let area = m.width as i64 * m.height as i64;
+        let (size_class, size_cost) = if (m.width, m.height) == (want.width, want.height) {
+            (0, 0)
+        } else if m.width >= want.width && m.height >= want.height {
+            (1, area - want_area)
+        } else {
+            (2, -area)
+        };
+        let reaching = m.fps.iter().copied().filter(|&f| f >= want.fps - 0.5);
+        let fps = match reaching.min_by(f64::total_cmp) {
+            Some(f) => Some((0, f)),
+            None => m.fps.iter().copied().max_by(f64::total_cmp).map(|f| (1, f)),
+        };
+        // A size with no frame intervals listed still captures; the driver picks the rate.
+        let (fps_short, fps) = fps.unwrap_or((1, want.fps));
+        let key = (size_class, size_cost, fps_short, format);
+        let choice = CaptureChoice {
+            format,
+            width: m.width & !1,
+            height: m.height & !1,
+            fps,
+        };
+        if best.as_ref().is_none_or(|(k, _)| key < *k) {
+            best = Some((key, choice));
+        }
+    }
+    best.map(|(_, c)| c).ok_or_else(|| {
+        let mut offered: Vec<String> = modes
+            .iter()
+            .map(|m| String::from_utf8_lossy(&m.fourcc).into_owned())
+            .collect();
+        offered.dedup();
+        format!(
+            "offers no format this client converts (it offers: {}; usable: YU12, NV12, YUYV, MJPG)",
+            if offered.is_empty() {
+                "nothing".into()
+            } else {
+                offered.join(", ")
+            }
+        )
+    })
+}
+
+/// What `--list-devices` shows about one device node.
+#[derive(Debug, Clone)]
+pub struct DeviceInfo {
+    pub path: PathBuf,
+    pub card: String,
+    pub driver: String,
+    pub bus: String,
+    /// False for nodes that carry metadata or output rather than video capture.
+    pub can_capture: bool,
+    pub modes: Vec<CaptureMode>,
+}
+
+impl std::fmt::Display for DeviceInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: {:?} (driver {}, bus {})",
+            self.path.display(),
+            self.card,
+            self.driver,
+            self.bus
+        )?;
+        if !self.can_capture {
+            return write!(f, "\n  not a video capture device");
+        }
+        let mut codes: Vec<[u8; 4]> = self.modes.iter().map(|m| m.fourcc).collect();
+        codes.dedup();
+        for code in codes {
+            let usable = if PixelFormat::from_fourcc(&code).is_some() {
+                ""
+            } else {
+                " (not usable here)"
+            };
+            write!(f, "\n  {}{usable}:", String::from_utf8_lossy(&code))?;
+            for m in self.modes.iter().filter(|m| m.fourcc == code) {
+                let rates: Vec<String> = m.fps.iter().map(|&r| fmt_fps(r)).collect();
+                write!(
+                    f,
+                    "\n    {}x{} @ {} fps",
+                    m.width,
+                    m.height,
+                    rates.join(", ")
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Every `/dev/video*` node, sorted by number, with what each offers. Nodes that cannot be
+/// opened are reported by the error that stopped them.
+pub fn list_devices() -> Vec<Result<DeviceInfo, MediaError>> {
+    let mut paths: Vec<(u32, PathBuf)> = std::fs::read_dir("/dev")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let n = name.strip_prefix("video")?.parse().ok()?;
+            Some((n, e.path()))
+        })
+        .collect();
+    paths.sort();
+    paths.into_iter().map(|(_, p)| probe(&p)).collect()
+}
+
+fn camera_err(device: &Path, action: &str, source: io::Error) -> MediaError {
+    MediaError::Camera {
+        device: device.to_path_buf(),
+        action: action.to_string(),
+        source,
+    }
+}
+
+fn format_err(device: &Path, reason: impl Into<String>) -> MediaError {
+    MediaError::CameraFormat {
+        device: device.to_path_buf(),
+        reason: reason.into(),
+    }
+}
+
+fn open_device(path: &Path) -> Result<Device, MediaError> {
+    Device::with_path(path).map_err(|e| camera_err(path, "open the device", e))
+}
+
+/// Reads the capabilities with our own `VIDIOC_QUERYCAP`: it uses the node's own
+/// capabilities (a webcam's metadata node shares the device's) and never panics on a card
+/// name that is not UTF-8.
+fn probe(path: &Path) -> Result<DeviceInfo, MediaError> {
+    let dev = open_device(path)?;
+    probe_open(path, &dev)
+}
+
+fn probe_open(path: &Path, dev: &Device) -> Result<DeviceInfo, MediaError> {
+    // SAFETY: QUERYCAP fills the zeroed struct we own; the fd is open.
+    let caps = unsafe {
+        let mut caps: v4l_sys::v4l2_capability = std::mem::zeroed();
+        v4l2::ioctl(
+            dev.handle().fd(),
+            v4l2::vidioc::VIDIOC_QUERYCAP,
+            &mut caps as *mut _ as *mut std::os::raw::c_void,
+        )
+        .map_err(|e| camera_err(path, "query its capabilities (is it a V4L2 device?)", e))?;
+        caps
+    };
+    let text = |b: &[u8]| {
+        let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+        String::from_utf8_lossy(&b[..end]).into_owned()
+    };
+    const DEVICE_CAPS: u32 = 0x8000_0000;
+    const VIDEO_CAPTURE: u32 = 0x0000_0001;
+    const STREAMING: u32 = 0x0400_0000;
+    let node_caps = if caps.capabilities & DEVICE_CAPS != 0 {
+        caps.device_caps
+    } else {
+        caps.capabilities
+    };
+    let can_capture = node_caps & VIDEO_CAPTURE != 0 && node_caps & STREAMING != 0;
+    let modes = if can_capture {
+        enumerate_modes(dev)
+    } else {
+        Vec::new()
+    };
+    Ok(DeviceInfo {
+        path: path.to_path_buf(),
+        card: text(&caps.card),
+        driver: text(&caps.driver),
+        bus: text(&caps.bus_info),
+        can_capture,
+        modes,
+    })
+}
+
+fn interval_fps(f: &Fraction) -> Option<f64> {
+    (f.numerator > 0 && f.denominator > 0).then(|| f.denominator as f64 / f.numerator as f64)
+}
+
+/// Every (format, size) with its frame rates. Stepwise sizes are offered as their largest
+/// and smallest size; stepwise rates as their two ends.
+fn enumerate_modes(dev: &Device) -> Vec<CaptureMode> {
+    let mut modes = Vec::new();
+    for desc in dev.enum_formats().unwrap_or_default() {
+        let fourcc = desc.fourcc;
+        let mut sizes = Vec::new();
+        for fs in dev.enum_framesizes(fourcc).unwrap_or_default() {
+            match fs.size {
+                FrameSizeEnum::Discrete(d) => sizes.push((d.width, d.height)),
+                FrameSizeEnum::Stepwise(s) => {
+                    sizes.push((s.max_width, s.max_height));
+                    for (w, h) in [(1280, 720), (640, 480), (320, 240)] {
+                        let fits = (s.min_width..=s.max_width).contains(&w)
+                            && (s.min_height..=s.max_height).contains(&h)
+                            && (w - s.min_width) % s.step_width.max(1) == 0
+                            && (h - s.min_height) % s.step_height.max(1) == 0;
+                        if fits {
+                            sizes.push((w, h));
+                        }
+                    }
+                }
+            }
+        }
+        for (width, height) in sizes {
+            let mut fps = Vec::new();
+            for fi in dev
+                .enum_frameintervals(fourcc, width, height)
+                .unwrap_or_default()
+            {
+                match fi.interval {
+                    FrameIntervalEnum::Discrete(f) => fps.extend(interval_fps(&f)),
+                    FrameIntervalEnum::Stepwise(s) => {
+                        fps.extend(interval_fps(&s.min));
+                        fps.extend(interval_fps(&s.max));
+                    }
+                }
+            }
+            fps.sort_by(|a, b| b.total_cmp(a));
+            fps.dedup();
+            modes.push(CaptureMode {
+                fourcc: fourcc.repr,
+                width,
+                height,
+                fps,
+            });
+        }
+    }
+    modes
+}
+
+/// One memory-mapped driver buffer.
+struct MappedBuffer {
+    ptr: *mut u8,
+    len: usize,
+}
+
+impl Drop for MappedBuffer {
+    fn drop(&mut self) {
+        // SAFETY: ptr/len came from a successful mmap and are unmapped once, here.
+        unsafe {
+            let _ = v4l2::munmap(self.ptr.cast(), self.len);
+        }
+    }
+}
+
+/// An open camera, set to one mode, streaming or not.
+pub struct Camera {
+    path: PathBuf,
+    device: Device,
+    card: String,
+    choice: CaptureChoice,
+    /// Bytes per row of the first plane, as the driver set it.
+    stride: usize,
+    buffers: Vec<MappedBuffer>,
+    streaming: bool,
+}
+
+fn buffer_desc() -> v4l_sys::v4l2_buffer {
+    v4l_sys::v4l2_buffer {
+        type_: v4l::buffer::Type::VideoCapture as u32,
+        memory: v4l::memory::Memory::Mmap as u32,
+        // SAFETY: v4l2_buffer is plain data; all-zero is its documented initial state.
+        ..unsafe { std::mem::zeroed() }
+    }
+}
+
+impl Camera {
+    /// Opens `path` and sets it to the mode closest to `want` (see [`choose_mode`]). Does not
+    /// start streaming: the camera runs only during calls.
+    pub fn open(path: &Path, want: CaptureRequest) -> Result<Camera, MediaError> {
+        let device = open_device(path)?;
+        let info = probe_open(path, &device)?;
+        if !info.can_capture {
+            return Err(format_err(
+                path,
+                format!("{:?} is not a video capture device", info.card),
+            ));
+        }
+        let choice = choose_mode(&info.modes, want).map_err(|e| format_err(path, e))?;
+        let requested = Format::new(
+            choice.width,
+            choice.height,
+            FourCC::new(&choice.format.fourcc()),
+        );
+        let set = device
+            .set_format(&requested)
+            .map_err(|e| camera_err(path, &format!("set the format {choice}"), e))?;
+        if set.fourcc.repr != choice.format.fourcc() {
+            return Err(format_err(
+                path,
+                format!(
+                    "asked for {} but the driver set {}",
+                    choice.format,
+                    String::from_utf8_lossy(&set.fourcc.repr)
+                ),
+            ));
+        }
+        let (width, height) = (set.width & !1, set.height & !1);
+        if width < 2 || height < 2 {
+            return Err(format_err(
+                path,
+                format!(
+                    "the driver set an unusable size {}x{}",
+                    set.width, set.height
+                ),
+            ));
+        }
+        let min_stride = choice.format.min_stride(width as usize);
+        let stride = (set.stride as usize).max(min_stride);
+        let mut choice = CaptureChoice {
+            width,
+            height,
+            ..choice
+        };
+        let interval = Fraction::new(1000, (choice.fps * 1000.0).round().max(1.0) as u32);
+        match device.set_params(&v4l::video::capture::Parameters::new(interval)) {
+            Ok(p) => {
+                if let Some(fps) = interval_fps(&p.interval) {
+                    choice.fps = fps;
+                }
+            }
+            Err(e) => log::debug!("{}: cannot set the frame rate: {e}", path.display()),
+        }
+        log::info!(
+            "camera {} ({:?}): {choice} (asked {}x{} at {} fps)",
+            path.display(),
+            info.card,
+            want.width,
+            want.height,
+            fmt_fps(want.fps)
+        );
+        Ok(Camera {
+            path: path.to_path_buf(),
+            device,
+            card: info.card,
+            choice,
+            stride,
+            buffers: Vec::new(),
+            streaming: false,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn card(&self) -> &str {
+        &self.card
+    }
+
+    /// The mode in use: frames come out at this size.
+    pub fn mode(&self) -> CaptureChoice {
+        self.choice
+    }
+
+    /// The descriptor the loop polls for readability while streaming.
+    pub fn fd(&self) -> RawFd {
+        self.device.handle().fd()
+    }
+
+    pub fn is_streaming(&self) -> bool {
+        self.streaming
+    }
+
+    fn ioctl<T>(&self, request: v4l2::vidioc::_IOC_TYPE, arg: &mut T) -> io::Result<()> {
+        // SAFETY: every caller passes the struct type the request is defined with.
+        unsafe {
+            v4l2::ioctl(
+                self.device.handle().fd(),
+                request,
+                arg as *mut T as *mut std::os::raw::c_void,
+            )
+        }
+    }
+
+    /// Maps the driver's buffers, queues them all and turns the stream on.
+    pub fn start(&mut self) -> Result<(), MediaError> {
+        if self.streaming {
+            return Ok(());
+        }
+        let path = self.path.clone();
+        let mut req = v4l_sys::v4l2_requestbuffers {
+            count: BUFFER_COUNT,
+            type_: v4l::buffer::Type::VideoCapture as u32,
+            memory: v4l::memory::Memory::Mmap as u32,
+            // SAFETY: plain data, zero is the initial state of the reserved fields.
+            ..unsafe { std::mem::zeroed() }
+        };
+        self.ioctl(v4l2::vidioc::VIDIOC_REQBUFS, &mut req)
+            .map_err(|e| camera_err(&path, "request capture buffers", e))?;
+        if req.count == 0 {
+            return Err(format_err(&path, "the driver granted no capture buffers"));
+        }
+        for index in 0..req.count {
+            let mut buf = v4l_sys::v4l2_buffer {
+                index,
+                ..buffer_desc()
+            };
+            self.ioctl(v4l2::vidioc::VIDIOC_QUERYBUF, &mut buf)
+                .map_err(|e| camera_err(&path, "query a capture buffer", e))?;
+            // SAFETY: the offset and length are the driver's answer for this buffer; the
+            // mapping is released in MappedBuffer::drop.
+            let ptr = unsafe {
+                v4l2::mmap(
+                    std::ptr::null_mut(),
+                    buf.length as usize,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_SHARED,
+                    self.device.handle().fd(),
+                    buf.m.offset as libc::off_t,
+                )
+            }
+            .map_err(|e| camera_err(&path, "map a capture buffer", e))?;
+            self.buffers.push(MappedBuffer {
+                ptr: ptr.cast(),
+                len: buf.length as usize,
+            });
+        }
+        for index in 0..self.buffers.len() as u32 {
+            self.queue(index)
+                .map_err(|e| camera_err(&path, "queue a capture buffer", e))?;
+        }
+        let mut typ = v4l::buffer::Type::VideoCapture as u32;
+        self.ioctl(v4l2::vidioc::VIDIOC_STREAMON, &mut typ)
+            .map_err(|e| camera_err(&path, "start streaming", e))?;
+        self.streaming = true;
+        log::info!("camera {}: streaming {}", path.display(), self.choice);
+        Ok(())
+    }
+
+    fn queue(&self, index: u32) -> io::Result<()> {
+        let mut buf = v4l_sys::v4l2_buffer {
+            index,
+            ..buffer_desc()
+        };
+        self.ioctl(v4l2::vidioc::VIDIOC_QBUF, &mut buf)
+    }
+
+    /// Dequeues one filled buffer: `Ok(None)` when none is ready (`EAGAIN`).
+    fn dequeue(&self) -> io::Result<Option<(u32, usize, bool)>> {
+        let mut buf = buffer_desc();
+        match self.ioctl(v4l2::vidioc::VIDIOC_DQBUF, &mut buf) {
+            Ok(()) => {
+                const ERROR_FLAG: u32 = 0x0040;
+                Ok(Some((
+                    buf.index,
+                    buf.bytesused as usize,
+                    buf.flags & ERROR_FLAG != 0,
+                )))
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Takes every filled buffer the driver has and returns the newest as I420 (older ones
+    /// are handed straight back: a late frame is worth less than the next). `Ok(None)` when
+    /// nothing new arrived. An error means the device failed or disappeared; stop it.
+    pub fn read_frame(&mut self) -> Result<Option<I420Frame>, MediaError> {
+        if !self.streaming {
+            return Ok(None);
+        }
+        let path = self.path.clone();
+        let mut newest: Option<(u32, usize)> = None;
+        loop {
+            match self.dequeue() {
+                Ok(Some((index, used, corrupt))) => {
+                    if index as usize >= self.buffers.len() {
+                        return Err(format_err(
+                            &path,
+                            format!("the driver returned unknown buffer {index}"),
+                        ));
+                    }
+                    if let Some((old, _)) = newest.take() {
+                        self.queue(old)
+                            .map_err(|e| camera_err(&path, "requeue a buffer", e))?;
+                    }
+                    if corrupt {
+                        log::debug!("camera {}: dropped a corrupt frame", path.display());
+                        self.queue(index)
+                            .map_err(|e| camera_err(&path, "requeue a buffer", e))?;
+                    } else {
+                        newest = Some((index, used));
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => return Err(camera_err(&path, "dequeue a frame", e)),
+            }
+        }
+        let Some((index, used)) = newest else {
+            return Ok(None);
+        };
+        let buffer = &self.buffers[index as usize];
+        let len = if used == 0 || used > buffer.len {
+            buffer.len
+        } else {
+            used
+        };
+        // SAFETY: the buffer is dequeued, so the driver does not write it until we queue it
+        // again below; ptr/len describe our live mapping.
+        let bytes = unsafe { std::slice::from_raw_parts(buffer.ptr, len) };
+        let c = self.choice;
+        let converted = to_i420(c.format, bytes, c.width, c.height, self.stride);
+        self.queue(index)
+            .map_err(|e| camera_err(&path, "requeue a buffer", e))?;
+        match converted {
+            Ok(frame) => Ok(Some(frame)),
+            Err(e) => {
+                // One bad frame (a torn JPEG) is not the end of the camera.
+                log::debug!("camera {}: {e}", path.display());
+                Ok(None)
+            }
+        }
+    }
+
+    /// Turns the stream off and releases the buffers. A device that is already gone is not
+    /// an error here.
+    pub fn stop(&mut self) {
+        if self.streaming {
+            let mut typ = v4l::buffer::Type::VideoCapture as u32;
+            if let Err(e) = self.ioctl(v4l2::vidioc::VIDIOC_STREAMOFF, &mut typ) {
+                log::debug!("camera {}: stream off: {e}", self.path.display());
+            }
+            self.streaming = false;
+        }
+        if !self.buffers.is_empty() {
+            self.buffers.clear();
+            let mut req = v4l_sys::v4l2_requestbuffers {
+                count: 0,
+                type_: v4l::buffer::Type::VideoCapture as u32,
+                memory: v4l::memory::Memory::Mmap as u32,
+                // SAFETY: plain data.
+                ..unsafe { std::mem::zeroed() }
+            };
+            if let Err(e) = self.ioctl(v4l2::vidioc::VIDIOC_REQBUFS, &mut req) {
+                log::debug!("camera {}: release buffers: {e}", self.path.display());
+            }
+        }
+    }
+}
+
+impl Drop for Camera {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mode(fourcc: &[u8; 4], width: u32, height: u32, fps: &[f64]) -> CaptureMode {
+        CaptureMode {
+            fourcc: *fourcc,
+            width,
+            height,
+            fps: fps.to_vec(),
+        }
+    }
+
+    fn want(width: u32, height: u32, fps: f64) -> CaptureRequest {
+        CaptureRequest { width, height, fps }
+    }
+
+    /// What a common USB webcam (UVC) lists: raw YUYV is slow at large sizes, MJPEG is not.
+    fn webcam() -> Vec<CaptureMode> {
+        vec![
+            mode(b"YUYV", 640, 480, &[30.0, 15.0]),
+            mode(b"YUYV", 1280, 720, &[10.0, 5.0]),
+            mode(b"YUYV", 320, 240, &[30.0]),
+            mode(b"MJPG", 640, 480, &[30.0, 15.0]),
+            mode(b"MJPG", 1280, 720, &[30.0, 15.0]),
+            mode(b"MJPG", 1920, 1080, &[30.0]),
+        ]
+    }
+
+    fn choice(format: PixelFormat, width: u32, height: u32, fps: f64) -> CaptureChoice {
+        CaptureChoice {
+            format,
+            width,
+            height,
+            fps,
+        }
+    }
+
+    #[test]
+    fn webcam_raw_when_it_keeps_up_jpeg_when_it_does_not() {
+        let m = webcam();
+        assert_eq!(
+            choose_mode(&m, want(640, 480, 30.0)),
+            Ok(choice(PixelFormat::Yuyv, 640, 480, 30.0))
+        );
+        assert_eq!(
+            choose_mode(&m, want(1280, 720, 30.0)),
+            Ok(choice(PixelFormat::Mjpeg, 1280, 720, 30.0)),
+            "YUYV only reaches 10 fps at 720p"
+        );
+        assert_eq!(
+            choose_mode(&m, want(1280, 720, 10.0)),
+            Ok(choice(PixelFormat::Yuyv, 1280, 720, 10.0)),
+            "at 10 fps the raw mode is enough"
+        );
+        assert_eq!(
+            choose_mode(&m, want(640, 480, 15.0)),
+            Ok(choice(PixelFormat::Yuyv, 640, 480, 15.0)),
+            "the lowest rate that reaches the request"
+        );
+    }
+
+    #[test]
+    fn missing_sizes_take_the_smallest_cover_or_else_the_largest() {
+        let m = webcam();
+        // 800x600 is not offered: 1280x720 covers it (and is scaled down later).
+        assert_eq!(
+            choose_mode(&m, want(800, 600, 30.0)),
+            Ok(choice(PixelFormat::Mjpeg, 1280, 720, 30.0))
+        );
+        // Nothing covers 4K: the largest there is.
+        assert_eq!(
+            choose_mode(&m, want(3840, 2160, 30.0)),
+            Ok(choice(PixelFormat::Mjpeg, 1920, 1080, 30.0))
+        );
+    }
+
+    #[test]
+    fn nv12_and_yu12_beat_yuyv_and_29_97_counts_as_30() {
+        let m = vec![
+            mode(b"YUYV", 640, 480, &[30.0]),
+            mode(b"NV12", 640, 480, &[29.97]),
+        ];
+        assert_eq!(
+            choose_mode(&m, want(640, 480, 30.0)),
+            Ok(choice(PixelFormat::Nv12, 640, 480, 29.97))
+        );
+        let m = vec![
+            mode(b"NV12", 640, 480, &[30.0]),
+            mode(b"YU12", 640, 480, &[30.0]),
+        ];
+        assert_eq!(
+            choose_mode(&m, want(640, 480, 30.0)).unwrap().format,
+            PixelFormat::I420
+        );
+    }
+
+    #[test]
+    fn mjpeg_only_devices_are_used() {
+        let m = vec![mode(b"MJPG", 1280, 720, &[30.0])];
+        assert_eq!(
+            choose_mode(&m, want(640, 480, 30.0)),
+            Ok(choice(PixelFormat::Mjpeg, 1280, 720, 30.0))
+        );
+    }
+
+    #[test]
+    fn too_slow_devices_give_their_fastest_rate() {
+        let m = vec![mode(b"YUYV", 640, 480, &[5.0, 15.0, 10.0])];
+        assert_eq!(choose_mode(&m, want(640, 480, 30.0)).unwrap().fps, 15.0);
+        // No intervals listed: the request is passed on and the driver decides.
+        let m = vec![mode(b"YUYV", 640, 480, &[])];
+        assert_eq!(choose_mode(&m, want(640, 480, 25.0)).unwrap().fps, 25.0);
+    }
+
+    #[test]
+    fn unusable_devices_are_an_error_naming_what_they_offer() {
+        let m = vec![
+            mode(b"H264", 1280, 720, &[30.0]),
+            mode(b"GREY", 640, 480, &[30.0]),
+        ];
+        let e = choose_mode(&m, want(640, 480, 30.0)).unwrap_err();
+        assert!(e.contains("H264") && e.contains("GREY"), "{e}");
+        let e = choose_mode(&[], want(640, 480, 30.0)).unwrap_err();
+        assert!(e.contains("nothing"), "{e}");
+    }
+
+    #[test]
+    fn odd_sizes_are_rounded_down_to_even() {
+        let m = vec![mode(b"YUYV", 641, 481, &[30.0])];
+        let c = choose_mode(&m, want(640, 480, 30.0)).unwrap();
+        assert_eq!((c.width, c.height), (640, 480));
+    }
+
+    #[test]
+    fn a_missing_device_is_a_clear_error_naming_it() {
+        let path = Path::new("/dev/video-does-not-exist");
+        let e = Camera::open(path, want(640, 480, 30.0))
+            .err()
+            .expect("no such device")
+            .to_string();
+        assert!(e.contains("/dev/video-does-not-exist"), "{e}");
+        assert!(e.contains("No such file"), "{e}");
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_camera_is_refused() {
+        let e = Camera::open(Path::new("/dev/null"), want(640, 480, 30.0))
+            .err()
+            .expect("/dev/null is no camera")
+            .to_string();
+        assert!(e.contains("/dev/null") && e.contains("V4L2"), "{e}");
+    }
+
+    #[test]
+    fn device_listing_shows_formats_sizes_and_rates() {
+        let info = DeviceInfo {
+            path: PathBuf::from("/dev/video0"),
+            card: "Test Cam".into(),
+            driver: "uvcvideo".into(),
+            bus: "usb-1".into(),
+            can_capture: true,
+            modes: vec![
+                mode(b"YUYV", 640, 480, &[30.0, 15.0]),
+                mode(b"H264", 1280, 720, &[29.97]),
+            ],
+        };
+        let text = info.to_string();
+        assert!(
+            text.contains("/dev/video0: \"Test Cam\" (driver uvcvideo"),
+            "{text}"
+        );
+        assert!(text.contains("YUYV:\n    640x480 @ 30, 15 fps"), "{text}");
+        assert!(text.contains("H264 (not usable here)"), "{text}");
+        assert!(text.contains("29.97"), "{text}");
+    }
+}
