@@ -25,6 +25,8 @@ fn client(name: &str, port: u16, extra: &[&str]) -> Proc {
         "320x240",
         "--bitrate",
         "400",
+        "--video-source",
+        "test",
         "--stats",
     ];
     let port = port.to_string();

@@ -87,7 +87,7 @@ async function main() {
   const server = start('server', serverBin, ['--bind', '127.0.0.1', '--port', '0']);
   const port = field((await server.waitLine('peerconnection_server listening')).replace(/.*:/, 'port='), 'port');
   const native = (name, extra) => start(name, clientBin, ['--headless', '--server', '127.0.0.1', '--port', port,
-    '--ice-ip', '127.0.0.1', '--name', name, '--resolution', '640x480', '--stats', ...extra]);
+    '--ice-ip', '127.0.0.1', '--name', name, '--resolution', '640x480', '--video-source', 'test', '--stats', ...extra]);
   const browser = await chromium.launch({
     executablePath: '/usr/bin/chromium',
     headless: true,

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod x11;
+
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -28,6 +30,11 @@ fn log_dir() -> PathBuf {
 
 impl Proc {
     pub fn spawn(name: &str, bin: &str, args: &[&str]) -> Proc {
+        Proc::spawn_with_env(name, bin, args, &[])
+    }
+
+    /// Like [`Proc::spawn`], with extra environment variables (`DISPLAY` for window tests).
+    pub fn spawn_with_env(name: &str, bin: &str, args: &[&str], env: &[(&str, &str)]) -> Proc {
         let log = log_dir().join(format!("{name}-{}-{}.log", std::process::id(), unique()));
         let stderr = std::fs::File::create(&log).expect("log file");
         let mut child = Command::new(bin)
@@ -36,6 +43,7 @@ impl Proc {
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
             )
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr)

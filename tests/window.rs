@@ -1,0 +1,398 @@
+//! The windowed client, black-box: a real `peerconnection_client` with its SDL2 window on a
+//! private Xvfb, driven with real key presses and clicks (XTEST), and checked on what the X
+//! server shows. Screenshots are saved as PNGs under `artifacts/screenshots/` and the pixel
+//! checks run on the saved files.
+
+mod procs;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use peerconnection::client::main_wnd::model::{
+    Colour, Layout, ACCENT, BACKGROUND, ERROR, PANEL, SELECTED, TEXT,
+};
+use peerconnection::client::main_wnd::streaming_areas;
+use peerconnection::client::main_wnd::text::{text_mask, GLYPH};
+use peerconnection::media::render::Area;
+use peerconnection::media::BAR_COLOURS;
+use procs::x11::{near, Image, Xvfb, X11, XK_DOWN, XK_ESCAPE, XK_RETURN, XK_UP};
+use procs::{Proc, ServerProc};
+
+const CLIENT: &str = env!("CARGO_BIN_EXE_peerconnection_client");
+const WINDOW: (u32, u32) = (640, 480);
+/// Rows (fractions of the picture's height) where the pattern's bars are checked: below the
+/// stamp band and the overlay, above the stripes and the preview.
+const REMOTE_ROWS: &[f64] = &[0.30, 0.40, 0.50, 0.60, 0.70];
+
+fn rgb(c: Colour) -> [u8; 3] {
+    [c.0, c.1, c.2]
+}
+
+/// A client with its window on `display`.
+fn windowed(name: &str, port: u16, display: &str, extra: &[&str]) -> Proc {
+    let port = port.to_string();
+    let mut args = vec![
+        "--server",
+        "127.0.0.1",
+        "--port",
+        &port,
+        "--name",
+        name,
+        "--ice-ip",
+        "127.0.0.1",
+        "--video-source",
+        "test",
+        "--bitrate",
+        "1000",
+        "--stats",
+    ];
+    args.extend(extra);
+    Proc::spawn_with_env(name, CLIENT, &args, &[("DISPLAY", display)])
+}
+
+fn headless(name: &str, port: u16, extra: &[&str]) -> Proc {
+    let port = port.to_string();
+    let mut args = vec![
+        "--headless",
+        "--server",
+        "127.0.0.1",
+        "--port",
+        &port,
+        "--name",
+        name,
+        "--ice-ip",
+        "127.0.0.1",
+        "--video-source",
+        "test",
+        "--bitrate",
+        "1000",
+        "--stats",
+    ];
+    args.extend(extra);
+    Proc::spawn(name, CLIENT, &args)
+}
+
+fn num(line: &str, key: &str) -> u64 {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no numeric {key} in {line:?}"))
+}
+
+/// Waits until the client's STATS lines report `frames` decoded frames.
+fn wait_decoded(p: &mut Proc, frames: u64) {
+    loop {
+        let line = p.wait_line("STATS", Duration::from_secs(15));
+        if num(&line, "decoded") >= frames {
+            return;
+        }
+    }
+}
+
+/// Saves a screenshot of `w` and reads it back from the file.
+fn screenshot(x: &X11, w: u32, name: &str) -> (Image, PathBuf) {
+    // One frame tick for the last change to reach the screen.
+    std::thread::sleep(Duration::from_millis(100));
+    let path = x.capture(w).save(name);
+    (Image::load(&path), path)
+}
+
+/// Whether `text` is drawn at `(x, y)` at `scale` in `colour` over `background`: every lit
+/// pixel of the glyphs has the text colour and every unlit one the background.
+fn text_at(
+    img: &Image,
+    x: i32,
+    y: i32,
+    scale: u32,
+    text: &str,
+    colour: [u8; 3],
+    background: [u8; 3],
+) -> Result<(), String> {
+    let (w, h, mask) = text_mask(text, scale);
+    let mut wrong = 0;
+    for dy in 0..h {
+        for dx in 0..w {
+            let (px, py) = (x as u32 + dx, y as u32 + dy);
+            let want = if mask[(dy * w + dx) as usize] {
+                colour
+            } else {
+                background
+            };
+            if !near(img.pixel(px, py), want, 12) {
+                wrong += 1;
+            }
+        }
+    }
+    if wrong == 0 {
+        Ok(())
+    } else {
+        Err(format!(
+            "{text:?} at {x},{y}: {wrong} of {} pixels differ",
+            w * h
+        ))
+    }
+}
+
+/// Like [`text_at`] for text over a picture: only the lit pixels are checked.
+fn lit_text_at(
+    img: &Image,
+    x: i32,
+    y: i32,
+    scale: u32,
+    text: &str,
+    colour: [u8; 3],
+) -> Result<(), String> {
+    let (w, h, mask) = text_mask(text, scale);
+    let wrong = (0..h)
+        .flat_map(|dy| (0..w).map(move |dx| (dx, dy)))
+        .filter(|&(dx, dy)| mask[(dy * w + dx) as usize])
+        .filter(|&(dx, dy)| !near(img.pixel(x as u32 + dx, y as u32 + dy), colour, 12))
+        .count();
+    if wrong == 0 {
+        Ok(())
+    } else {
+        Err(format!("{text:?} at {x},{y}: {wrong} lit pixels differ"))
+    }
+}
+
+/// Text at its padded position inside a field or row, as the model draws it.
+fn text_in(
+    img: &Image,
+    area: Area,
+    scale: u32,
+    text: &str,
+    colour: [u8; 3],
+    background: [u8; 3],
+) -> Result<(), String> {
+    let pad_x = (scale * 4) as i32;
+    let pad_y = (area.h as i32 - (GLYPH * scale) as i32) / 2;
+    text_at(
+        img,
+        area.x + pad_x,
+        area.y + pad_y,
+        scale,
+        text,
+        colour,
+        background,
+    )
+}
+
+/// How many of the eight colour bars of the test pattern drawn in `area` show their colour
+/// at most of the sample `rows` (the bars span the picture's full width).
+fn bars_matching(img: &Image, area: Area, rows: &[f64], tolerance: u8) -> (usize, Vec<String>) {
+    let mut seen = Vec::new();
+    let mut matched = 0;
+    for (i, bar) in BAR_COLOURS.iter().enumerate() {
+        let x = area.x as f64 + area.w as f64 * (2 * i + 1) as f64 / 16.0;
+        // A bar counts when most sample rows show its colour (the moving box covers some).
+        let hits = rows
+            .iter()
+            .filter(|&&fy| {
+                let y = area.y as f64 + area.h as f64 * fy;
+                near(img.pixel(x as u32, y as u32), bar.rgb, tolerance)
+            })
+            .count();
+        let y = area.y as f64 + area.h as f64 * rows[rows.len() / 2];
+        seen.push(format!("{} {:?}", bar.name, img.pixel(x as u32, y as u32)));
+        if hits * 2 > rows.len() {
+            matched += 1;
+        }
+    }
+    (matched, seen)
+}
+
+#[test]
+fn window_connects_lists_peers_calls_and_hangs_up() {
+    let xvfb = Xvfb::start(1024, 768);
+    let x = X11::connect(&xvfb.display);
+    let server = ServerProc::start(&[]);
+    let mut bob = headless("bob", server.port, &["--duration", "60"]);
+    bob.wait_line("SIGNED_IN", Duration::from_secs(10));
+
+    // The connect screen, pre-filled from the flags.
+    let mut alice = windowed("alice", server.port, &xvfb.display, &[]);
+    alice.wait_line("UI screen=CONNECT_TO_SERVER", Duration::from_secs(10));
+    let w = x.find_window("PeerConnection client: alice", Duration::from_secs(5));
+    let (_, _, ww, wh) = x.geometry(w);
+    assert_eq!((ww as u32, wh as u32), WINDOW, "the original's window size");
+    let layout = Layout::for_window(WINDOW.0, WINDOW.1);
+    let (img, path) = screenshot(&x, w, "connect");
+    assert!(
+        near(img.pixel(2, 2), rgb(BACKGROUND), 2),
+        "{}: background",
+        path.display()
+    );
+    let s = layout.scale;
+    // Server and port fields, the focused one (server) with its cursor.
+    text_in(
+        &img,
+        layout.server_field,
+        s,
+        "127.0.0.1_",
+        rgb(TEXT),
+        rgb(PANEL),
+    )
+    .unwrap_or_else(|e| panic!("{}: server field: {e}", path.display()));
+    text_in(
+        &img,
+        layout.port_field,
+        s,
+        &server.port.to_string(),
+        rgb(TEXT),
+        rgb(PANEL),
+    )
+    .unwrap_or_else(|e| panic!("{}: port field: {e}", path.display()));
+    let b = layout.connect_button;
+    assert!(
+        near(img.pixel(b.x as u32 + 2, b.y as u32 + 2), rgb(ACCENT), 2),
+        "{}: Connect button",
+        path.display()
+    );
+
+    // Enter connects; the peer list shows Bob.
+    x.focus(w);
+    x.key(XK_RETURN);
+    alice.wait_line("SIGNED_IN", Duration::from_secs(10));
+    alice.wait_line("UI screen=LIST_PEERS", Duration::from_secs(10));
+    let (img, path) = screenshot(&x, w, "peer_list");
+    text_in(&img, layout.row(0), s, "bob", rgb(TEXT), rgb(SELECTED))
+        .unwrap_or_else(|e| panic!("{}: bob on the list: {e}", path.display()));
+
+    // Arrow keys move the selection (one peer: it stays), Enter calls.
+    x.key(XK_DOWN);
+    x.key(XK_UP);
+    x.key(XK_RETURN);
+    alice.wait_line("CALL_STARTED", Duration::from_secs(10));
+    alice.wait_line("UI screen=STREAMING", Duration::from_secs(10));
+    bob.wait_line("CALL_STARTED", Duration::from_secs(10));
+    wait_decoded(&mut alice, 60);
+    let (img, path) = screenshot(&x, w, "streaming");
+    let (remote, local) = streaming_areas(WINDOW.0, WINDOW.1, Some((640, 480)), Some((640, 480)));
+    let (remote, local) = (remote.unwrap(), local.unwrap());
+    // Bob's test pattern fills the window: its bars, in rows below the overlay and above the
+    // preview (H.264 leaves the flat bars close to their colours).
+    let (matched, seen) = bars_matching(&img, remote, REMOTE_ROWS, 40);
+    assert!(
+        matched >= 7,
+        "{}: remote bars {matched}/8: {seen:?}",
+        path.display()
+    );
+    // Alice's own pattern in the bottom-right corner.
+    let (matched, seen) = bars_matching(&img, local, &[0.35, 0.5, 0.65], 40);
+    assert!(
+        matched >= 7,
+        "{}: preview bars {matched}/8 at {local:?}: {seen:?}",
+        path.display()
+    );
+    assert!(
+        local.x > WINDOW.0 as i32 / 2 && local.y > WINDOW.1 as i32 / 2,
+        "preview in the bottom-right corner"
+    );
+    // The overlay names the peer (its box is translucent, so only the glyphs are exact).
+    lit_text_at(&img, layout.margin, layout.margin, s, "bob", rgb(ACCENT))
+        .unwrap_or_else(|e| panic!("{}: overlay: {e}", path.display()));
+
+    // Esc hangs up: both sides end the call and Alice is back on the list.
+    x.key(XK_ESCAPE);
+    let end = alice.wait_line("CALL_ENDED", Duration::from_secs(10));
+    assert!(num(&end, "frames_decoded") >= 60, "{end}");
+    let bob_end = bob.wait_line("CALL_ENDED", Duration::from_secs(10));
+    assert!(bob_end.contains("BYE"), "{bob_end}");
+    alice.wait_line("UI screen=LIST_PEERS", Duration::from_secs(10));
+
+    // A double click on Bob's row calls again; Bob hanging up brings Alice back to the list.
+    let row = layout.row(0);
+    x.click(w, (row.x + 20) as i16, (row.y + 5) as i16, 2);
+    alice.wait_line("CALL_STARTED", Duration::from_secs(10));
+    alice.wait_line("UI screen=STREAMING", Duration::from_secs(10));
+    wait_decoded(&mut alice, 10);
+    bob.interrupt();
+    let end = alice.wait_line("CALL_ENDED", Duration::from_secs(10));
+    assert!(end.contains("BYE") || end.contains("left"), "{end}");
+    alice.wait_line("UI screen=LIST_PEERS", Duration::from_secs(10));
+    assert_eq!(bob.wait_exit(Duration::from_secs(10)), Some(0));
+
+    // Closing the window signs out and exits 0.
+    x.close(w);
+    assert_eq!(alice.wait_exit(Duration::from_secs(10)), Some(0));
+}
+
+#[test]
+fn window_shows_sign_in_failures_and_signs_out_with_esc() {
+    let xvfb = Xvfb::start(1024, 768);
+    let x = X11::connect(&xvfb.display);
+    // Nothing listens on this port yet: the connect screen says so, and keeps trying.
+    let port = procs::free_port();
+    let mut alice = windowed("alice", port, &xvfb.display, &["--autoconnect"]);
+    alice.wait_line("UI screen=CONNECT_TO_SERVER", Duration::from_secs(10));
+    let w = x.find_window("PeerConnection client: alice", Duration::from_secs(5));
+    std::thread::sleep(Duration::from_millis(500));
+    let (img, path) = screenshot(&x, w, "connect_failed");
+    let layout = Layout::for_window(WINDOW.0, WINDOW.1);
+    let status_rows = layout.status_top as u32..layout.footer_y as u32;
+    let error_pixels = status_rows
+        .flat_map(|y| (0..WINDOW.0).map(move |x| (x, y)))
+        .filter(|&(px, py)| near(img.pixel(px, py), rgb(ERROR), 2))
+        .count();
+    assert!(
+        error_pixels > 200,
+        "{}: an error message in the status area ({error_pixels} pixels)",
+        path.display()
+    );
+    // The server comes up: the retry signs in and the list shows.
+    let _server = ServerProc::start_on(port, &[]);
+    alice.wait_line("SIGNED_IN", Duration::from_secs(10));
+    alice.wait_line("UI screen=LIST_PEERS", Duration::from_secs(10));
+    let (img, path) = screenshot(&x, w, "peer_list_empty");
+    assert!(
+        near(img.pixel(2, 2), rgb(BACKGROUND), 2),
+        "{}",
+        path.display()
+    );
+    // Esc on the list signs out and returns to the connect screen; Enter signs in again.
+    x.focus(w);
+    x.key(XK_ESCAPE);
+    alice.wait_line("UI screen=CONNECT_TO_SERVER", Duration::from_secs(10));
+    x.key(XK_RETURN);
+    alice.wait_line("SIGNED_IN", Duration::from_secs(10));
+    alice.wait_line("UI screen=LIST_PEERS", Duration::from_secs(10));
+    alice.interrupt();
+    assert_eq!(alice.wait_exit(Duration::from_secs(10)), Some(0));
+}
+
+#[test]
+fn autoconnect_and_autocall_skip_the_clicks() {
+    let xvfb = Xvfb::start(1024, 768);
+    let x = X11::connect(&xvfb.display);
+    let server = ServerProc::start(&[]);
+    let mut bob = headless("bob", server.port, &["--duration", "30"]);
+    bob.wait_line("SIGNED_IN", Duration::from_secs(10));
+    let mut alice = windowed(
+        "alice",
+        server.port,
+        &xvfb.display,
+        &["--autoconnect", "--autocall", "--duration", "6"],
+    );
+    alice.wait_line("CALL_STARTED", Duration::from_secs(10));
+    alice.wait_line("UI screen=STREAMING", Duration::from_secs(10));
+    let w = x.find_window("PeerConnection client: alice", Duration::from_secs(5));
+    wait_decoded(&mut alice, 30);
+    let (img, path) = screenshot(&x, w, "autocall_streaming");
+    let (remote, local) = streaming_areas(WINDOW.0, WINDOW.1, Some((640, 480)), Some((640, 480)));
+    let (remote, local) = (remote.unwrap(), local.unwrap());
+    assert!(
+        local.y as f64 > remote.h as f64 * 0.7,
+        "sample rows clear of the preview"
+    );
+    let (matched, seen) = bars_matching(&img, remote, REMOTE_ROWS, 40);
+    assert!(
+        matched >= 7,
+        "{}: remote bars {matched}/8: {seen:?}",
+        path.display()
+    );
+    let end = alice.wait_line("CALL_ENDED", Duration::from_secs(15));
+    assert!(num(&end, "frames_decoded") >= 90, "{end}");
+    assert_eq!(alice.wait_exit(Duration::from_secs(10)), Some(0));
+    bob.interrupt();
+    assert_eq!(bob.wait_exit(Duration::from_secs(10)), Some(0));
+}
