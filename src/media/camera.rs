@@ -213,6 +213,18 @@ fn format_err(device: &Path, reason: impl Into<String>) -> MediaError {
     }
 }
 
+/// The `v4l` crate panics on a few replies it does not know (a format description that is
+/// not UTF-8, a colorspace newer than it). A device's reply is outside input, so such a
+/// panic becomes an error naming the device.
+fn guarded<T>(device: &Path, what: &str, f: impl FnOnce() -> T) -> Result<T, MediaError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|_| {
+        format_err(
+            device,
+            format!("the device's answer to {what} could not be read"),
+        )
+    })
+}
+
 fn open_device(path: &Path) -> Result<Device, MediaError> {
     Device::with_path(path).map_err(|e| camera_err(path, "open the device", e))
 }
@@ -251,7 +263,7 @@ fn probe_open(path: &Path, dev: &Device) -> Result<DeviceInfo, MediaError> {
     };
     let can_capture = node_caps & VIDEO_CAPTURE != 0 && node_caps & STREAMING != 0;
     let modes = if can_capture {
-        enumerate_modes(dev)
+        guarded(path, "the format listing", || enumerate_modes(dev))?
     } else {
         Vec::new()
     };
@@ -374,8 +386,7 @@ impl Camera {
             choice.height,
             FourCC::new(&choice.format.fourcc()),
         );
-        let set = device
-            .set_format(&requested)
+        let set = guarded(path, "setting the format", || device.set_format(&requested))?
             .map_err(|e| camera_err(path, &format!("set the format {choice}"), e))?;
         if set.fourcc.repr != choice.format.fourcc() {
             return Err(format_err(
@@ -405,7 +416,10 @@ impl Camera {
             ..choice
         };
         let interval = Fraction::new(1000, (choice.fps * 1000.0).round().max(1.0) as u32);
-        match device.set_params(&v4l::video::capture::Parameters::new(interval)) {
+        let params = guarded(path, "setting the frame rate", || {
+            device.set_params(&v4l::video::capture::Parameters::new(interval))
+        })?;
+        match params {
             Ok(p) => {
                 if let Some(fps) = interval_fps(&p.interval) {
                     choice.fps = fps;
