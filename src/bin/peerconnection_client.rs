@@ -58,7 +58,7 @@ struct Args {
     /// Capture and send size, WIDTHxHEIGHT (even numbers).
     #[arg(long, default_value = "640x480", value_parser = parse_resolution)]
     resolution: (u32, u32),
-    /// Frames per second sent.
+    /// Frames per second: asked of the camera; the pattern and files are sent at this rate.
     #[arg(long, default_value_t = 30.0)]
     fps: f32,
     /// Target H.264 bitrate in kbit/s.

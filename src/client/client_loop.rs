@@ -21,7 +21,7 @@ use super::peer_connection_client::{
 };
 use crate::media::{monotonic_us, I420Frame, SourceSpec, VideoSource, Y4mWriter};
 use crate::reactor::{
-    earliest, read_available, BufferedStream, Reactor, CAMERA_TOKEN, SIGNAL_TOKEN,
+    earliest, read_available, BufferedStream, Reactor, CAMERA_TOKEN, SIGNAL_TOKEN, WINDOW_TOKEN,
 };
 use crate::signaling::http::ResponseParser;
 use crate::signaling::PeerId;
@@ -137,6 +137,12 @@ impl ClientLoop {
         if config.headless {
             config.autoconnect = true;
         }
+        if let Some(fd) = window.as_ref().and_then(MainWnd::input_fd) {
+            reactor
+                .registry()
+                .register(&mut SourceFd(&fd), WINDOW_TOKEN, Interest::READABLE)
+                .map_err(|e| format!("cannot poll the X server connection: {e}"))?;
+        }
         let ips = if config.ice_ips.is_empty() {
             local_ipv4_addresses()
         } else {
@@ -235,6 +241,8 @@ impl ClientLoop {
                     }
                 } else if r.token == CAMERA_TOKEN {
                     self.camera_ready(now);
+                } else if r.token == WINDOW_TOKEN {
+                    // Input from the X server: pump_window below takes it.
                 } else {
                     self.source_event(r.token.0, r.readable, r.writable, now);
                 }

@@ -20,6 +20,7 @@ pub const SIGNAL_TOKEN: Token = Token(usize::MAX - 1);
 pub const LISTENER_TOKEN: Token = Token(usize::MAX - 2);
 pub const UDP_TOKEN: Token = Token(usize::MAX - 3);
 pub const CAMERA_TOKEN: Token = Token(usize::MAX - 4);
+pub const WINDOW_TOKEN: Token = Token(usize::MAX - 5);
 
 /// One readiness event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

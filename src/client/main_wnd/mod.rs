@@ -31,6 +31,9 @@ pub const FRAME_TICK: Duration = Duration::from_micros(16_667);
 /// Presents are at least this far apart: a remote and a local frame arriving together are
 /// painted once.
 const MIN_PRESENT_INTERVAL: Duration = Duration::from_millis(4);
+/// A change only to the preview or the stats waits up to this long for the next remote
+/// frame to ride along with, so a call paints about once per remote frame, not twice.
+const LAZY_PAINT: Duration = Duration::from_millis(34);
 /// The original's default window size.
 pub const DEFAULT_SIZE: (u32, u32) = (640, 480);
 
@@ -54,8 +57,10 @@ pub struct MainWnd {
     events: EventPump,
     _video: VideoSubsystem,
     _sdl: Sdl,
-    dirty: bool,
+    /// When the window must be painted next, if something changed.
+    paint_at: Option<Instant>,
     last_present: Option<Instant>,
+    x11: Option<X11Link>,
     next_tick: Instant,
     presented_ui: Option<Ui>,
     renderer_name: String,
@@ -73,11 +78,14 @@ impl MainWnd {
     ) -> Result<MainWnd, String> {
         // Our loop handles SIGINT/SIGTERM; SDL must not turn them into quit events.
         sdl2::hint::set("SDL_NO_SIGNAL_HANDLERS", "1");
-        if renderer == RendererChoice::Software {
-            // The environment (SDL_RENDER_DRIVER, ...) still overrides these.
-            sdl2::hint::set("SDL_RENDER_DRIVER", "software");
-            sdl2::hint::set("SDL_FRAMEBUFFER_ACCELERATION", "0");
-        }
+        // The environment (SDL_RENDER_DRIVER, ...) still overrides these. An empty driver
+        // name matches none, so SDL picks its best.
+        let (driver, framebuffer_gl) = match renderer {
+            RendererChoice::Software => ("software", "0"),
+            RendererChoice::Accelerated => ("", "1"),
+        };
+        sdl2::hint::set("SDL_RENDER_DRIVER", driver);
+        sdl2::hint::set("SDL_FRAMEBUFFER_ACCELERATION", framebuffer_gl);
         // A click that focuses the window also counts as a click.
         sdl2::hint::set("SDL_MOUSE_FOCUS_CLICKTHROUGH", "1");
         let sdl = sdl2::init()?;
@@ -120,6 +128,7 @@ impl MainWnd {
         let events = sdl.event_pump()?;
         let (w, h) = canvas.output_size()?;
         log::info!("window open: {w}x{h}, renderer {renderer_name}");
+        let x11 = X11Link::of(canvas.window());
         Ok(MainWnd {
             model: UiModel::new(name, server, port, w, h),
             remote: VideoRenderer::new(),
@@ -130,8 +139,9 @@ impl MainWnd {
             events,
             _video: video,
             _sdl: sdl,
-            dirty: true,
+            paint_at: Some(Instant::now()),
             last_present: None,
+            x11,
             next_tick: Instant::now(),
             presented_ui: None,
             renderer_name,
@@ -149,8 +159,35 @@ impl MainWnd {
 
     /// The model, for the loop to change what is shown; the window repaints after.
     pub fn model(&mut self) -> &mut UiModel {
-        self.dirty = true;
+        self.repaint();
         &mut self.model
+    }
+
+    /// Something visible changed: paint as soon as presents allow.
+    fn repaint(&mut self) {
+        let now = Instant::now();
+        let due = self
+            .last_present
+            .map_or(now, |t| (t + MIN_PRESENT_INTERVAL).max(now));
+        self.paint_at = Some(self.paint_at.map_or(due, |p| p.min(due)));
+    }
+
+    /// Only the preview changed: paint with the next remote frame, or soon anyway.
+    fn repaint_lazily(&mut self) {
+        let now = Instant::now();
+        let due = self.last_present.map_or(now, |t| (t + LAZY_PAINT).max(now));
+        self.paint_at = Some(self.paint_at.map_or(due, |p| p.min(due)));
+    }
+
+    /// The X server connection's descriptor: the loop polls it so input wakes it at once.
+    pub fn input_fd(&self) -> Option<std::os::fd::RawFd> {
+        self.x11.as_ref().map(|x| x.fd)
+    }
+
+    /// Whether input already sits in Xlib's queue (read while painting): the loop must
+    /// pump again before it sleeps, as the descriptor will not wake it for those.
+    pub fn input_queued(&self) -> bool {
+        self.x11.as_ref().is_some_and(X11Link::queued)
     }
 
     /// The model, read-only.
@@ -163,7 +200,7 @@ impl MainWnd {
         if let Err(e) = self.remote.update(&self.creator, frame) {
             log::warn!("remote video: {e}");
         }
-        self.dirty = true;
+        self.repaint();
     }
 
     /// A captured local picture for the preview.
@@ -171,7 +208,7 @@ impl MainWnd {
         if let Err(e) = self.local.update(&self.creator, frame) {
             log::warn!("local preview: {e}");
         }
-        self.dirty = true;
+        self.repaint_lazily();
     }
 
     /// Hides the window at once (it was closed; the loop still signs out before exiting).
@@ -183,16 +220,16 @@ impl MainWnd {
     pub fn clear_video(&mut self) {
         self.remote.clear();
         self.local.clear();
-        self.dirty = true;
+        self.repaint();
     }
 
     /// When the loop must wake next for the window.
     pub fn deadline(&self) -> Instant {
-        match (self.dirty, self.last_present) {
-            (true, Some(t)) => self.next_tick.min(t + MIN_PRESENT_INTERVAL),
-            (true, None) => Instant::now(),
-            (false, _) => self.next_tick,
+        if self.input_queued() {
+            return Instant::now();
         }
+        self.paint_at
+            .map_or(self.next_tick, |p| p.min(self.next_tick))
     }
 
     /// Takes every pending SDL event and returns what the user asked for.
@@ -222,7 +259,7 @@ impl MainWnd {
                     if let Ok((w, h)) = self.canvas.output_size() {
                         self.model.resize(w, h);
                     }
-                    self.dirty = true;
+                    self.repaint();
                     None
                 }
                 _ => None,
@@ -247,11 +284,11 @@ impl MainWnd {
                     Keycode::Backspace => Key::Backspace,
                     _ => return None,
                 };
-                self.dirty = true;
+                self.repaint();
                 self.model.key(key)
             }
             Event::TextInput { text, .. } => {
-                self.dirty = true;
+                self.repaint();
                 self.model.text(&text);
                 None
             }
@@ -267,11 +304,11 @@ impl MainWnd {
                 let (ow, oh) = self.canvas.output_size().unwrap_or((ww, wh));
                 let sx = x as i64 * ow as i64 / ww.max(1) as i64;
                 let sy = y as i64 * oh as i64 / wh.max(1) as i64;
-                self.dirty = true;
+                self.repaint();
                 self.model.click(sx as i32, sy as i32, clicks)
             }
             Event::MouseWheel { y, .. } => {
-                self.dirty = true;
+                self.repaint();
                 self.model.wheel(y);
                 None
             }
@@ -282,17 +319,13 @@ impl MainWnd {
     /// Paints if something changed and the last present is not too recent. Returns the
     /// screen when a different one than before was just presented (the loop announces it).
     pub fn render_if_due(&mut self, now: Instant) -> Option<Ui> {
-        if !self.dirty
-            || self
-                .last_present
-                .is_some_and(|t| now < t + MIN_PRESENT_INTERVAL)
-        {
+        if self.paint_at.is_none_or(|t| now < t) {
             return None;
         }
         if let Err(e) = self.render() {
             log::warn!("painting the window failed: {e}");
         }
-        self.dirty = false;
+        self.paint_at = None;
         self.last_present = Some(now);
         let ui = self.model.current_ui();
         (self.presented_ui != Some(ui)).then(|| {
@@ -356,5 +389,63 @@ impl MainWnd {
             self.canvas.copy(&self.font, src, dst)?;
         }
         Ok(())
+    }
+}
+
+/// Xlib, reached through the library SDL already loaded (SDL opens it at run time, so the
+/// binary does not link it): the connection's descriptor and the count of queued events.
+struct X11Link {
+    display: *mut std::ffi::c_void,
+    fd: std::os::fd::RawFd,
+    events_queued: XEventsQueuedFn,
+}
+
+type XConnectionNumberFn = unsafe extern "C" fn(*mut std::ffi::c_void) -> std::ffi::c_int;
+type XEventsQueuedFn =
+    unsafe extern "C" fn(*mut std::ffi::c_void, std::ffi::c_int) -> std::ffi::c_int;
+
+impl X11Link {
+    fn of(window: &Window) -> Option<X11Link> {
+        // SAFETY: SDL_GetWindowWMInfo fills the struct for a live window; the version field
+        // must hold the SDL version we were compiled against, which SDL_GetVersion gives.
+        // dlopen of a library already in the process returns it without loading anything;
+        // the symbols have the Xlib signatures declared here.
+        unsafe {
+            let mut info: sdl2::sys::SDL_SysWMinfo = std::mem::zeroed();
+            sdl2::sys::SDL_GetVersion(&mut info.version);
+            if sdl2::sys::SDL_GetWindowWMInfo(window.raw(), &mut info)
+                != sdl2::sys::SDL_bool::SDL_TRUE
+                || info.subsystem != sdl2::sys::SDL_SYSWM_TYPE::SDL_SYSWM_X11
+            {
+                return None;
+            }
+            let display = info.info.x11.display.cast::<std::ffi::c_void>();
+            let lib = libc::dlopen(c"libX11.so.6".as_ptr(), libc::RTLD_NOW | libc::RTLD_NOLOAD);
+            if lib.is_null() || display.is_null() {
+                return None;
+            }
+            let number = libc::dlsym(lib, c"XConnectionNumber".as_ptr());
+            let queued = libc::dlsym(lib, c"XEventsQueued".as_ptr());
+            if number.is_null() || queued.is_null() {
+                return None;
+            }
+            let number = std::mem::transmute::<*mut std::ffi::c_void, XConnectionNumberFn>(number);
+            let fd = number(display);
+            log::debug!("X server connection on fd {fd}: input wakes the loop");
+            Some(X11Link {
+                display,
+                fd,
+                events_queued: std::mem::transmute::<*mut std::ffi::c_void, XEventsQueuedFn>(
+                    queued,
+                ),
+            })
+        }
+    }
+
+    fn queued(&self) -> bool {
+        /// Xlib's `QueuedAlready`: count what is queued, without reading or flushing.
+        const QUEUED_ALREADY: std::ffi::c_int = 0;
+        // SAFETY: the display is SDL's live connection, used on SDL's thread.
+        unsafe { (self.events_queued)(self.display, QUEUED_ALREADY) > 0 }
     }
 }
