@@ -7,9 +7,9 @@ mod procs;
 use std::process::Command;
 use std::time::Duration;
 
-use procs::{Proc, ServerProc};
+use procs::{client, num, ServerProc};
 
-const CLIENT: &str = env!("CARGO_BIN_EXE_peerconnection_client");
+use procs::CLIENT;
 const MISSING: &str = "/dev/video-missing-for-test";
 
 fn run(args: &[&str]) -> (Option<i32>, String, String) {
@@ -52,42 +52,24 @@ fn explicit_camera_without_a_device_fails_naming_it() {
 #[test]
 fn default_source_falls_back_to_the_pattern_with_one_warning() {
     let server = ServerProc::start(&[]);
-    let port = server.port.to_string();
-    let common = [
-        "--headless",
-        "--server",
-        "127.0.0.1",
-        "--port",
-        &port,
-        "--ice-ip",
-        "127.0.0.1",
-        "--device",
-        MISSING,
-    ];
-    let mut bob = Proc::spawn(
+    let fallback = ["--device", MISSING];
+    let mut bob = client(
         "bob",
-        CLIENT,
-        &[&common[..], &["--name", "bob", "--duration", "20"]].concat(),
+        server.port,
+        &[&fallback[..], &["--duration", "20"]].concat(),
+        &[],
     );
     bob.wait_line("SIGNED_IN", Duration::from_secs(10));
-    let mut alice = Proc::spawn(
+    let mut alice = client(
         "alice",
-        CLIENT,
-        &[
-            &common[..],
-            &["--name", "alice", "--autocall", "--duration", "4"],
-        ]
-        .concat(),
+        server.port,
+        &[&fallback[..], &["--autocall", "--duration", "4"]].concat(),
+        &[],
     );
     let end = alice.wait_line("CALL_ENDED", Duration::from_secs(20));
     assert_eq!(alice.wait_exit(Duration::from_secs(10)), Some(0));
     // The pattern was sent: its stamps decoded on the other side give a latency.
-    let frames: u64 = end
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("frames_decoded="))
-        .and_then(|v| v.parse().ok())
-        .expect("frames_decoded");
-    assert!(frames >= 60, "{end}");
+    assert!(num(&end, "frames_decoded") >= 60.0, "{end}");
     let log = std::fs::read_to_string(&alice.log).expect("alice's log");
     let warnings: Vec<&str> = log.lines().filter(|l| l.contains("no camera")).collect();
     assert_eq!(warnings.len(), 1, "one warning line: {log}");

@@ -16,9 +16,24 @@ use peerconnection::client::main_wnd::text::{text_mask, GLYPH};
 use peerconnection::media::render::Area;
 use peerconnection::media::BAR_COLOURS;
 use procs::x11::{near, Image, Xvfb, X11, XK_DOWN, XK_ESCAPE, XK_RETURN, XK_UP};
-use procs::{Proc, ServerProc};
+use procs::{num, Proc, ServerProc};
 
-const CLIENT: &str = env!("CARGO_BIN_EXE_peerconnection_client");
+/// What every client here sends: the test pattern, at a bitrate that keeps the bars clean.
+const PATTERN: &[&str] = &["--video-source", "test", "--bitrate", "1000"];
+
+/// A client with its window on `display`.
+fn windowed(name: &str, port: u16, display: &str, extra: &[&str]) -> Proc {
+    procs::client(
+        name,
+        port,
+        &[PATTERN, extra].concat(),
+        &[("DISPLAY", display)],
+    )
+}
+
+fn headless(name: &str, port: u16, extra: &[&str]) -> Proc {
+    procs::client(name, port, &[PATTERN, extra].concat(), &[])
+}
 const WINDOW: (u32, u32) = (640, 480);
 /// Rows (fractions of the picture's height) where the pattern's bars are checked: below the
 /// stamp band and the overlay, above the stripes and the preview.
@@ -28,62 +43,11 @@ fn rgb(c: Colour) -> [u8; 3] {
     [c.0, c.1, c.2]
 }
 
-/// A client with its window on `display`.
-fn windowed(name: &str, port: u16, display: &str, extra: &[&str]) -> Proc {
-    let port = port.to_string();
-    let mut args = vec![
-        "--server",
-        "127.0.0.1",
-        "--port",
-        &port,
-        "--name",
-        name,
-        "--ice-ip",
-        "127.0.0.1",
-        "--video-source",
-        "test",
-        "--bitrate",
-        "1000",
-        "--stats",
-    ];
-    args.extend(extra);
-    Proc::spawn_with_env(name, CLIENT, &args, &[("DISPLAY", display)])
-}
-
-fn headless(name: &str, port: u16, extra: &[&str]) -> Proc {
-    let port = port.to_string();
-    let mut args = vec![
-        "--headless",
-        "--server",
-        "127.0.0.1",
-        "--port",
-        &port,
-        "--name",
-        name,
-        "--ice-ip",
-        "127.0.0.1",
-        "--video-source",
-        "test",
-        "--bitrate",
-        "1000",
-        "--stats",
-    ];
-    args.extend(extra);
-    Proc::spawn(name, CLIENT, &args)
-}
-
-fn num(line: &str, key: &str) -> u64 {
-    line.split_whitespace()
-        .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no numeric {key} in {line:?}"))
-}
-
 /// Waits until the client's STATS lines report `frames` decoded frames.
 fn wait_decoded(p: &mut Proc, frames: u64) {
     loop {
         let line = p.wait_line("STATS", Duration::from_secs(15));
-        if num(&line, "decoded") >= frames {
+        if num(&line, "decoded") >= frames as f64 {
             return;
         }
     }
@@ -295,7 +259,7 @@ fn window_connects_lists_peers_calls_and_hangs_up() {
     // Esc hangs up: both sides end the call and Alice is back on the list.
     x.key(XK_ESCAPE);
     let end = alice.wait_line("CALL_ENDED", Duration::from_secs(10));
-    assert!(num(&end, "frames_decoded") >= 60, "{end}");
+    assert!(num(&end, "frames_decoded") >= 60.0, "{end}");
     let bob_end = bob.wait_line("CALL_ENDED", Duration::from_secs(10));
     assert!(bob_end.contains("BYE"), "{bob_end}");
     alice.wait_line("UI screen=LIST_PEERS", Duration::from_secs(10));
@@ -391,7 +355,7 @@ fn autoconnect_and_autocall_skip_the_clicks() {
         path.display()
     );
     let end = alice.wait_line("CALL_ENDED", Duration::from_secs(15));
-    assert!(num(&end, "frames_decoded") >= 90, "{end}");
+    assert!(num(&end, "frames_decoded") >= 90.0, "{end}");
     assert_eq!(alice.wait_exit(Duration::from_secs(10)), Some(0));
     bob.interrupt();
     assert_eq!(bob.wait_exit(Duration::from_secs(10)), Some(0));

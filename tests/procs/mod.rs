@@ -13,6 +13,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 pub const SERVER: &str = env!("CARGO_BIN_EXE_peerconnection_server");
+pub const CLIENT: &str = env!("CARGO_BIN_EXE_peerconnection_client");
 
 pub struct Proc {
     pub name: String,
@@ -135,6 +136,42 @@ fn unique() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
     N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// `peerconnection_client` named `name`, signing in to the server on 127.0.0.1:`port`,
+/// offering only loopback candidates and printing STATS lines; headless unless `env` gives
+/// it a `DISPLAY`. `extra` flags come last.
+pub fn client(name: &str, port: u16, extra: &[&str], env: &[(&str, &str)]) -> Proc {
+    let port = port.to_string();
+    let mut args = vec![
+        "--server",
+        "127.0.0.1",
+        "--port",
+        &port,
+        "--ice-ip",
+        "127.0.0.1",
+        "--name",
+        name,
+        "--stats",
+    ];
+    if !env.iter().any(|(k, _)| *k == "DISPLAY") {
+        args.push("--headless");
+    }
+    args.extend(extra);
+    Proc::spawn_with_env(name, CLIENT, &args, env)
+}
+
+/// The value of `key=value` in a machine-readable line (`STATS ... decoded=90 ...`).
+pub fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
+}
+
+/// The number in `key=value` of a machine-readable line; panics naming the line without it.
+pub fn num(line: &str, key: &str) -> f64 {
+    field(line, key)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no numeric {key} in {line:?}"))
 }
 
 /// Raises this process's open-file limit to the hard limit (tests that hold thousands of

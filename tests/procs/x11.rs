@@ -230,7 +230,14 @@ impl X11 {
 
     /// What the screen shows where the window is.
     pub fn capture(&self, w: Window) -> Image {
-        let (x, y, width, height) = self.geometry(w);
+        let (_, _, width, height) = self.geometry(w);
+        self.capture_area(w, 0, 0, width, height)
+    }
+
+    /// What the screen shows in a rectangle of the window (window coordinates).
+    pub fn capture_area(&self, w: Window, ax: i16, ay: i16, width: u16, height: u16) -> Image {
+        let (wx, wy, _, _) = self.geometry(w);
+        let (x, y) = (wx + ax, wy + ay);
         let reply = self
             .conn
             .get_image(ImageFormat::Z_PIXMAP, self.root, x, y, width, height, !0)
