@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The demo call: a signaling server and two headless clients on this machine, Alice calling
-# Bob with the test pattern. Prints both clients' once-a-second STATS lines and stops by
-# itself after DEMO_SECONDS (default 20).
+# The demo call: a signaling server and two clients on this machine, Alice calling Bob.
+# With a display (DISPLAY set) each client opens its window and signs in by itself
+# (--autoconnect; Alice also --autocall); without one (or with DEMO_HEADLESS=1) they run
+# headless. Either way both print a STATS line a second and everything stops by itself
+# after DEMO_SECONDS (default 20).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-target/release}
@@ -16,8 +18,14 @@ trap cleanup EXIT INT TERM
 pids+=($!)
 for _ in $(seq 50); do grep -q listening "$log/server.out" 2>/dev/null && break; sleep 0.1; done
 port=$(grep -o '[0-9]*$' "$log/server.out")
-echo "demo: server on 127.0.0.1:$port; Alice calls Bob for ${SECONDS_TOTAL} s (headless, test pattern)"
-common=(--headless --server 127.0.0.1 --port "$port" --ice-ip 127.0.0.1 --stats)
+common=(--server 127.0.0.1 --port "$port" --ice-ip 127.0.0.1 --stats)
+if [ -n "${DISPLAY:-}" ] && [ -z "${DEMO_HEADLESS:-}" ]; then
+	common+=(--autoconnect)
+	echo "demo: server on 127.0.0.1:$port; Alice calls Bob for ${SECONDS_TOTAL} s in two windows on $DISPLAY"
+else
+	common+=(--headless)
+	echo "demo: server on 127.0.0.1:$port; Alice calls Bob for ${SECONDS_TOTAL} s (headless: DISPLAY is not set)"
+fi
 "$BIN/peerconnection_client" "${common[@]}" --name bob --duration $((SECONDS_TOTAL + 2)) | sed -u 's/^/bob:   /' &
 pids+=($!)
 sleep 0.5
