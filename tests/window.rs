@@ -167,7 +167,8 @@ fn bars_matching(img: &Image, area: Area, rows: &[f64], tolerance: u8) -> (usize
 
 #[test]
 fn window_connects_lists_peers_calls_and_hangs_up() {
-    let xvfb = Xvfb::start(1024, 768);
+    // Room for the window to grow (screenshots must stay on the screen).
+    let xvfb = Xvfb::start(1920, 1080);
     let x = X11::connect(&xvfb.display);
     let server = ServerProc::start(&[]);
     let mut bob = headless("bob", server.port, &["--duration", "60"]);
@@ -255,6 +256,29 @@ fn window_connects_lists_peers_calls_and_hangs_up() {
     // The overlay names the peer (its box is translucent, so only the glyphs are exact).
     lit_text_at(&img, layout.margin, layout.margin, s, "bob", rgb(ACCENT))
         .unwrap_or_else(|e| panic!("{}: overlay: {e}", path.display()));
+
+    // A wider window: the picture keeps its 4:3 shape, centred between black bars.
+    let wide = (960, 540);
+    x.resize(w, wide.0, wide.1);
+    std::thread::sleep(Duration::from_millis(300));
+    let (img, path) = screenshot(&x, w, "streaming_resized");
+    assert_eq!((img.width, img.height), wide, "{}", path.display());
+    let (remote, _) = streaming_areas(wide.0, wide.1, Some((640, 480)), Some((640, 480)));
+    let remote = remote.unwrap();
+    assert_eq!((remote.x, remote.w, remote.h), (120, 720, 540));
+    let (matched, seen) = bars_matching(&img, remote, REMOTE_ROWS, 40);
+    assert!(
+        matched >= 7,
+        "{}: resized remote bars {matched}/8: {seen:?}",
+        path.display()
+    );
+    for y in [150, 270, 400] {
+        assert!(
+            near(img.pixel(60, y), [0, 0, 0], 4),
+            "{}: pillarbox at y={y}",
+            path.display()
+        );
+    }
 
     // Esc hangs up: both sides end the call and Alice is back on the list.
     x.key(XK_ESCAPE);

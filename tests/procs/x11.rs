@@ -323,6 +323,15 @@ impl X11 {
         self.conn.sync().expect("sync");
     }
 
+    /// Resizes the window, as a user dragging its corner would.
+    pub fn resize(&self, w: Window, width: u32, height: u32) {
+        let aux = xproto::ConfigureWindowAux::new()
+            .width(width)
+            .height(height);
+        self.conn.configure_window(w, &aux).expect("configure");
+        self.conn.sync().expect("sync");
+    }
+
     /// Asks the window to close, as a window manager's close button does.
     pub fn close(&self, w: Window) {
         let protocols = self.atom("WM_PROTOCOLS");
