@@ -306,7 +306,7 @@ fn window_connects_lists_peers_calls_and_hangs_up() {
 }
 
 #[test]
-fn window_shows_sign_in_failures_and_signs_out_with_esc() {
+fn window_shows_sign_in_failures_and_signs_out_with_esc_or_the_button() {
     let xvfb = Xvfb::start(1024, 768);
     let x = X11::connect(&xvfb.display);
     // Nothing listens on this port yet: the connect screen says so, and keeps trying.
@@ -344,6 +344,10 @@ fn window_shows_sign_in_failures_and_signs_out_with_esc() {
     x.key(XK_RETURN);
     alice.wait_line("SIGNED_IN", Duration::from_secs(10));
     alice.wait_line("UI screen=LIST_PEERS", Duration::from_secs(10));
+    // The Disconnect button does what Esc does.
+    let b = layout.disconnect_button;
+    x.click(w, (b.x + 4) as i16, (b.y + 4) as i16, 1);
+    alice.wait_line("UI screen=CONNECT_TO_SERVER", Duration::from_secs(10));
     alice.interrupt();
     assert_eq!(alice.wait_exit(Duration::from_secs(10)), Some(0));
 }

@@ -119,12 +119,17 @@ pub struct Layout {
     pub server_field: Area,
     pub port_field: Area,
     pub connect_button: Area,
+    /// The peer list's Disconnect button, top right.
+    pub disconnect_button: Area,
     pub status_top: i32,
     pub rows_top: i32,
     pub row_h: u32,
     pub rows_visible: usize,
     pub footer_y: i32,
 }
+
+/// The peer list's sign-out button.
+const DISCONNECT: &str = "Disconnect";
 
 /// Characters the server field holds (a DNS name is at most 253).
 const MAX_SERVER_CHARS: usize = 253;
@@ -154,6 +159,13 @@ impl Layout {
             line_h,
         );
         let status_top = connect_button.bottom() + line_h as i32;
+        let disconnect_w = text_width(DISCONNECT, small) + 8 * small;
+        let disconnect_button = Area::new(
+            (width as i32 - margin - disconnect_w as i32).max(0),
+            margin - 2 * scale as i32,
+            disconnect_w,
+            GLYPH * scale + 4 * scale,
+        );
         let footer_y = height as i32 - margin - (GLYPH * small) as i32;
         let rows_top = margin + 3 * line_h as i32;
         let row_h = line_h + 2 * scale;
@@ -171,6 +183,7 @@ impl Layout {
             server_field,
             port_field,
             connect_button,
+            disconnect_button,
             status_top,
             rows_top,
             row_h,
@@ -455,6 +468,9 @@ impl UiModel {
                 None
             }
             Ui::ListPeers => {
+                if l.disconnect_button.contains(x, y) {
+                    return Some(UiAction::SignOut);
+                }
                 let visible = self.peers.len().saturating_sub(self.scroll);
                 let row = (0..visible.min(l.rows_visible)).find(|&i| l.row(i).contains(x, y))?;
                 self.select(self.scroll + row);
@@ -635,7 +651,18 @@ impl UiModel {
         let l = self.layout;
         out.push(Draw::Fill(Area::new(0, 0, l.width, l.height), BACKGROUND));
         let title = self.signed_in.clone().unwrap_or_default();
-        self.title(out, &title);
+        // The title stops short of the Disconnect button.
+        let b = l.disconnect_button;
+        let room = ((b.x - l.margin).max(0) as u32 / l.char_w).saturating_sub(1) as usize;
+        self.put_text(out, l.margin, l.margin, ACCENT, &ellipsize(&title, room));
+        out.push(Draw::Fill(b, PANEL));
+        out.push(Draw::Text {
+            x: b.x + (4 * l.small) as i32,
+            y: b.y + (b.h as i32 - (GLYPH * l.small) as i32) / 2,
+            scale: l.small,
+            colour: TEXT,
+            text: DISCONNECT.into(),
+        });
         self.put_text(
             out,
             l.margin,
@@ -871,6 +898,10 @@ mod tests {
         m.key(Key::Up);
         assert_eq!(m.key(Key::Enter), Some(UiAction::Call(2u32)));
         assert_eq!(m.key(Key::Escape), Some(UiAction::SignOut));
+        let b = m.layout().disconnect_button;
+        assert_eq!(m.click(b.x + 2, b.y + 2, 1), Some(UiAction::SignOut));
+        let shown = texts(&m.draw_list(None, None));
+        assert!(shown.iter().any(|t| t == "Disconnect"), "{shown:?}");
     }
 
     #[test]
