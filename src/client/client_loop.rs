@@ -276,9 +276,9 @@ impl ClientLoop {
         log::debug!("window: {action:?}");
         match action {
             UiAction::Connect { server, port } => {
+                self.client.connect(&server, port);
                 self.config.server = server;
                 self.config.port = port;
-                self.client.connect(&self.config.server.clone(), port);
             }
             UiAction::CancelConnect => {
                 self.client.sign_out();
@@ -315,32 +315,21 @@ impl ClientLoop {
 
     fn show_peer_list(&mut self, status: Option<(&str, bool)>) {
         let session = self.session_text();
-        let peers: Vec<(PeerId, String)> = self
-            .client
-            .peers()
-            .iter()
-            .map(|(id, n)| (*id, n.clone()))
-            .collect();
         if let Some(w) = self.window.as_mut() {
             let m = w.model();
             m.switch_to_peer_list(&session);
-            m.set_peers(peers.iter().map(|(id, n)| (*id, n.as_str())));
             if let Some((text, error)) = status {
                 m.set_status(text, error);
             }
         }
+        self.refresh_peers();
     }
 
+    /// The window's peer list follows the signaling client's.
     fn refresh_peers(&mut self) {
-        let peers: Vec<(PeerId, String)> = self
-            .client
-            .peers()
-            .iter()
-            .map(|(id, n)| (*id, n.clone()))
-            .collect();
         if let Some(w) = self.window.as_mut() {
-            w.model()
-                .set_peers(peers.iter().map(|(id, n)| (*id, n.as_str())));
+            let peers = self.client.peers().iter();
+            w.model().set_peers(peers.map(|(id, n)| (*id, n.as_str())));
         }
     }
 
@@ -531,13 +520,13 @@ impl ClientLoop {
                 self.autocall_pending = true;
             }
             ClientEvent::SignInFailed { reason } => {
-                let text = format!(
-                    "Cannot sign in to {}:{}: {reason}. Trying again every {} s; Esc stops.",
-                    self.config.server,
-                    self.config.port,
-                    super::peer_connection_client::RECONNECT_DELAY.as_secs()
-                );
                 if let Some(w) = self.window.as_mut() {
+                    let text = format!(
+                        "Cannot sign in to {}:{}: {reason}. Trying again every {} s; Esc stops.",
+                        self.config.server,
+                        self.config.port,
+                        super::peer_connection_client::RECONNECT_DELAY.as_secs()
+                    );
                     w.model().set_status(&text, true);
                 }
             }
@@ -633,15 +622,12 @@ impl ClientLoop {
             }
             CallOutput::CallEnded { peer, reason } => {
                 self.stop_local_video();
-                if self.window.is_some() {
-                    let name = self.peer_name(peer);
-                    if let Some(w) = self.window.as_mut() {
-                        w.clear_video();
-                    }
-                    if self.client.is_connected() {
-                        let status = format!("The call with {name} ended: {reason}.");
-                        self.show_peer_list(Some((&status, false)));
-                    }
+                if let Some(w) = self.window.as_mut() {
+                    w.clear_video();
+                }
+                if self.window.is_some() && self.client.is_connected() {
+                    let status = format!("The call with {} ended: {reason}.", self.peer_name(peer));
+                    self.show_peer_list(Some((&status, false)));
                 }
                 // A finished call's recording is complete on disk, even while we run on.
                 if let Some(Err(e)) = self.recorder.as_mut().map(Y4mWriter::flush) {

@@ -484,26 +484,20 @@ impl Camera {
         if self.streaming {
             return Ok(());
         }
-        let path = self.path.clone();
-        let mut req = v4l_sys::v4l2_requestbuffers {
-            count: BUFFER_COUNT,
-            type_: v4l::buffer::Type::VideoCapture as u32,
-            memory: v4l::memory::Memory::Mmap as u32,
-            // SAFETY: plain data, zero is the initial state of the reserved fields.
-            ..unsafe { std::mem::zeroed() }
-        };
-        self.ioctl(v4l2::vidioc::VIDIOC_REQBUFS, &mut req)
-            .map_err(|e| camera_err(&path, "request capture buffers", e))?;
-        if req.count == 0 {
-            return Err(format_err(&path, "the driver granted no capture buffers"));
+        let path = &self.path;
+        let count = self
+            .request_buffers(BUFFER_COUNT)
+            .map_err(|e| camera_err(path, "request capture buffers", e))?;
+        if count == 0 {
+            return Err(format_err(path, "the driver granted no capture buffers"));
         }
-        for index in 0..req.count {
+        for index in 0..count {
             let mut buf = v4l_sys::v4l2_buffer {
                 index,
                 ..buffer_desc()
             };
             self.ioctl(v4l2::vidioc::VIDIOC_QUERYBUF, &mut buf)
-                .map_err(|e| camera_err(&path, "query a capture buffer", e))?;
+                .map_err(|e| camera_err(path, "query a capture buffer", e))?;
             // SAFETY: the offset and length are the driver's answer for this buffer; the
             // mapping is released in MappedBuffer::drop.
             let ptr = unsafe {
@@ -516,30 +510,50 @@ impl Camera {
                     buf.m.offset as libc::off_t,
                 )
             }
-            .map_err(|e| camera_err(&path, "map a capture buffer", e))?;
+            .map_err(|e| camera_err(path, "map a capture buffer", e))?;
             self.buffers.push(MappedBuffer {
                 ptr: ptr.cast(),
                 len: buf.length as usize,
             });
         }
-        for index in 0..self.buffers.len() as u32 {
-            self.queue(index)
-                .map_err(|e| camera_err(&path, "queue a capture buffer", e))?;
+        for index in 0..count {
+            self.queue(index)?;
         }
-        let mut typ = v4l::buffer::Type::VideoCapture as u32;
-        self.ioctl(v4l2::vidioc::VIDIOC_STREAMON, &mut typ)
-            .map_err(|e| camera_err(&path, "start streaming", e))?;
+        self.stream(v4l2::vidioc::VIDIOC_STREAMON)
+            .map_err(|e| camera_err(path, "start streaming", e))?;
         self.streaming = true;
         log::info!("camera {}: streaming {}", path.display(), self.choice);
         Ok(())
     }
 
-    fn queue(&self, index: u32) -> io::Result<()> {
+    /// `VIDIOC_REQBUFS` for memory-mapped capture buffers; returns how many were granted
+    /// (0 releases them).
+    fn request_buffers(&self, count: u32) -> io::Result<u32> {
+        let mut req = v4l_sys::v4l2_requestbuffers {
+            count,
+            type_: v4l::buffer::Type::VideoCapture as u32,
+            memory: v4l::memory::Memory::Mmap as u32,
+            // SAFETY: plain data, zero is the initial state of the reserved fields.
+            ..unsafe { std::mem::zeroed() }
+        };
+        self.ioctl(v4l2::vidioc::VIDIOC_REQBUFS, &mut req)?;
+        Ok(req.count)
+    }
+
+    /// `VIDIOC_STREAMON` or `VIDIOC_STREAMOFF` for video capture.
+    fn stream(&self, request: v4l2::vidioc::_IOC_TYPE) -> io::Result<()> {
+        let mut typ = v4l::buffer::Type::VideoCapture as u32;
+        self.ioctl(request, &mut typ)
+    }
+
+    /// Hands buffer `index` (back) to the driver to fill.
+    fn queue(&self, index: u32) -> Result<(), MediaError> {
         let mut buf = v4l_sys::v4l2_buffer {
             index,
             ..buffer_desc()
         };
         self.ioctl(v4l2::vidioc::VIDIOC_QBUF, &mut buf)
+            .map_err(|e| camera_err(&self.path, "queue a capture buffer", e))
     }
 
     /// Dequeues one filled buffer: `Ok(None)` when none is ready (`EAGAIN`).
@@ -567,31 +581,29 @@ impl Camera {
         if !self.streaming {
             return Ok(None);
         }
-        let path = self.path.clone();
+        let path = &self.path;
         let mut newest: Option<(u32, usize)> = None;
         loop {
             match self.dequeue() {
                 Ok(Some((index, used, corrupt))) => {
                     if index as usize >= self.buffers.len() {
                         return Err(format_err(
-                            &path,
+                            path,
                             format!("the driver returned unknown buffer {index}"),
                         ));
                     }
                     if let Some((old, _)) = newest.take() {
-                        self.queue(old)
-                            .map_err(|e| camera_err(&path, "requeue a buffer", e))?;
+                        self.queue(old)?;
                     }
                     if corrupt {
                         log::debug!("camera {}: dropped a corrupt frame", path.display());
-                        self.queue(index)
-                            .map_err(|e| camera_err(&path, "requeue a buffer", e))?;
+                        self.queue(index)?;
                     } else {
                         newest = Some((index, used));
                     }
                 }
                 Ok(None) => break,
-                Err(e) => return Err(camera_err(&path, "dequeue a frame", e)),
+                Err(e) => return Err(camera_err(path, "dequeue a frame", e)),
             }
         }
         let Some((index, used)) = newest else {
@@ -608,8 +620,7 @@ impl Camera {
         let bytes = unsafe { std::slice::from_raw_parts(buffer.ptr, len) };
         let c = self.choice;
         let converted = to_i420(c.format, bytes, c.width, c.height, self.stride);
-        self.queue(index)
-            .map_err(|e| camera_err(&path, "requeue a buffer", e))?;
+        self.queue(index)?;
         match converted {
             Ok(frame) => Ok(Some(frame)),
             Err(e) => {
@@ -624,22 +635,14 @@ impl Camera {
     /// an error here.
     pub fn stop(&mut self) {
         if self.streaming {
-            let mut typ = v4l::buffer::Type::VideoCapture as u32;
-            if let Err(e) = self.ioctl(v4l2::vidioc::VIDIOC_STREAMOFF, &mut typ) {
+            if let Err(e) = self.stream(v4l2::vidioc::VIDIOC_STREAMOFF) {
                 log::debug!("camera {}: stream off: {e}", self.path.display());
             }
             self.streaming = false;
         }
         if !self.buffers.is_empty() {
             self.buffers.clear();
-            let mut req = v4l_sys::v4l2_requestbuffers {
-                count: 0,
-                type_: v4l::buffer::Type::VideoCapture as u32,
-                memory: v4l::memory::Memory::Mmap as u32,
-                // SAFETY: plain data.
-                ..unsafe { std::mem::zeroed() }
-            };
-            if let Err(e) = self.ioctl(v4l2::vidioc::VIDIOC_REQBUFS, &mut req) {
+            if let Err(e) = self.request_buffers(0) {
                 log::debug!("camera {}: release buffers: {e}", self.path.display());
             }
         }

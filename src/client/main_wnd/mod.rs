@@ -165,17 +165,14 @@ impl MainWnd {
 
     /// Something visible changed: paint as soon as presents allow.
     fn repaint(&mut self) {
-        let now = Instant::now();
-        let due = self
-            .last_present
-            .map_or(now, |t| (t + MIN_PRESENT_INTERVAL).max(now));
-        self.paint_at = Some(self.paint_at.map_or(due, |p| p.min(due)));
+        self.paint_within(MIN_PRESENT_INTERVAL);
     }
 
-    /// Only the preview changed: paint with the next remote frame, or soon anyway.
-    fn repaint_lazily(&mut self) {
+    /// Schedules a paint no sooner than `gap` after the last present (now if that passed),
+    /// keeping an earlier one already scheduled.
+    fn paint_within(&mut self, gap: Duration) {
         let now = Instant::now();
-        let due = self.last_present.map_or(now, |t| (t + LAZY_PAINT).max(now));
+        let due = self.last_present.map_or(now, |t| (t + gap).max(now));
         self.paint_at = Some(self.paint_at.map_or(due, |p| p.min(due)));
     }
 
@@ -188,11 +185,6 @@ impl MainWnd {
     /// pump again before it sleeps, as the descriptor will not wake it for those.
     pub fn input_queued(&self) -> bool {
         self.x11.as_ref().is_some_and(X11Link::queued)
-    }
-
-    /// The model, read-only.
-    pub fn view(&self) -> &UiModel {
-        &self.model
     }
 
     /// A decoded remote picture: uploaded now, shown at the next paint.
@@ -208,7 +200,8 @@ impl MainWnd {
         if let Err(e) = self.local.update(&self.creator, frame) {
             log::warn!("local preview: {e}");
         }
-        self.repaint_lazily();
+        // Only the preview changed: paint with the next remote frame, or soon anyway.
+        self.paint_within(LAZY_PAINT);
     }
 
     /// Hides the window at once (it was closed; the loop still signs out before exiting).

@@ -376,10 +376,6 @@ impl UiModel {
         self.keep_selection_visible();
     }
 
-    pub fn peers(&self) -> &[(PeerId, String)] {
-        &self.peers
-    }
-
     fn keep_selection_visible(&mut self) {
         let visible = self.layout.rows_visible.max(1);
         if self.selected < self.scroll {
