@@ -8,9 +8,9 @@ pub mod reactor;
 pub mod server;
 pub mod signaling;
 
-/// Sets up `env_logger` with `info` as the default level (`RUST_LOG` overrides it).
-pub fn init_logging() {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+/// Sets up `env_logger` with `default_level` (`RUST_LOG` overrides it).
+pub fn init_logging(default_level: &str) {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
         .format_timestamp_millis()
         .init();
 }

@@ -16,7 +16,8 @@ use peerconnection::client::{ClientConfig, ClientLoop, MediaConfig, SourceSpec};
 /// Enter or a double click calls), and the call (Esc hangs up). Without a camera it sends a
 /// test pattern; `--headless` (or no display) runs with no window and signs in at once.
 /// Machine-readable lines (SIGNED_IN, PEER_CONNECTED, CALL_STARTED, CALL_ENDED, STATS, UI)
-/// go to stdout; logs go to stderr (RUST_LOG=debug for more).
+/// go to stdout; warnings and errors go to stderr (-v, -vv or RUST_LOG for more). Bad
+/// settings exit with code 2 before signing in.
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
@@ -33,10 +34,23 @@ struct Args {
     /// with --headless).
     #[arg(long)]
     autoconnect: bool,
-    /// Once the peer list shows someone, call the last peer on it (as the original; once per
-    /// run).
+    /// Once the peer list shows someone, call the last peer on it (as the original, but
+    /// once per run: a peer that hung up or declined is not redialled).
     #[arg(long)]
     autocall: bool,
+    /// Call the first peer with this name as soon as it is on the list (once per run).
+    #[arg(long, value_name = "NAME")]
+    call: Option<String>,
+    /// Answer incoming calls at once instead of ringing in the window (headless always
+    /// answers at once).
+    #[arg(long)]
+    auto_answer: bool,
+    /// Where to open the window, X,Y in pixels from the top-left of the screen.
+    #[arg(long, value_name = "X,Y", value_parser = parse_position)]
+    window_pos: Option<(i32, i32)>,
+    /// More log output on stderr: -v for info, -vv for debug (RUST_LOG overrides).
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    verbose: u8,
     /// Run without a window; also the fallback when no display can be opened.
     #[arg(long)]
     headless: bool,
@@ -64,7 +78,8 @@ struct Args {
     /// Target H.264 bitrate in kbit/s.
     #[arg(long, default_value_t = 1500)]
     bitrate: u32,
-    /// Record the received (decoded) video to this .y4m file.
+    /// Record the received (decoded) video to this .y4m file (created at start; every
+    /// call goes into it at the first call's size, other sizes scaled).
     #[arg(long)]
     record: Option<PathBuf>,
     /// Hang up, sign out and exit this many seconds after start.
@@ -85,6 +100,15 @@ fn parse_renderer(s: &str) -> Result<RendererChoice, String> {
         "accelerated" => Ok(RendererChoice::Accelerated),
         _ => Err(format!("{s:?}: expected software or accelerated")),
     }
+}
+
+fn parse_position(s: &str) -> Result<(i32, i32), String> {
+    let bad = || format!("{s:?}: expected X,Y, e.g. 0,0");
+    let (x, y) = s.split_once(',').ok_or_else(bad)?;
+    Ok((
+        x.trim().parse().map_err(|_| bad())?,
+        y.trim().parse().map_err(|_| bad())?,
+    ))
 }
 
 fn parse_resolution(s: &str) -> Result<(u32, u32), String> {
@@ -134,9 +158,26 @@ fn config(args: Args) -> Result<ClientConfig, String> {
         "auto" => SourceSpec::Auto(args.device),
         "camera" => SourceSpec::Camera(args.device),
         "test" => SourceSpec::TestPattern,
+        path if is_device_node(path) => {
+            return Err(format!(
+                "--video-source {path}: a device node; use `--video-source camera --device {path}`"
+            ))
+        }
         path => SourceSpec::Y4mFile(PathBuf::from(path)),
     };
     let (width, height) = args.resolution;
+    let media = MediaConfig {
+        width,
+        height,
+        fps: args.fps,
+        bitrate_bps: args.bitrate * 1000,
+    };
+    media
+        .check()
+        .map_err(|e| format!("--resolution {width}x{height}: the H.264 encoder refuses it: {e}"))?;
+    if args.call.as_deref().is_some_and(str::is_empty) {
+        return Err("--call: expected a peer name".into());
+    }
     Ok(ClientConfig {
         server: args.server,
         port: args.port,
@@ -145,13 +186,11 @@ fn config(args: Args) -> Result<ClientConfig, String> {
         autoconnect: args.autoconnect || args.headless,
         renderer: args.renderer,
         autocall: args.autocall,
+        call_name: args.call,
+        auto_answer: args.auto_answer,
+        window_pos: args.window_pos,
         source,
-        media: MediaConfig {
-            width,
-            height,
-            fps: args.fps,
-            bitrate_bps: args.bitrate * 1000,
-        },
+        media,
         record: args.record,
         duration,
         stats: args.stats,
@@ -174,14 +213,43 @@ fn list_devices() -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// A path under /dev that is a character device: a camera given where a file was meant.
+fn is_device_node(path: &str) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    std::fs::metadata(path).is_ok_and(|m| m.file_type().is_char_device())
+        || (path.starts_with("/dev/video") && !path.ends_with(".y4m"))
+}
+
+/// Exit code for settings that cannot work (as clap's for bad flags).
+const BAD_SETTINGS: u8 = 2;
+
 fn main() -> ExitCode {
     let args = Args::parse();
-    peerconnection::init_logging();
+    let level = match args.verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    peerconnection::init_logging(level);
     if args.list_devices {
         return list_devices();
     }
-    let result = config(args).and_then(|c| ClientLoop::new(c)?.run());
-    match result {
+    // Settings are checked before anything starts: a bad one never signs in.
+    let config = match config(args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("peerconnection_client: {e}");
+            return ExitCode::from(BAD_SETTINGS);
+        }
+    };
+    let mut client = match ClientLoop::new(config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("peerconnection_client: {e}");
+            return ExitCode::from(BAD_SETTINGS);
+        }
+    };
+    match client.run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("peerconnection_client: {e}");

@@ -82,7 +82,7 @@ fn config(args: &Args) -> Result<ServerConfig, String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    peerconnection::init_logging();
+    peerconnection::init_logging("info");
     let config = match config(&args) {
         Ok(c) => c,
         Err(e) => {

@@ -1,7 +1,8 @@
 //! The client's loop: one `mio::Poll` carrying the signaling connections (control and hanging
-//! GET), one UDP socket per host candidate, the camera while it streams, the signals, and the
-//! timers of the capture clock, str0m, the signaling client and the window's frame tick. It
-//! turns the state machines' outputs into syscalls and the window's input into actions.
+//! GET), one UDP socket per host candidate, the camera while it streams, the X server's
+//! connection, and the signals. It is IO only: it dispatches readiness, feeds the state
+//! machines ([`PeerConnectionClient`], [`Conductor`], [`ClientApp`], the
+//! [`MediaSession`]) and carries out what they return. Every decision is theirs.
 
 use std::collections::HashMap;
 use std::io;
@@ -14,17 +15,21 @@ use mio::unix::SourceFd;
 use mio::{Interest, Token};
 use slab::Slab;
 
-use super::conductor::{CallOutput, Conductor, MediaConfig};
-use super::main_wnd::{MainWnd, RendererChoice, Ui, UiAction, DEFAULT_SIZE};
-use super::peer_connection_client::{
-    Channel, ClientEvent, ClientOutput, ClientState, PeerConnectionClient, RequestError,
+use super::client_app::{
+    AppConfig, AppOutput, CallEvent, CallSummary, ClientApp, StatsSample, WindowUpdate,
 };
-use crate::media::{monotonic_us, I420Frame, SourceSpec, VideoSource, Y4mWriter};
+use super::conductor::{CallOutput, Conductor, EndReason};
+use super::devices::{LocalVideo, Recorder};
+use super::main_wnd::{MainWnd, RendererChoice, DEFAULT_SIZE};
+use super::media_session::{MediaConfig, MediaSession};
+use super::peer_connection_client::{
+    Channel, ClientOutput, ClientState, PeerConnectionClient, RequestError,
+};
+use crate::media::{monotonic_us, I420Frame, SourceSpec, VideoSource};
 use crate::reactor::{
     earliest, read_available, BufferedStream, Reactor, CAMERA_TOKEN, SIGNAL_TOKEN, WINDOW_TOKEN,
 };
-use crate::signaling::http::ResponseParser;
-use crate::signaling::PeerId;
+use crate::signaling::http::{ParsedResponse, ResponseParser};
 
 /// Everything the client can be told on its command line.
 #[derive(Debug, Clone)]
@@ -37,7 +42,13 @@ pub struct ClientConfig {
     /// Sign in at start instead of waiting for the window's Connect (headless always does).
     pub autoconnect: bool,
     pub renderer: RendererChoice,
+    /// Where the window opens (`--window-pos`); SDL's choice when absent.
+    pub window_pos: Option<(i32, i32)>,
     pub autocall: bool,
+    /// `--call NAME`.
+    pub call_name: Option<String>,
+    /// Answer incoming calls at once instead of ringing (always so headless).
+    pub auto_answer: bool,
     pub source: SourceSpec,
     pub media: MediaConfig,
     pub record: Option<PathBuf>,
@@ -51,7 +62,6 @@ pub struct ClientConfig {
 const MAX_RESPONSE: usize = 4 << 20;
 /// Time given to hang up and sign out before exiting anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
-const STATS_INTERVAL: Duration = Duration::from_secs(1);
 
 enum Source {
     Http {
@@ -67,15 +77,6 @@ enum Source {
     },
 }
 
-/// What the last stats line counted from.
-#[derive(Default)]
-struct StatsMark {
-    frames_sent: u64,
-    bytes_sent: u64,
-    frames_decoded: u64,
-    bytes_received: u64,
-}
-
 pub struct ClientLoop {
     config: ClientConfig,
     reactor: Reactor,
@@ -85,20 +86,14 @@ pub struct ClientLoop {
     udp_by_addr: HashMap<SocketAddr, usize>,
     client: PeerConnectionClient,
     conductor: Conductor,
-    video: VideoSource,
-    frame_number: u32,
-    next_frame_at: Option<Instant>,
-    recorder: Option<Y4mWriter>,
-    stats_at: Option<Instant>,
-    stats_mark: StatsMark,
+    media: Option<MediaSession>,
+    app: ClientApp,
+    video: LocalVideo,
+    recorder: Option<Recorder>,
     window: Option<MainWnd>,
-    /// The camera's descriptor is registered with the poll (only while it streams).
-    camera_registered: bool,
     exit_at: Option<Instant>,
     shutdown_deadline: Option<Instant>,
-    autocall_done: bool,
-    /// The peer list changed: `--autocall` looks at it once the outputs are drained.
-    autocall_pending: bool,
+    encode_errors: u64,
     scratch: Vec<u8>,
     started: Instant,
 }
@@ -107,14 +102,19 @@ impl ClientLoop {
     pub fn new(config: ClientConfig) -> Result<ClientLoop, String> {
         let reactor =
             Reactor::new(256).map_err(|e| format!("cannot create the event loop: {e}"))?;
-        let video = VideoSource::open(
+        let source = VideoSource::open(
             &config.source,
             config.media.width,
             config.media.height,
             config.media.fps,
         )
         .map_err(|e| e.to_string())?;
+        let video = LocalVideo::new(source, config.media.fps);
         log::info!("local video: {}", video.describe());
+        let recorder = match &config.record {
+            Some(path) => Some(Recorder::create(path, config.media.fps)?),
+            None => None,
+        };
         let mut config = config;
         let window = if config.headless {
             None
@@ -169,13 +169,27 @@ impl ClientLoop {
         }
         log::info!("ICE host candidates: {local_addrs:?}");
         let now = Instant::now();
+        let app = ClientApp::new(
+            AppConfig {
+                name: config.name.clone(),
+                server: config.server.clone(),
+                port: config.port,
+                window: window.is_some(),
+                autoconnect: config.autoconnect,
+                auto_answer: config.auto_answer || window.is_none(),
+                autocall: config.autocall,
+                call_name: config.call_name.clone(),
+                stats: config.stats,
+            },
+            now,
+        );
         Ok(ClientLoop {
             client: PeerConnectionClient::new(&config.name),
             conductor: Conductor::new(config.media, local_addrs),
+            media: None,
+            app,
             exit_at: config.duration.map(|d| now + d),
-            stats_at: (config.stats || window.is_some()).then_some(now + STATS_INTERVAL),
             window,
-            camera_registered: false,
             config,
             reactor,
             sources,
@@ -183,13 +197,9 @@ impl ClientLoop {
             hanging: None,
             udp_by_addr,
             video,
-            frame_number: 0,
-            next_frame_at: None,
-            recorder: None,
-            stats_mark: StatsMark::default(),
+            recorder,
             shutdown_deadline: None,
-            autocall_done: false,
-            autocall_pending: false,
+            encode_errors: 0,
             scratch: Vec::with_capacity(64 * 1024),
             started: now,
         })
@@ -197,35 +207,25 @@ impl ClientLoop {
 
     /// Runs until `--duration`, a signal, or a finished sign-out after shutdown began.
     pub fn run(&mut self) -> Result<(), String> {
-        if self.config.autoconnect {
-            // As the original's autoconnect: the Connect click, made for the user.
-            if let Some(w) = self.window.as_mut() {
-                let status = format!(
-                    "Connecting to {}:{}...",
-                    self.config.server, self.config.port
-                );
-                w.model().set_connecting(true);
-                w.model().set_status(&status, false);
-            }
-            self.client
-                .connect(&self.config.server.clone(), self.config.port);
-        }
+        self.app.start();
         let mut ready = Vec::with_capacity(256);
         loop {
             let now = Instant::now();
             self.process_outputs(now);
-            self.render_window(now);
-            if self.shutdown_deadline.is_some()
-                && (self.client.state() == ClientState::NotConnected
-                    || self.shutdown_deadline.is_some_and(|d| d <= now))
+            if let Some(ui) = self.window.as_mut().and_then(|w| w.render_if_due(now)) {
+                println!("UI screen={ui}");
+            }
+            if self
+                .shutdown_deadline
+                .is_some_and(|d| self.client.state() == ClientState::NotConnected || d <= now)
             {
                 break;
             }
             let deadline = earliest([
                 self.client.poll_timeout(),
                 self.conductor.poll_timeout(),
-                self.next_frame_at,
-                self.stats_at,
+                self.app.poll_timeout(),
+                self.video.poll_timeout(),
                 self.exit_at,
                 self.shutdown_deadline,
                 self.window.as_ref().map(MainWnd::deadline),
@@ -235,112 +235,43 @@ impl ClientLoop {
                 .map_err(|e| format!("poll failed: {e}"))?;
             let now = Instant::now();
             for r in &ready {
-                if r.token == SIGNAL_TOKEN {
-                    if self.reactor.take_shutdown_signal() {
-                        self.begin_shutdown("interrupted", now);
+                match r.token {
+                    SIGNAL_TOKEN => {
+                        if self.reactor.take_shutdown_signal() {
+                            self.begin_shutdown("interrupted", now);
+                        }
                     }
-                } else if r.token == CAMERA_TOKEN {
-                    self.camera_ready(now);
-                } else if r.token == WINDOW_TOKEN {
-                    // Input from the X server: pump_window below takes it.
-                } else {
-                    self.source_event(r.token.0, r.readable, r.writable, now);
+                    CAMERA_TOKEN => {
+                        let frame = self.video.on_readable();
+                        self.local_frame(frame, now);
+                    }
+                    // Input from the X server: the window's pump below takes it.
+                    WINDOW_TOKEN => {}
+                    Token(key) => self.source_event(key, r.readable, r.writable, now),
                 }
             }
             self.handle_timeouts(now);
-            self.pump_window(now);
+            if let Some(w) = self.window.as_mut() {
+                for action in w.pump(now) {
+                    self.app.ui_action(action, now);
+                }
+            }
         }
-        self.stop_local_video();
-        self.print_summary();
+        let registry = self.reactor.registry();
+        self.video.stop(registry);
+        log::info!(
+            "exiting after {:.1} s",
+            self.started.elapsed().as_secs_f64()
+        );
         Ok(())
-    }
-
-    /// Takes the window's input and acts on it.
-    fn pump_window(&mut self, now: Instant) {
-        let Some(w) = self.window.as_mut() else {
-            return;
-        };
-        for action in w.pump(now) {
-            self.ui_action(action, now);
-        }
-    }
-
-    /// Paints the window if it changed, and announces a newly shown screen on stdout.
-    fn render_window(&mut self, now: Instant) {
-        if let Some(ui) = self.window.as_mut().and_then(|w| w.render_if_due(now)) {
-            println!("UI screen={ui}");
-        }
-    }
-
-    fn ui_action(&mut self, action: UiAction, now: Instant) {
-        log::debug!("window: {action:?}");
-        match action {
-            UiAction::Connect { server, port } => {
-                self.client.connect(&server, port);
-                self.config.server = server;
-                self.config.port = port;
-            }
-            UiAction::CancelConnect => {
-                self.client.sign_out();
-                if let Some(w) = self.window.as_mut() {
-                    w.model().set_connecting(false);
-                    w.model().set_status("Stopped trying to sign in.", false);
-                }
-            }
-            UiAction::Call(peer) => self.start_call(peer, now),
-            UiAction::SignOut => {
-                self.conductor.hang_up("signing out", now);
-                self.client.sign_out();
-            }
-            UiAction::HangUp => self.conductor.hang_up("hung up from the window", now),
-            UiAction::Quit => {
-                if let Some(w) = self.window.as_mut() {
-                    w.hide();
-                }
-                self.begin_shutdown("the window was closed", now);
-            }
-        }
-    }
-
-    /// "alice (id 3) at localhost:8888", for the peer list's title.
-    fn session_text(&self) -> String {
-        format!(
-            "{} (id {}) at {}:{}",
-            self.client.name(),
-            self.client.id().map_or("-".into(), |i| i.to_string()),
-            self.config.server,
-            self.config.port
-        )
-    }
-
-    fn show_peer_list(&mut self, status: Option<(&str, bool)>) {
-        let session = self.session_text();
-        if let Some(w) = self.window.as_mut() {
-            let m = w.model();
-            m.switch_to_peer_list(&session);
-            if let Some((text, error)) = status {
-                m.set_status(text, error);
-            }
-        }
-        self.refresh_peers();
-    }
-
-    /// The window's peer list follows the signaling client's.
-    fn refresh_peers(&mut self) {
-        if let Some(w) = self.window.as_mut() {
-            let peers = self.client.peers().iter();
-            w.model().set_peers(peers.map(|(id, n)| (*id, n.as_str())));
-        }
     }
 
     fn begin_shutdown(&mut self, why: &str, now: Instant) {
         if self.shutdown_deadline.is_some() {
             return;
         }
-        log::info!("{why}: hanging up and signing out");
-        self.conductor.hang_up(why, now);
+        self.app.shutdown(why);
         self.process_outputs(now);
-        self.client.sign_out();
         self.shutdown_deadline = Some(now + SHUTDOWN_GRACE);
         self.exit_at = None;
     }
@@ -348,108 +279,54 @@ impl ClientLoop {
     fn handle_timeouts(&mut self, now: Instant) {
         self.client.handle_timeout(now);
         self.conductor.handle_timeout(now);
-        if self.next_frame_at.is_some_and(|t| t <= now) {
-            self.capture_frame(now);
-        }
-        if self.stats_at.is_some_and(|t| t <= now) {
-            self.sample_stats(now);
-            self.stats_at = Some(now + STATS_INTERVAL);
+        let sample = self.stats_sample();
+        self.app.handle_timeout(now, &sample);
+        if self.video.poll_timeout().is_some_and(|t| t <= now) {
+            // Without a window there is no preview: nothing to draw before media flows.
+            let wanted = self.window.is_some() || self.conductor.is_sending();
+            let frame = self.video.on_timer(now, monotonic_us(), wanted);
+            self.local_frame(frame, now);
         }
         if self.exit_at.is_some_and(|t| t <= now) {
             self.begin_shutdown("--duration elapsed", now);
         }
     }
 
-    /// Takes the next frame from a clock-paced source (pattern, file) and sends it.
-    fn capture_frame(&mut self, now: Instant) {
-        let period = Duration::from_secs_f32(1.0 / self.config.media.fps.max(1.0));
-        // Keep the cadence; if the loop fell far behind, restart it instead of bursting.
-        let next = self.next_frame_at.map_or(now, |t| t + period);
-        self.next_frame_at = Some(if next + period < now {
-            now + period
-        } else {
-            next
-        });
-        // Without a window there is no preview: nothing to capture before media flows.
-        if !self.conductor.is_connected() && self.window.is_none() {
-            return;
-        }
+    /// A captured frame: into the preview, and encoded to the peer while media flows.
+    fn local_frame(
+        &mut self,
+        frame: Result<Option<I420Frame>, crate::media::MediaError>,
+        now: Instant,
+    ) {
+        let frame = match frame {
+            Ok(Some(f)) => f,
+            Ok(None) => return,
+            Err(e) => {
+                return self
+                    .app
+                    .local_track_ended(&format!("video source failed: {e}"))
+            }
+        };
         let capture_us = monotonic_us();
-        match self.video.next_frame(self.frame_number, capture_us) {
-            Ok(Some(frame)) => {
-                self.frame_number = self.frame_number.wrapping_add(1);
-                self.local_frame(&frame, capture_us, now);
-            }
-            Ok(None) => {}
-            Err(e) => self.local_track_ended(&format!("video source failed: {e}")),
-        }
-    }
-
-    /// A captured frame: into the preview, and to the peer once media flows.
-    fn local_frame(&mut self, frame: &I420Frame, capture_us: u64, now: Instant) {
         if let Some(w) = self.window.as_mut() {
-            w.local_frame(frame);
+            w.local_frame(&frame);
         }
-        if self.conductor.is_connected() {
-            self.conductor.send_frame(frame, capture_us, now);
-        }
-    }
-
-    /// The camera's descriptor is readable: take the newest frame.
-    fn camera_ready(&mut self, now: Instant) {
-        match self.video.read_camera() {
-            Ok(Some(frame)) => {
-                let capture_us = monotonic_us();
-                self.local_frame(&frame, capture_us, now);
-            }
-            Ok(None) => {}
-            Err(e) => self.local_track_ended(&e.to_string()),
-        }
-    }
-
-    /// Starts the local video for a call: the capture clock, or the camera's stream.
-    fn start_local_video(&mut self, now: Instant) {
-        self.frame_number = 0;
-        let Some(camera) = self.video.camera() else {
-            self.next_frame_at = Some(now);
+        let Some(media) = self.media.as_mut().filter(|_| self.conductor.is_sending()) else {
             return;
         };
-        if let Err(e) = camera.start() {
-            return self.local_track_ended(&e.to_string());
-        }
-        let fd = camera.fd();
-        match self
-            .reactor
-            .registry()
-            .register(&mut SourceFd(&fd), CAMERA_TOKEN, Interest::READABLE)
-        {
-            Ok(()) => self.camera_registered = true,
-            Err(e) => self.local_track_ended(&format!("cannot poll the camera: {e}")),
-        }
-    }
-
-    /// Stops the local video (the call ended, or the program is exiting).
-    fn stop_local_video(&mut self) {
-        self.next_frame_at = None;
-        let registered = std::mem::take(&mut self.camera_registered);
-        if let Some(camera) = self.video.camera() {
-            if registered {
-                let fd = camera.fd();
-                let _ = self.reactor.registry().deregister(&mut SourceFd(&fd));
+        match media.encode(&frame) {
+            Ok(Some(enc)) => {
+                self.conductor.send_video(enc.data, capture_us, now);
             }
-            camera.stop();
-        }
-    }
-
-    /// The source failed (a camera unplugged, a file gone bad): the call goes on without
-    /// local video.
-    fn local_track_ended(&mut self, reason: &str) {
-        log::error!("{reason}; ending the local video track");
-        println!("LOCAL_TRACK_ENDED reason={reason:?}");
-        self.stop_local_video();
-        if let Some(w) = self.window.as_mut() {
-            w.model()
-                .set_overlay(vec![format!("local video ended: {reason}")]);
+            Ok(None) => {}
+            Err(e) => {
+                self.encode_errors += 1;
+                if self.encode_errors == 1 {
+                    log::warn!("encode failed: {e} (further failures are logged at debug)");
+                } else {
+                    log::debug!("encode failed: {e}");
+                }
+            }
         }
     }
 
@@ -465,11 +342,11 @@ impl ClientLoop {
                 progressed = true;
                 self.call_output(out, now);
             }
+            while let Some(out) = self.app.poll_output() {
+                progressed = true;
+                self.app_output(out, now);
+            }
             if !progressed {
-                if std::mem::take(&mut self.autocall_pending) {
-                    self.maybe_autocall(now);
-                    continue;
-                }
                 return;
             }
         }
@@ -491,107 +368,50 @@ impl ClientLoop {
                     self.remove_source(key);
                 }
             }
-            ClientOutput::Event(e) => self.client_event(e, now),
+            ClientOutput::Event(e) => self.app.signaling_event(e, now),
         }
     }
 
-    fn client_event(&mut self, e: ClientEvent, now: Instant) {
-        match e {
-            ClientEvent::StateChanged(state) => {
+    fn app_output(&mut self, out: AppOutput, now: Instant) {
+        match out {
+            AppOutput::Connect { server, port } => {
+                self.client.connect(&server, port);
+                self.config.server = server;
+                self.config.port = port;
+            }
+            AppOutput::SignOut => self.client.sign_out(),
+            AppOutput::Send { to, body } => self.client.send_to_peer(to, body),
+            AppOutput::Dial(peer) => {
+                if let Err(error) = self.conductor.call(peer, now) {
+                    self.app.call_event(CallEvent::Failed { peer, error });
+                }
+            }
+            AppOutput::Answer { peer, sdp } => {
+                if let Err(error) = self.conductor.accept_offer(peer, &sdp, now) {
+                    self.app.call_event(CallEvent::Failed { peer, error });
+                }
+            }
+            AppOutput::Deliver(msg) => self.conductor.handle_message(msg, now),
+            AppOutput::HangUp(reason) => self.conductor.hang_up(reason, now),
+            AppOutput::EndCall(reason) => self.conductor.end_call(reason, now),
+            AppOutput::RemapPeer(peer) => self.conductor.set_peer(peer),
+            AppOutput::StartLocalVideo => {
+                let registry = self.reactor.registry();
+                if let Err(e) = self.video.start(registry, now) {
+                    self.app.local_track_ended(&e);
+                }
+            }
+            AppOutput::StopLocalVideo => {
+                let registry = self.reactor.registry();
+                self.video.stop(registry);
+            }
+            AppOutput::Window(u) => {
                 if let Some(w) = self.window.as_mut() {
-                    match state {
-                        ClientState::Resolving | ClientState::SigningIn
-                            if w.current_ui() == Ui::ConnectToServer =>
-                        {
-                            w.model().set_connecting(true)
-                        }
-                        ClientState::NotConnected if self.shutdown_deadline.is_none() => {
-                            w.clear_video();
-                            w.model().switch_to_connect_ui();
-                        }
-                        _ => {}
-                    }
+                    apply_window_update(w, u);
                 }
             }
-            ClientEvent::SignedIn { id } => {
-                log::info!("signed in as {:?} with id {id}", self.client.name());
-                println!("SIGNED_IN id={id}");
-                self.show_peer_list(Some(("", false)));
-                self.autocall_pending = true;
-            }
-            ClientEvent::SignInFailed { reason } => {
-                if let Some(w) = self.window.as_mut() {
-                    let text = format!(
-                        "Cannot sign in to {}:{}: {reason}. Trying again every {} s; Esc stops.",
-                        self.config.server,
-                        self.config.port,
-                        super::peer_connection_client::RECONNECT_DELAY.as_secs()
-                    );
-                    w.model().set_status(&text, true);
-                }
-            }
-            ClientEvent::PeerConnected { id, name } => {
-                log::info!("peer {id} {name:?} is on the list");
-                println!("PEER_CONNECTED id={id} name={name}");
-                self.refresh_peers();
-                self.autocall_pending = true;
-            }
-            ClientEvent::PeerDisconnected { id } => {
-                log::info!("peer {id} left");
-                println!("PEER_DISCONNECTED id={id}");
-                self.refresh_peers();
-                if self.conductor.peer() == Some(id) {
-                    self.conductor.end_call("the peer left the server", now);
-                }
-            }
-            ClientEvent::Message { from, body } => self.conductor.handle_message(from, &body, now),
-            ClientEvent::MessageFailed { to, reason } => {
-                if self.conductor.peer() == Some(to) {
-                    self.conductor
-                        .end_call(&format!("cannot reach the peer: {reason}"), now);
-                }
-            }
-            ClientEvent::ServerLost { reason } => {
-                println!("SERVER_LOST reason={reason:?}");
-                let text = format!("Lost the server ({reason}); signing in again...");
-                if let Some(w) = self.window.as_mut() {
-                    w.model().set_status(&text, true);
-                }
-            }
-            ClientEvent::SignedOut => {
-                log::info!("signed out");
-                if let Some(w) = self.window.as_mut() {
-                    w.model().switch_to_connect_ui();
-                    w.model().set_status("Signed out.", false);
-                }
-            }
-        }
-    }
-
-    /// `--autocall`, as the original: once the peer list is shown with someone on it, the
-    /// last row is activated. Unlike the original this happens once per run, so a call that
-    /// ends is not redialled forever.
-    fn maybe_autocall(&mut self, now: Instant) {
-        if !self.config.autocall
-            || self.autocall_done
-            || !self.conductor.is_idle()
-            || !self.client.is_connected()
-            || self.shutdown_deadline.is_some()
-        {
-            return;
-        }
-        let Some(peer) = self.client.peers().keys().next_back().copied() else {
-            return;
-        };
-        self.autocall_done = true;
-        self.start_call(peer, now);
-    }
-
-    /// Calls `peer` (the window's double click and `--autocall` both land here).
-    pub fn start_call(&mut self, peer: PeerId, now: Instant) {
-        log::info!("calling peer {peer}");
-        if let Err(e) = self.conductor.call(peer, now) {
-            log::error!("cannot call peer {peer}: {e}");
+            AppOutput::Line(line) => println!("{line}"),
+            AppOutput::Quit => self.begin_shutdown("the window was closed", now),
         }
     }
 
@@ -603,77 +423,92 @@ impl ClientLoop {
                 destination,
                 contents,
             } => self.transmit(source, destination, &contents),
-            CallOutput::RemoteFrame(frame) => {
-                if let Some(w) = self.window.as_mut() {
-                    w.remote_frame(&frame);
-                }
-                self.record(&frame);
-            }
             CallOutput::CallStarted { peer } => {
-                println!("CALL_STARTED peer={peer}");
-                let name = self.peer_name(peer);
-                if let Some(w) = self.window.as_mut() {
-                    w.clear_video();
-                    w.model().switch_to_streaming(peer, &name);
-                    w.model()
-                        .set_call_status(&format!("Connecting to {name}..."));
+                match MediaSession::new(self.config.media, now) {
+                    Ok(m) => self.media = Some(m),
+                    Err(e) => {
+                        let why = format!("cannot start the codecs: {e}");
+                        return self.conductor.hang_up(EndReason::Local(why), now);
+                    }
                 }
-                self.start_local_video(now);
+                self.app.call_event(CallEvent::Started { peer });
             }
-            CallOutput::CallEnded { peer, reason } => {
-                self.stop_local_video();
-                if let Some(w) = self.window.as_mut() {
-                    w.clear_video();
+            CallOutput::Connected { peer } => {
+                if let Some(m) = self.media.as_mut() {
+                    m.connected();
                 }
-                if self.window.is_some() && self.client.is_connected() {
-                    let status = format!("The call with {} ended: {reason}.", self.peer_name(peer));
-                    self.show_peer_list(Some((&status, false)));
-                }
-                // A finished call's recording is complete on disk, even while we run on.
-                if let Some(Err(e)) = self.recorder.as_mut().map(Y4mWriter::flush) {
-                    log::warn!("recording: {e}");
-                }
-                let s = self.conductor.stats();
-                println!(
-                    "CALL_ENDED peer={peer} reason={reason:?} frames_sent={} frames_decoded={} connect_ms={} first_frame_ms={} mean_latency_ms={}",
-                    s.frames_sent,
-                    s.frames_decoded,
-                    ms(s.connect_time),
-                    ms(s.first_frame_time),
-                    mean_latency_ms(s).map_or("-".into(), |l| format!("{l:.1}")),
-                );
+                self.app.call_event(CallEvent::Connected { peer });
             }
-        }
-    }
-
-    /// A peer's name from the list, or its id when it is not on the list (any more).
-    fn peer_name(&self, peer: PeerId) -> String {
-        self.client
-            .peers()
-            .get(&peer)
-            .cloned()
-            .unwrap_or_else(|| format!("peer {peer}"))
-    }
-
-    fn record(&mut self, frame: &I420Frame) {
-        let Some(path) = &self.config.record else {
-            return;
-        };
-        if self.recorder.is_none() {
-            let fps = self.config.media.fps.round().max(1.0) as u32;
-            match Y4mWriter::create(path, frame.width, frame.height, fps, 1) {
-                Ok(w) => self.recorder = Some(w),
-                Err(e) => {
-                    log::error!("cannot record to {}: {e}; recording off", path.display());
-                    self.config.record = None;
+            CallOutput::MediaData(data) => {
+                let Some(m) = self.media.as_mut() else {
                     return;
+                };
+                let decoded = m.decode(&data, now, monotonic_us());
+                if decoded.request_keyframe {
+                    self.conductor.request_keyframe(now);
+                }
+                if let Some(frame) = decoded.frame {
+                    if let Some(w) = self.window.as_mut() {
+                        w.remote_frame(&frame);
+                    }
+                    if let Some(r) = self.recorder.as_mut() {
+                        r.record(&frame);
+                    }
                 }
             }
-        }
-        if let Some(w) = self.recorder.as_mut() {
-            if let Err(e) = w.write(frame) {
-                log::warn!("recording: {e}");
+            CallOutput::KeyframeRequested => {
+                if let Some(m) = self.media.as_mut() {
+                    m.keyframe_requested();
+                }
             }
+            CallOutput::BandwidthEstimate(bps) => {
+                if let Some(m) = self.media.as_mut() {
+                    m.bandwidth_estimate(bps);
+                }
+            }
+            CallOutput::PeerSilent { peer, silent } => {
+                self.app.call_event(CallEvent::Silent { peer, silent })
+            }
+            CallOutput::PeerResumed { peer } => self.app.call_event(CallEvent::Resumed { peer }),
+            CallOutput::CallEnded {
+                peer,
+                reason,
+                stats,
+            } => {
+                let media = self.media.take();
+                let m = media.as_ref().map(MediaSession::stats);
+                if let Some(r) = self.recorder.as_mut() {
+                    r.flush();
+                }
+                let summary = CallSummary {
+                    frames_sent: stats.frames_sent,
+                    frames_decoded: m.map_or(0, |m| m.frames_decoded),
+                    connect_time: stats.connect_time,
+                    first_frame_time: m.and_then(|m| m.first_frame_time),
+                    mean_latency_ms: m.and_then(|m| m.mean_latency_ms()),
+                };
+                self.app.call_event(CallEvent::Ended {
+                    peer,
+                    reason,
+                    summary,
+                });
+            }
+        }
+    }
+
+    /// The counters behind the STATS line and the overlay.
+    fn stats_sample(&self) -> StatsSample {
+        let call = self.conductor.stats();
+        let media = self.media.as_ref().map(MediaSession::stats);
+        StatsSample {
+            frames_sent: call.map_or(0, |c| c.frames_sent),
+            bytes_sent: call.map_or(0, |c| c.bytes_sent),
+            frames_decoded: media.map_or(0, |m| m.frames_decoded),
+            bytes_received: call.map_or(0, |c| c.bytes_received),
+            last_latency_us: media.and_then(|m| m.last_stamp_latency_us),
+            rtt: call.and_then(|c| c.rtt),
+            remote_size: media.and_then(|m| m.remote_size),
+            silent_for: call.and_then(|c| c.silent_for),
         }
     }
 
@@ -814,12 +649,7 @@ impl ClientLoop {
     }
 
     /// A request connection is done: close it and tell the signaling client.
-    fn finish(
-        &mut self,
-        key: usize,
-        result: Result<crate::signaling::http::ParsedResponse, RequestError>,
-        now: Instant,
-    ) {
+    fn finish(&mut self, key: usize, result: Result<ParsedResponse, RequestError>, now: Instant) {
         let Some(Source::Http { channel, .. }) = self.sources.get(key) else {
             return;
         };
@@ -840,65 +670,51 @@ impl ClientLoop {
             };
         }
     }
+}
 
-    /// Once a second: the STATS line (`--stats`) and the window's overlay.
-    fn sample_stats(&mut self, now: Instant) {
-        let s = self.conductor.stats().clone();
-        let m = &self.stats_mark;
-        let secs = STATS_INTERVAL.as_secs_f64();
-        let sent_fps = (s.frames_sent.saturating_sub(m.frames_sent)) as f64 / secs;
-        let recv_fps = (s.frames_decoded.saturating_sub(m.frames_decoded)) as f64 / secs;
-        let sent_kbps = (s.bytes_sent.saturating_sub(m.bytes_sent)) as f64 * 8.0 / 1000.0 / secs;
-        let recv_kbps =
-            (s.bytes_received.saturating_sub(m.bytes_received)) as f64 * 8.0 / 1000.0 / secs;
-        let rtt_ms = s
-            .rtt
-            .map_or("-".into(), |r| format!("{:.1}", r.as_secs_f64() * 1000.0));
-        if self.config.stats {
-            println!(
-                "STATS t={:.1} state={} call={} sent_fps={sent_fps:.1} recv_fps={recv_fps:.1} sent_kbps={sent_kbps:.0} recv_kbps={recv_kbps:.0} decoded={} latency_ms={} rtt_ms={rtt_ms}",
-                (now - self.started).as_secs_f64(),
-                self.client.state(),
-                self.conductor.peer().map_or("-".into(), |p| p.to_string()),
-                s.frames_decoded,
-                s.last_stamp_latency_us
-                    .map_or("-".into(), |l| format!("{:.1}", l as f64 / 1000.0)),
-            );
-        }
-        if let Some(w) = self.window.as_mut() {
-            if self.conductor.peer().is_some() && w.current_ui() == Ui::Streaming {
-                let size = s
-                    .remote_size
-                    .map_or("-".into(), |(w, h)| format!("{w}x{h}"));
-                w.model().set_overlay(vec![
-                    format!("in  {recv_fps:.1} fps  {recv_kbps:.0} kbit/s  {size}"),
-                    format!("out {sent_fps:.1} fps  {sent_kbps:.0} kbit/s  RTT {rtt_ms} ms"),
-                ]);
+/// Carries out what the app wants the window to show.
+fn apply_window_update(w: &mut MainWnd, u: WindowUpdate) {
+    match u {
+        WindowUpdate::ConnectScreen { status } => {
+            let m = w.model();
+            m.switch_to_connect_ui();
+            if let Some((text, error)) = status {
+                m.set_status(&text, error);
             }
         }
-        self.stats_mark = StatsMark {
-            frames_sent: s.frames_sent,
-            bytes_sent: s.bytes_sent,
-            frames_decoded: s.frames_decoded,
-            bytes_received: s.bytes_received,
-        };
+        WindowUpdate::Connecting(on) => w.model().set_connecting(on),
+        WindowUpdate::Status { text, error } => w.model().set_status(&text, error),
+        WindowUpdate::PeerList { session, status } => {
+            let m = w.model();
+            m.switch_to_peer_list(&session);
+            if let Some((text, error)) = status {
+                m.set_status(&text, error);
+            }
+        }
+        WindowUpdate::Peers(peers) => w
+            .model()
+            .set_peers(peers.iter().map(|(id, n)| (*id, n.as_str()))),
+        WindowUpdate::Streaming { peer, name, status } => {
+            let m = w.model();
+            m.switch_to_streaming(peer, &name);
+            m.set_call_status(&status);
+        }
+        WindowUpdate::Ringing { peer, name } => {
+            // The ringing screen arrives with the window's next change; until then the
+            // streaming screen says who is calling.
+            let m = w.model();
+            m.switch_to_streaming(peer, &name);
+            m.set_call_status(&format!("{name} is calling: Enter answers, Esc declines"));
+        }
+        WindowUpdate::Overlay(lines) => w.model().set_overlay(lines),
+        WindowUpdate::Warning(text) => {
+            if let Some(text) = text {
+                w.model().set_call_status(&text);
+            }
+        }
+        WindowUpdate::ClearVideo => w.clear_video(),
+        WindowUpdate::Hide => w.hide(),
     }
-
-    fn print_summary(&self) {
-        log::info!(
-            "exiting after {:.1} s",
-            self.started.elapsed().as_secs_f64()
-        );
-    }
-}
-
-fn ms(d: Option<Duration>) -> String {
-    d.map_or("-".into(), |d| d.as_millis().to_string())
-}
-
-fn mean_latency_ms(s: &super::conductor::CallStats) -> Option<f64> {
-    (s.stamp_latency_count > 0)
-        .then(|| s.stamp_latency_sum_us as f64 / s.stamp_latency_count as f64 / 1000.0)
 }
 
 /// Resolves the server's name. Numeric addresses and /etc/hosts names answer at once; a

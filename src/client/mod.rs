@@ -1,16 +1,22 @@
-//! `peerconnection_client`: the signaling client ([`PeerConnectionClient`]), the call
-//! ([`Conductor`]), the window ([`MainWnd`]) and the loop that carries their bytes
+//! `peerconnection_client`: the signaling client ([`PeerConnectionClient`]), the policy
+//! ([`ClientApp`]), the call's transport ([`Conductor`]) and media ([`MediaSession`]), the
+//! window ([`MainWnd`]), the devices, and the loop that carries their bytes
 //! ([`ClientLoop`]).
 
+pub mod client_app;
 pub mod client_loop;
 pub mod conductor;
+pub mod devices;
 pub mod main_wnd;
+pub mod media_session;
 pub mod peer_connection_client;
 
 pub use crate::media::SourceSpec;
+pub use client_app::{AppConfig, AppOutput, CallEvent, ClientApp};
 pub use client_loop::{ClientConfig, ClientLoop};
-pub use conductor::{CallOutput, CallStats, Conductor, MediaConfig};
+pub use conductor::{CallError, CallOutput, CallStats, Conductor, EndReason};
 pub use main_wnd::MainWnd;
+pub use media_session::{MediaConfig, MediaSession, MediaStats};
 pub use peer_connection_client::{
     Channel, ClientEvent, ClientOutput, ClientState, PeerConnectionClient, RequestError,
 };

@@ -461,6 +461,9 @@ impl PeerConnectionClient {
         log::warn!("lost the server ({reason}); rejoining every {RECONNECT_DELAY:?}");
         self.my_id = None;
         self.outgoing.clear();
+        // The app hears of the outage first, so it does not take the peers' departures
+        // that follow for peers hanging up.
+        self.event(ClientEvent::ServerLost { reason });
         for id in std::mem::take(&mut self.peers).into_keys() {
             self.event(ClientEvent::PeerDisconnected { id });
         }
@@ -468,7 +471,6 @@ impl PeerConnectionClient {
             channel: Channel::Control,
         });
         self.control_busy = false;
-        self.event(ClientEvent::ServerLost { reason });
         self.set_state(ClientState::SigningIn);
         self.retry_at = Some(now + RECONNECT_DELAY);
     }

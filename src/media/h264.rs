@@ -73,8 +73,10 @@ fn oh264_config(config: &EncoderConfig) -> Oh264Config {
         .bitrate(BitRate::from_bps(config.bitrate_bps))
         .max_frame_rate(FrameRate::from_hz(config.fps))
         .rate_control_mode(RateControlMode::Bitrate)
-        // A skipped frame is a frozen picture on the far side; better a blurrier one.
-        .skip_frames(false)
+        // Frame skipping on, as libwebrtc's OpenH264 wrapper has it for cameras: rate
+        // control may drop a frame when the link is full (the call shows it as a short
+        // stutter). Without it OpenH264 also prints a warning banner on every encoder.
+        .skip_frames(true)
         .usage_type(UsageType::CameraVideoRealTime)
         // Baseline makes OpenH264 set constraint_set0/1: constrained baseline, 42e0xx.
         .profile(Profile::Baseline)

@@ -293,6 +293,11 @@ impl Y4mWriter {
         Ok(())
     }
 
+    /// The size every frame must have.
+    pub fn size(&self) -> (u32, u32) {
+        (self.width, self.height)
+    }
+
     /// Frames written so far.
     pub fn frames(&self) -> u64 {
         self.frames

@@ -57,6 +57,22 @@ impl fmt::Display for MessageError {
 
 impl std::error::Error for MessageError {}
 
+/// At most `max` characters of `text` on one line, for logs and reasons: a peer's message
+/// or a parser's error is never quoted whole (a hostile SDP can be a megabyte, and some
+/// parsers' errors are multi-line dumps of their input).
+pub fn excerpt(text: &str, max: usize) -> String {
+    let line = text
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim();
+    let mut out: String = line.chars().take(max).collect();
+    if out.len() < line.len() || text.trim().lines().nth(1).is_some() {
+        out.push_str("...");
+    }
+    out
+}
+
 /// The content type every message is posted with (a CORS "simple" type).
 pub const CONTENT_TYPE: &str = "text/plain";
 
@@ -71,7 +87,7 @@ impl PeerMessage {
             let kind = match kind.as_str() {
                 Some("offer") => SdpKind::Offer,
                 Some("answer") => SdpKind::Answer,
-                _ => return Err(MessageError::UnknownType(kind.to_string())),
+                _ => return Err(MessageError::UnknownType(excerpt(&kind.to_string(), 40))),
             };
             let sdp = v
                 .get("sdp")
@@ -157,5 +173,16 @@ mod tests {
             Err(MessageError::Missing("candidate"))
         );
         assert_eq!(PeerMessage::parse(b"BYE\r\n"), Ok(PeerMessage::Bye));
+        let huge = format!(r#"{{"type":"{}","sdp":""}}"#, "x".repeat(100_000));
+        let e = PeerMessage::parse(huge.as_bytes()).unwrap_err().to_string();
+        assert!(e.len() < 120, "{e}");
+    }
+
+    #[test]
+    fn excerpts_are_one_short_line() {
+        assert_eq!(excerpt("short", 10), "short");
+        assert_eq!(excerpt("abcdefghijkl", 5), "abcde...");
+        assert_eq!(excerpt("first line\nsecond\n", 40), "first line...");
+        assert_eq!(excerpt("\n\n  x  \n", 40), "x");
     }
 }

@@ -57,6 +57,10 @@ pub enum UiAction {
     SignOut,
     /// End the call (Esc while streaming).
     HangUp,
+    /// Answer the ringing call from this peer.
+    Answer(PeerId),
+    /// Decline the ringing call from this peer (a `BYE`).
+    Decline(PeerId),
     /// The window was closed.
     Quit,
 }
