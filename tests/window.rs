@@ -8,11 +8,10 @@ mod procs;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use peerconnection::client::main_wnd::model::{
-    Colour, Layout, ACCENT, BACKGROUND, ERROR, PANEL, SELECTED, TEXT,
-};
-use peerconnection::client::main_wnd::streaming_areas;
 use peerconnection::client::main_wnd::text::{text_mask, GLYPH};
+use peerconnection::client::main_wnd::{
+    streaming_areas, Colour, Layout, ACCENT, BACKGROUND, ERROR, PANEL, SELECTED, TEXT,
+};
 use peerconnection::media::render::Area;
 use peerconnection::media::BAR_COLOURS;
 use procs::x11::{near, Image, Xvfb, X11, XK_DOWN, XK_ESCAPE, XK_RETURN, XK_UP};

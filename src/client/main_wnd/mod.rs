@@ -7,6 +7,8 @@
 //! Nothing here blocks: the renderer is created without vsync, so `present` never waits for
 //! the display.
 
+pub mod draw;
+pub mod layout;
 pub mod model;
 pub mod text;
 
@@ -23,7 +25,12 @@ use sdl2::{EventPump, Sdl, VideoSubsystem};
 
 use crate::media::render::VideoRenderer;
 use crate::media::I420Frame;
-pub use model::{streaming_areas, Draw, Key, Layout, Picture, Ui, UiAction, UiModel};
+pub use draw::{
+    Colour, Draw, Picture, ACCENT, BACKGROUND, DIM, ERROR, OVERLAY, PANEL, SELECTED, TEXT,
+    VIDEO_BACKGROUND,
+};
+pub use layout::{streaming_areas, Layout};
+pub use model::{Field, Key, Ui, UiAction, UiModel};
 
 /// How often the loop wakes for the window while it is open: input is answered within one
 /// frame at 60 Hz even when no socket or timer wakes the loop.
@@ -366,7 +373,7 @@ impl MainWnd {
         x: i32,
         y: i32,
         scale: u32,
-        colour: model::Colour,
+        colour: Colour,
         text: &str,
     ) -> Result<(), String> {
         self.font.set_color_mod(colour.0, colour.1, colour.2);
