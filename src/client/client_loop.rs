@@ -293,6 +293,10 @@ impl ClientLoop {
                 self.client.sign_out();
             }
             UiAction::HangUp => self.conductor.hang_up("hung up from the window", now),
+            // wired by the lead
+            UiAction::Answer(peer) | UiAction::Decline(peer) => {
+                log::info!("window: answer/decline for peer {peer} is not wired yet");
+            }
             UiAction::Quit => {
                 if let Some(w) = self.window.as_mut() {
                     w.hide();

@@ -2,8 +2,8 @@
 //! (rectangles, text, the two pictures) that `MainWnd` executes in order. Nothing here
 //! touches SDL, so every screen is tested as data.
 
-use super::layout::{streaming_areas, Layout, DISCONNECT};
-use super::model::{Field, Ui, UiModel};
+use super::layout::{streaming_areas, Layout, ANSWER, DECLINE, DISCONNECT};
+use super::model::{Field, Ringing, Ui, UiModel};
 use super::text::{ellipsize, tail, text_width, wrap, GLYPH};
 use crate::media::render::Area;
 
@@ -27,6 +27,12 @@ pub const ERROR: Colour = Colour(255, 110, 100, 255);
 pub const SELECTED: Colour = Colour(40, 90, 160, 255);
 pub const VIDEO_BACKGROUND: Colour = Colour(0, 0, 0, 255);
 pub const OVERLAY: Colour = Colour(0, 0, 0, 150);
+/// The streaming screen's warning line ("bob is not answering").
+pub const WARNING: Colour = Colour(255, 196, 60, 255);
+/// The ringing screen's Answer button.
+pub const ANSWER_FILL: Colour = Colour(40, 150, 80, 255);
+/// The ringing screen's Decline button.
+pub const DECLINE_FILL: Colour = Colour(190, 60, 50, 255);
 
 /// One thing to paint, in order.
 #[derive(Debug, Clone, PartialEq)]
@@ -43,6 +49,18 @@ pub enum Draw {
     Video(Picture, Area),
 }
 
+/// The ringing screen's hint under the caller's name.
+pub const RINGING_HINT: &str = "Enter or click Answer; Esc declines";
+
+/// The text of the ringing screen's first line for a caller named `name`, cut to `columns`.
+pub fn ringing_line(name: &str, columns: usize) -> String {
+    const SUFFIX: &str = " is calling";
+    format!(
+        "{}{SUFFIX}",
+        ellipsize(name, columns.saturating_sub(SUFFIX.len()))
+    )
+}
+
 impl UiModel {
     /// What to paint for the current screen. `remote` and `local` are the sizes of the
     /// pictures the renderers hold, if any.
@@ -51,10 +69,11 @@ impl UiModel {
             l: self.layout,
             out: Vec::new(),
         };
-        match self.ui {
-            Ui::ConnectToServer => connect(self, &mut p),
-            Ui::ListPeers => peers(self, &mut p),
-            Ui::Streaming => streaming(self, &mut p, remote, local),
+        match (self.ui, &self.ringing) {
+            (Ui::ConnectToServer, _) => connect(self, &mut p),
+            (Ui::ListPeers, _) => peers(self, &mut p),
+            (Ui::Streaming, Some(r)) => ringing(r, &mut p),
+            (Ui::Streaming, None) => streaming(self, &mut p, remote, local),
         }
         p.out
     }
@@ -262,6 +281,29 @@ fn peers(m: &UiModel, p: &mut Painter) {
     p.footer("Up/Down: select   Enter or double-click: call   Esc: disconnect");
 }
 
+/// The streaming screen while a call rings: who is calling, how to answer, two buttons. No
+/// pictures: nothing is sent or received before the user answers.
+fn ringing(r: &Ringing, p: &mut Painter) {
+    let l = p.l;
+    p.background(BACKGROUND);
+    p.title("Incoming call");
+    p.centred(
+        l.ringing_y,
+        l.scale,
+        ACCENT,
+        &ringing_line(&r.name, l.columns()),
+    );
+    p.centred(
+        l.ringing_y + l.line_h as i32,
+        l.small,
+        TEXT,
+        &ellipsize(RINGING_HINT, l.small_columns()),
+    );
+    p.button(l.answer_button, ANSWER_FILL, TEXT, ANSWER);
+    p.button(l.decline_button, DECLINE_FILL, TEXT, DECLINE);
+    p.footer("Enter: answer   Esc: decline");
+}
+
 fn streaming(m: &UiModel, p: &mut Painter, remote: Option<(u32, u32)>, local: Option<(u32, u32)>) {
     let l = p.l;
     p.background(VIDEO_BACKGROUND);
@@ -282,9 +324,12 @@ fn streaming(m: &UiModel, p: &mut Painter, remote: Option<(u32, u32)>, local: Op
         );
         p.out.push(Draw::Video(Picture::Local, a));
     }
-    // The overlay: the peer's name, the stats, the hint.
+    // The overlay: the peer's name, the warning if any, the stats, the hint.
     let name = m.call.as_ref().map_or("", |c| c.1.as_str());
     let mut lines = vec![(name.to_string(), ACCENT)];
+    if let Some(w) = &m.warning {
+        lines.push((w.clone(), WARNING));
+    }
     lines.extend(m.overlay.iter().map(|t| (t.clone(), TEXT)));
     lines.push(("Esc: hang up".into(), TEXT));
     let cols = l.columns();
@@ -305,6 +350,13 @@ fn streaming(m: &UiModel, p: &mut Painter, remote: Option<(u32, u32)>, local: Op
         lines.len() as u32 * l.line_h + 2 * pad as u32 - (l.line_h - GLYPH * l.scale),
     );
     p.fill(box_area, OVERLAY);
+    if m.warning.is_some() {
+        // A warning edge down the box's left side, so it catches the eye over any picture.
+        p.fill(
+            Area::new(box_area.x, box_area.y, l.scale, box_area.h),
+            WARNING,
+        );
+    }
     for (i, (line, colour)) in lines.iter().enumerate() {
         p.text(
             l.margin,
@@ -334,6 +386,20 @@ mod tests {
 
     fn model() -> UiModel {
         UiModel::new("alice", "localhost", 8888, 640, 480)
+    }
+
+    /// The draw item showing exactly `text`.
+    fn find_text(draws: &[Draw], text: &str) -> Option<(i32, i32, u32, Colour)> {
+        draws.iter().find_map(|d| match d {
+            Draw::Text {
+                x,
+                y,
+                scale,
+                colour,
+                text: t,
+            } if t == text => Some((*x, *y, *scale, *colour)),
+            _ => None,
+        })
     }
 
     #[test]
@@ -370,5 +436,114 @@ mod tests {
         assert!(video_at < name_at);
         assert_eq!(m.key(Key::Enter), None);
         assert_eq!(m.key(Key::Escape), Some(UiAction::HangUp));
+    }
+
+    #[test]
+    fn the_ringing_screen_names_the_caller_and_draws_both_buttons() {
+        let mut m = model();
+        m.switch_to_peer_list("alice (id 9) at localhost:8888");
+        m.show_incoming_call(4u32, "bob");
+        // No pictures while ringing, even if the renderers still hold some.
+        let draws = m.draw_list(Some((640, 480)), Some((640, 480)));
+        assert!(
+            !draws.iter().any(|d| matches!(d, Draw::Video(..))),
+            "{draws:?}"
+        );
+        let l = m.layout();
+        let (x, y, scale, colour) = find_text(&draws, "bob is calling").expect("caller");
+        assert_eq!((y, scale, colour), (l.ringing_y, l.scale, ACCENT));
+        assert_eq!(
+            x,
+            (640 - text_width("bob is calling", l.scale) as i32) / 2,
+            "centred"
+        );
+        assert!(
+            find_text(&draws, RINGING_HINT).is_some(),
+            "{:?}",
+            texts(&draws)
+        );
+        assert!(draws.contains(&Draw::Fill(l.answer_button, ANSWER_FILL)));
+        assert!(draws.contains(&Draw::Fill(l.decline_button, DECLINE_FILL)));
+        for (label, button) in [("Answer", l.answer_button), ("Decline", l.decline_button)] {
+            let (x, y, scale, _) = find_text(&draws, label).expect(label);
+            let w = text_width(label, scale) as i32;
+            assert!(
+                button.contains(x, y) && button.contains(x + w - 1, y),
+                "{label}"
+            );
+            // The label is painted after its button, so it shows on top.
+            let fill_at = draws.iter().position(|d| {
+                *d == Draw::Fill(button, ANSWER_FILL) || *d == Draw::Fill(button, DECLINE_FILL)
+            });
+            let text_at = draws
+                .iter()
+                .position(|d| matches!(d, Draw::Text { text, .. } if text == label));
+            assert!(fill_at < text_at, "{label}");
+        }
+        // Answered: the streaming screen proper, with the caller's name in the overlay.
+        assert_eq!(m.key(Key::Enter), Some(UiAction::Answer(4u32)));
+        m.switch_to_streaming(4u32, "bob");
+        let shown = texts(&m.draw_list(None, None));
+        assert!(
+            shown.iter().any(|t| t == "Connecting to bob..."),
+            "{shown:?}"
+        );
+        assert!(!shown.iter().any(|t| t.contains("is calling")), "{shown:?}");
+    }
+
+    #[test]
+    fn long_caller_names_are_cut_to_the_window() {
+        let mut m = UiModel::new("alice", "localhost", 8888, 320, 240);
+        let name = "a-very-long-name-that-goes-on-and-on";
+        m.show_incoming_call(4u32, name);
+        let l = m.layout();
+        let draws = m.draw_list(None, None);
+        let line = texts(&draws)
+            .into_iter()
+            .find(|t| t.ends_with(" is calling"))
+            .expect("caller line");
+        assert!(line.len() <= l.columns(), "{line:?}");
+        assert!(line.starts_with("a-very"), "{line:?}");
+        let (x, ..) = find_text(&draws, &line).unwrap();
+        assert!(x >= 0);
+        assert_eq!(ringing_line("bob", 40), "bob is calling");
+    }
+
+    #[test]
+    fn a_warning_shows_under_the_name_in_its_own_colour() {
+        let mut m = model();
+        m.switch_to_streaming(4u32, "bob");
+        m.set_overlay(vec!["30.0 fps  900 kbit/s".into()]);
+        let quiet = m.draw_list(Some((640, 480)), None);
+        assert!(!quiet
+            .iter()
+            .any(|d| matches!(d, Draw::Text { colour, .. } if *colour == WARNING)));
+        m.set_warning(Some("bob is not answering (3 s)".into()));
+        let draws = m.draw_list(Some((640, 480)), None);
+        let l = m.layout();
+        let (x, y, scale, colour) =
+            find_text(&draws, "bob is not answering (3 s)").expect("warning");
+        assert_eq!(
+            (x, y, scale, colour),
+            (l.margin, l.margin + l.line_h as i32, l.scale, WARNING)
+        );
+        assert_ne!(WARNING, TEXT);
+        assert_ne!(WARNING, ACCENT);
+        // The name stays first; the stats follow the warning.
+        assert_eq!(find_text(&draws, "bob").unwrap().1, l.margin);
+        assert_eq!(
+            find_text(&draws, "30.0 fps  900 kbit/s").unwrap().1,
+            l.margin + 2 * l.line_h as i32
+        );
+        // Over the picture, with a warning edge on the overlay box.
+        let video_at = draws
+            .iter()
+            .position(|d| matches!(d, Draw::Video(Picture::Remote, _)));
+        let edge_at = draws
+            .iter()
+            .position(|d| matches!(d, Draw::Fill(_, c) if *c == WARNING));
+        assert!(video_at < edge_at, "{draws:?}");
+        m.set_warning(None);
+        assert_eq!(m.draw_list(Some((640, 480)), None), quiet);
     }
 }

@@ -1,5 +1,5 @@
-//! Where everything goes at one window size: the connect form, the peer list's rows, and
-//! the two pictures while streaming. Pure arithmetic on the
+//! Where everything goes at one window size: the connect form, the peer list's rows, the
+//! ringing screen's buttons, and the two pictures while streaming. Pure arithmetic on the
 //! window size, so it is tested at every size without a display.
 
 use super::text::{text_width, GLYPH};
@@ -7,6 +7,9 @@ use crate::media::render::{fit_rect, Area};
 
 /// The peer list's sign-out button.
 pub(super) const DISCONNECT: &str = "Disconnect";
+/// The ringing screen's buttons.
+pub(super) const ANSWER: &str = "Answer";
+pub(super) const DECLINE: &str = "Decline";
 
 /// Where everything goes at one window size. Text is drawn at a whole-number `scale` of the
 /// 8x8 font, chosen from the window size, so it is sharp at any size.
@@ -30,6 +33,12 @@ pub struct Layout {
     pub row_h: u32,
     pub rows_visible: usize,
     pub footer_y: i32,
+    /// The ringing screen's "is calling" line (its top), centred in the window.
+    pub ringing_y: i32,
+    /// The ringing screen's Answer button, left of centre below the caller's name.
+    pub answer_button: Area,
+    /// The ringing screen's Decline button, right of centre.
+    pub decline_button: Area,
 }
 
 impl Layout {
@@ -70,6 +79,8 @@ impl Layout {
         // Rows stop above the status line and the footer.
         let rows_bottom = footer_y - 2 * line_h as i32;
         let rows_visible = ((rows_bottom - rows_top).max(row_h as i32) / row_h as i32) as usize;
+        let (ringing_y, answer_button, decline_button) =
+            ringing_areas(width, height, scale, margin);
         Layout {
             width,
             height,
@@ -87,6 +98,9 @@ impl Layout {
             row_h,
             rows_visible,
             footer_y,
+            ringing_y,
+            answer_button,
+            decline_button,
         }
     }
 
@@ -109,6 +123,31 @@ impl Layout {
             self.row_h,
         )
     }
+}
+
+/// The ringing screen: two lines of text (the caller, the hint) just above the middle, and
+/// the Answer and Decline buttons side by side below them, as wide as the window allows up
+/// to ten characters each.
+fn ringing_areas(width: u32, height: u32, scale: u32, margin: i32) -> (i32, Area, Area) {
+    let char_w = GLYPH * scale;
+    let line_h = 12 * scale;
+    let gap = 2 * char_w;
+    let room = (width as i32 - 2 * margin - gap as i32).max(2) as u32 / 2;
+    let button_w = (10 * char_w).min(room);
+    let button_h = line_h + 4 * scale;
+    let top = height as i32 / 2 - 2 * line_h as i32;
+    let buttons_y = height as i32 / 2 + (line_h / 2) as i32;
+    let left = (width as i32 - (2 * button_w + gap) as i32) / 2;
+    (
+        top,
+        Area::new(left, buttons_y, button_w, button_h),
+        Area::new(
+            left + (button_w + gap) as i32,
+            buttons_y,
+            button_w,
+            button_h,
+        ),
+    )
 }
 
 /// Where the remote video and the local preview go while streaming: the remote picture fills
@@ -168,6 +207,24 @@ mod tests {
             // Text grows with the window: 640x480 draws 16-pixel glyphs.
             if (w, h) == (640, 480) {
                 assert_eq!(l.scale, 2);
+            }
+        }
+    }
+
+    #[test]
+    fn ringing_buttons_sit_side_by_side_inside_the_window() {
+        for &(w, h) in SIZES {
+            let l = Layout::for_window(w, h);
+            let (a, d) = (l.answer_button, l.decline_button);
+            assert!(a.w > 0 && a.h > 0 && a.w == d.w && a.y == d.y, "{w}x{h}");
+            assert!(a.right() < d.x, "{w}x{h}: a gap between {a:?} and {d:?}");
+            assert!(a.x >= 0 && d.right() <= w as i32, "{w}x{h}: {a:?} {d:?}");
+            assert!(d.bottom() <= h as i32, "{w}x{h}: {d:?}");
+            assert!(l.ringing_y >= 0 && l.ringing_y < a.y, "{w}x{h}");
+            // Centred: as much room left of Answer as right of Decline (to a pixel).
+            assert!((a.x - (w as i32 - d.right())).abs() <= 1, "{w}x{h}");
+            if w >= 320 {
+                assert!(a.w >= text_width(DECLINE, l.scale), "{w}x{h}: labels fit");
             }
         }
     }

@@ -26,8 +26,8 @@ use sdl2::{EventPump, Sdl, VideoSubsystem};
 use crate::media::render::VideoRenderer;
 use crate::media::I420Frame;
 pub use draw::{
-    Colour, Draw, Picture, ACCENT, BACKGROUND, DIM, ERROR, OVERLAY, PANEL, SELECTED, TEXT,
-    VIDEO_BACKGROUND,
+    Colour, Draw, Picture, ACCENT, ANSWER_FILL, BACKGROUND, DECLINE_FILL, DIM, ERROR, OVERLAY,
+    PANEL, SELECTED, TEXT, VIDEO_BACKGROUND, WARNING,
 };
 pub use layout::{streaming_areas, Layout};
 pub use model::{Field, Key, Ui, UiAction, UiModel};

@@ -1,8 +1,8 @@
 //! What the window holds and how it answers input, without SDL: the three screens of the
-//! original (`CONNECT_TO_SERVER`, `LIST_PEERS`, `STREAMING`), the connect form, the peer list
-//! selection, and the call. Input comes in as [`Key`]s, typed text and clicks; what the user
-//! asked for goes out as [`UiAction`]s. Where things go is [`super::layout`]; what to paint
-//! is [`super::draw`].
+//! original (`CONNECT_TO_SERVER`, `LIST_PEERS`, `STREAMING`, the last with its ringing state
+//! for an incoming call), the connect form, the peer list selection, and the call. Input
+//! comes in as [`Key`]s, typed text and clicks; what the user asked for goes out as
+//! [`UiAction`]s. Where things go is [`super::layout`]; what to paint is [`super::draw`].
 
 use std::fmt;
 
@@ -56,6 +56,10 @@ pub enum UiAction {
     SignOut,
     /// End the call (Esc while streaming).
     HangUp,
+    /// Take the incoming call from this peer (Enter or the Answer button while ringing).
+    Answer(PeerId),
+    /// Refuse the incoming call from this peer (Esc or the Decline button while ringing).
+    Decline(PeerId),
     /// The window was closed.
     Quit,
 }
@@ -69,6 +73,15 @@ pub enum Field {
 
 /// Characters the server field holds (a DNS name is at most 253).
 const MAX_SERVER_CHARS: usize = 253;
+
+/// An incoming call waiting for the user: who calls, and the screen to go back to if the
+/// call is declined or the caller gives up.
+#[derive(Debug, Clone)]
+pub(super) struct Ringing {
+    pub(super) peer: PeerId,
+    pub(super) name: String,
+    back_to: Ui,
+}
 
 /// The window's state: which screen, the form, the list, the call and its stats. The draw
 /// list ([`super::draw`]) reads the fields.
@@ -89,6 +102,8 @@ pub struct UiModel {
     pub(super) call: Option<(PeerId, String)>,
     pub(super) call_status: String,
     pub(super) overlay: Vec<String>,
+    pub(super) warning: Option<String>,
+    pub(super) ringing: Option<Ringing>,
 }
 
 impl UiModel {
@@ -110,6 +125,8 @@ impl UiModel {
             call: None,
             call_status: String::new(),
             overlay: Vec::new(),
+            warning: None,
+            ringing: None,
         }
     }
 
@@ -151,7 +168,7 @@ impl UiModel {
         self.ui = Ui::ConnectToServer;
         self.connecting = false;
         self.signed_in = None;
-        self.call = None;
+        self.end_call();
     }
 
     /// `signed_in` describes the session for the list's title ("alice (id 3) at host:port").
@@ -159,15 +176,71 @@ impl UiModel {
         self.ui = Ui::ListPeers;
         self.connecting = false;
         self.signed_in = Some(signed_in.to_string());
-        self.call = None;
-        self.overlay.clear();
+        self.end_call();
     }
 
-    pub fn switch_to_streaming(&mut self, peer: PeerId, name: &str) {
-        self.ui = Ui::Streaming;
-        self.call = Some((peer, name.to_string()));
-        self.call_status = format!("Calling {name}...");
+    fn end_call(&mut self) {
+        self.call = None;
+        self.ringing = None;
         self.overlay.clear();
+        self.warning = None;
+    }
+
+    /// The call with `peer`: placed by us, or an incoming one answered (then the status says
+    /// it is connecting rather than calling).
+    pub fn switch_to_streaming(&mut self, peer: PeerId, name: &str) {
+        let answered = self.ui == Ui::Streaming
+            && self.ringing.is_none()
+            && self.call.as_ref().is_some_and(|c| c.0 == peer);
+        self.ui = Ui::Streaming;
+        self.ringing = None;
+        self.call = Some((peer, name.to_string()));
+        self.call_status = if answered {
+            format!("Connecting to {name}...")
+        } else {
+            format!("Calling {name}...")
+        };
+        self.overlay.clear();
+        self.warning = None;
+    }
+
+    /// `peer` (`name`) is calling: the streaming screen in its ringing state, with Answer
+    /// (Enter) and Decline (Esc). Answer and Decline come back as [`UiAction`]s; after
+    /// Answer the app calls [`UiModel::switch_to_streaming`] as for any call.
+    pub fn show_incoming_call(&mut self, peer: PeerId, name: &str) {
+        let back_to = match &self.ringing {
+            Some(r) => r.back_to,
+            None => self.ui,
+        };
+        self.ringing = Some(Ringing {
+            peer,
+            name: name.to_string(),
+            back_to,
+        });
+        self.ui = Ui::Streaming;
+    }
+
+    /// The caller gave up (or the call was declined): back to the screen shown before the
+    /// ringing. The app then says where to go (usually [`UiModel::switch_to_peer_list`]).
+    pub fn cancel_incoming_call(&mut self) {
+        if let Some(r) = self.ringing.take() {
+            self.ui = r.back_to;
+        }
+    }
+
+    /// The peer whose call is ringing, if one is.
+    pub fn incoming_call(&self) -> Option<PeerId> {
+        self.ringing.as_ref().map(|r| r.peer)
+    }
+
+    /// A warning shown prominently on the streaming screen ("bob is not answering (3 s)"),
+    /// or none. Cleared when a call starts or ends.
+    pub fn set_warning(&mut self, warning: Option<String>) {
+        self.warning = warning;
+    }
+
+    pub fn warning(&self) -> Option<&str> {
+        self.warning.as_deref()
     }
 
     /// Resolving or signing in: the form is read-only and Esc cancels.
@@ -262,8 +335,30 @@ impl UiModel {
                 }
                 None
             }
+            Ui::Streaming if self.ringing.is_some() => match key {
+                Key::Enter => self.answer(),
+                Key::Escape => self.decline(),
+                _ => None,
+            },
             Ui::Streaming => (key == Key::Escape).then_some(UiAction::HangUp),
         }
+    }
+
+    /// Takes the ringing call: the screen becomes the call's, connecting.
+    fn answer(&mut self) -> Option<UiAction> {
+        let r = self.ringing.take()?;
+        self.call_status = format!("Connecting to {}...", r.name);
+        self.call = Some((r.peer, r.name));
+        self.overlay.clear();
+        self.warning = None;
+        Some(UiAction::Answer(r.peer))
+    }
+
+    /// Refuses the ringing call: back to the screen before it.
+    fn decline(&mut self) -> Option<UiAction> {
+        let peer = self.incoming_call()?;
+        self.cancel_incoming_call();
+        Some(UiAction::Decline(peer))
     }
 
     /// Text typed into the focused field (connect screen only, and not while connecting).
@@ -303,6 +398,15 @@ impl UiModel {
                 let row = (0..visible.min(l.rows_visible)).find(|&i| l.row(i).contains(x, y))?;
                 self.select(self.scroll + row);
                 (clicks >= 2).then(|| self.selected_peer().map(UiAction::Call))?
+            }
+            Ui::Streaming if self.ringing.is_some() => {
+                if l.answer_button.contains(x, y) {
+                    self.answer()
+                } else if l.decline_button.contains(x, y) {
+                    self.decline()
+                } else {
+                    None
+                }
             }
             Ui::Streaming => None,
         }
@@ -509,5 +613,130 @@ mod tests {
         assert!(shown.iter().any(|t| t == "peer0"));
         m.wheel(-3);
         assert_eq!(m.selected_peer(), Some(3u32));
+    }
+
+    fn ringing(m: &mut UiModel) {
+        listing(m, &[(1, "bob"), (7, "carol")]);
+        m.show_incoming_call(7, "carol");
+    }
+
+    #[test]
+    fn an_incoming_call_rings_on_the_streaming_screen_and_enter_answers() {
+        let mut m = model();
+        ringing(&mut m);
+        assert_eq!(m.current_ui(), Ui::Streaming);
+        assert_eq!(m.incoming_call(), Some(7u32));
+        for key in [Key::Up, Key::Down, Key::Tab, Key::Backspace, Key::End] {
+            assert_eq!(m.key(key), None, "{key:?} while ringing");
+        }
+        m.text("x");
+        assert_eq!(m.key(Key::Enter), Some(UiAction::Answer(7u32)));
+        assert_eq!(m.incoming_call(), None);
+        assert_eq!(m.key(Key::Enter), None, "one Answer per call");
+        assert_eq!(m.current_ui(), Ui::Streaming);
+        // The app starts the call as any other; the callee's screen says it is connecting.
+        m.switch_to_streaming(7u32, "carol");
+        assert_eq!(m.call_status, "Connecting to carol...");
+        assert_eq!(
+            m.key(Key::Escape),
+            Some(UiAction::HangUp),
+            "Esc hangs up now"
+        );
+    }
+
+    #[test]
+    fn esc_declines_and_the_screen_goes_back_to_the_list() {
+        let mut m = model();
+        ringing(&mut m);
+        assert_eq!(m.key(Key::Escape), Some(UiAction::Decline(7u32)));
+        assert_eq!(m.incoming_call(), None);
+        assert_eq!(m.current_ui(), Ui::ListPeers);
+        assert_eq!(m.selected_peer(), Some(1u32), "the list as it was");
+        assert_eq!(
+            m.key(Key::Escape),
+            Some(UiAction::SignOut),
+            "the list's Esc again"
+        );
+    }
+
+    #[test]
+    fn the_ringing_buttons_answer_and_decline() {
+        let mut m = model();
+        ringing(&mut m);
+        let l = m.layout();
+        let (a, d) = (l.answer_button, l.decline_button);
+        assert_eq!(m.click(a.x - 3, a.y + 3, 1), None, "left of Answer");
+        assert_eq!(m.click(d.right() + 3, d.y + 3, 1), None, "right of Decline");
+        assert_eq!(
+            m.click(a.right() + 1, a.y + 3, 1),
+            None,
+            "between the buttons"
+        );
+        assert_eq!(m.incoming_call(), Some(7u32));
+        assert_eq!(
+            m.click(d.x + d.w as i32 / 2, d.y + d.h as i32 / 2, 1),
+            Some(UiAction::Decline(7u32))
+        );
+        assert_eq!(m.current_ui(), Ui::ListPeers);
+        m.show_incoming_call(1u32, "bob");
+        let a = m.layout().answer_button;
+        assert_eq!(
+            m.click(a.x + a.w as i32 / 2, a.y + a.h as i32 / 2, 1),
+            Some(UiAction::Answer(1u32))
+        );
+        assert_eq!(m.click(a.x + 2, a.y + 2, 1), None, "the call is taken");
+        // The buttons follow the window's size.
+        m.switch_to_peer_list("me");
+        m.show_incoming_call(1u32, "bob");
+        m.resize(1280, 720);
+        let a = m.layout().answer_button;
+        assert_eq!(a, Layout::for_window(1280, 720).answer_button);
+        assert_eq!(m.click(a.x + 2, a.y + 2, 1), Some(UiAction::Answer(1u32)));
+    }
+
+    #[test]
+    fn a_caller_who_gives_up_stops_the_ringing() {
+        let mut m = model();
+        ringing(&mut m);
+        m.cancel_incoming_call();
+        assert_eq!(m.incoming_call(), None);
+        assert_eq!(m.current_ui(), Ui::ListPeers);
+        assert_eq!(
+            m.key(Key::Enter),
+            Some(UiAction::Call(1u32)),
+            "Enter calls again"
+        );
+        m.cancel_incoming_call();
+        assert_eq!(m.current_ui(), Ui::ListPeers, "nothing to cancel");
+        // A second caller replaces the first and still returns to the list.
+        m.show_incoming_call(7u32, "carol");
+        m.show_incoming_call(1u32, "bob");
+        assert_eq!(m.incoming_call(), Some(1u32));
+        m.cancel_incoming_call();
+        assert_eq!(m.current_ui(), Ui::ListPeers);
+        // Any screen switch by the app ends the ringing.
+        m.show_incoming_call(7u32, "carol");
+        m.switch_to_peer_list("me");
+        assert_eq!(m.incoming_call(), None);
+        m.show_incoming_call(7u32, "carol");
+        m.switch_to_connect_ui();
+        assert_eq!(m.incoming_call(), None);
+        assert_eq!(m.current_ui(), Ui::ConnectToServer);
+    }
+
+    #[test]
+    fn an_outgoing_call_says_calling_and_warnings_end_with_the_call() {
+        let mut m = model();
+        listing(&mut m, &[(1, "bob")]);
+        m.switch_to_streaming(1u32, "bob");
+        assert_eq!(m.call_status, "Calling bob...");
+        assert_eq!(m.incoming_call(), None);
+        m.set_warning(Some("bob is not answering (3 s)".into()));
+        assert_eq!(m.warning(), Some("bob is not answering (3 s)"));
+        m.set_warning(None);
+        assert_eq!(m.warning(), None);
+        m.set_warning(Some("bob is not answering (9 s)".into()));
+        m.switch_to_peer_list("me");
+        assert_eq!(m.warning(), None, "gone with the call");
     }
 }
