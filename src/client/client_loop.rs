@@ -124,6 +124,7 @@ impl ClientLoop {
                 &config.server,
                 config.port,
                 DEFAULT_SIZE,
+                None,
                 config.renderer,
             ) {
                 Ok(w) => Some(w),

@@ -74,13 +74,15 @@ pub struct MainWnd {
 }
 
 impl MainWnd {
-    /// Opens the window on the connect screen. Fails (with SDL's reason) when there is no
-    /// display to open it on.
+    /// Opens the window on the connect screen, its top-left corner at `position` on the
+    /// screen (None: where SDL and the window manager put it). Fails (with SDL's reason) when
+    /// there is no display to open it on.
     pub fn create(
         name: &str,
         server: &str,
         port: u16,
         size: (u32, u32),
+        position: Option<(i32, i32)>,
         renderer: RendererChoice,
     ) -> Result<MainWnd, String> {
         // Our loop handles SIGINT/SIGTERM; SDL must not turn them into quit events.
@@ -98,11 +100,12 @@ impl MainWnd {
         let sdl = sdl2::init()?;
         let video = sdl.video()?;
         let title = format!("PeerConnection client: {name}");
-        let window = video
-            .window(&title, size.0, size.1)
-            .resizable()
-            .build()
-            .map_err(|e| e.to_string())?;
+        let mut builder = video.window(&title, size.0, size.1);
+        builder.resizable();
+        if let Some((x, y)) = position {
+            builder.position(x, y);
+        }
+        let window = builder.build().map_err(|e| e.to_string())?;
         let canvas = window
             .into_canvas()
             .build()
