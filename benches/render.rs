@@ -32,7 +32,7 @@ fn repaint(c: &mut Criterion) {
         (RendererChoice::Accelerated, "accelerated"),
     ] {
         for (w, h) in [(640u32, 480u32), (1280, 720)] {
-            let mut wnd = MainWnd::create("bench", "localhost", 8888, (w, h), renderer)
+            let mut wnd = MainWnd::create("bench", "localhost", 8888, (w, h), None, renderer)
                 .expect("a window on the X server");
             let used = wnd.renderer_name().to_string();
             wnd.model().switch_to_streaming(1, "bob");

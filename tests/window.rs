@@ -8,15 +8,15 @@ mod procs;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use peerconnection::client::main_wnd::model::{
-    Colour, Layout, ACCENT, BACKGROUND, ERROR, PANEL, SELECTED, TEXT,
-};
-use peerconnection::client::main_wnd::streaming_areas;
 use peerconnection::client::main_wnd::text::{text_mask, GLYPH};
+use peerconnection::client::main_wnd::{
+    streaming_areas, Colour, Draw, Layout, UiModel, ACCENT, ANSWER_FILL, BACKGROUND, DECLINE_FILL,
+    ERROR, PANEL, SELECTED, TEXT,
+};
 use peerconnection::media::render::Area;
 use peerconnection::media::BAR_COLOURS;
 use procs::x11::{near, Image, Xvfb, X11, XK_DOWN, XK_ESCAPE, XK_RETURN, XK_UP};
-use procs::{num, Proc, ServerProc};
+use procs::{field, num, Proc, ServerProc};
 
 /// What every client here sends: the test pattern, at a bitrate that keeps the bars clean.
 const PATTERN: &[&str] = &["--video-source", "test", "--bitrate", "1000"];
@@ -43,13 +43,19 @@ fn rgb(c: Colour) -> [u8; 3] {
     [c.0, c.1, c.2]
 }
 
-/// Waits until the client's STATS lines report `frames` decoded frames.
+/// Waits (30 s at most) until the client's STATS lines report `frames` decoded frames.
 fn wait_decoded(p: &mut Proc, frames: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         let line = p.wait_line("STATS", Duration::from_secs(15));
         if num(&line, "decoded") >= frames as f64 {
             return;
         }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}: fewer than {frames} frames decoded in 30 s: {line}",
+            p.name
+        );
     }
 }
 
@@ -387,4 +393,113 @@ fn autoconnect_and_autocall_skip_the_clicks() {
     assert_eq!(alice.wait_exit(Duration::from_secs(10)), Some(0));
     bob.interrupt();
     assert_eq!(bob.wait_exit(Duration::from_secs(10)), Some(0));
+}
+
+/// Where the window draws the ringing screen's first line for `caller`, as the model says:
+/// the text, its position, scale and colour.
+fn ringing_text(caller: &str) -> (String, i32, i32, u32, Colour) {
+    let mut model = UiModel::new("alice", "127.0.0.1", 1, WINDOW.0, WINDOW.1);
+    model.show_incoming_call(1, caller);
+    model
+        .draw_list(None, None)
+        .into_iter()
+        .find_map(|d| match d {
+            Draw::Text {
+                x,
+                y,
+                scale,
+                colour,
+                text,
+            } if text.starts_with(caller) => Some((text, x, y, scale, colour)),
+            _ => None,
+        })
+        .expect("the ringing screen names the caller")
+}
+
+/// Screenshots `w` until the ringing screen shows `caller` with both buttons (a few
+/// seconds at most: the ringing line is printed before the window paints).
+fn wait_ringing(x: &X11, w: u32, caller: &str, layout: &Layout) {
+    let (text, tx, ty, scale, colour) = ringing_text(caller);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let (img, path) = screenshot(x, w, &format!("ringing_{caller}"));
+        let (a, d) = (layout.answer_button, layout.decline_button);
+        let shown = text_at(&img, tx, ty, scale, &text, rgb(colour), rgb(BACKGROUND))
+            .and_then(|()| {
+                near(
+                    img.pixel(a.x as u32 + 2, a.y as u32 + 2),
+                    rgb(ANSWER_FILL),
+                    2,
+                )
+                .then_some(())
+                .ok_or_else(|| "no Answer button".to_string())
+            })
+            .and_then(|()| {
+                near(
+                    img.pixel(d.x as u32 + 2, d.y as u32 + 2),
+                    rgb(DECLINE_FILL),
+                    2,
+                )
+                .then_some(())
+                .ok_or_else(|| "no Decline button".to_string())
+            });
+        match shown {
+            Ok(()) => return,
+            Err(e) if std::time::Instant::now() > deadline => {
+                panic!("{}: ringing screen for {caller}: {e}", path.display())
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
+/// An incoming call rings in the window (the user did not choose --auto-answer): Esc
+/// declines it (the caller hears "busy or declined"), Enter answers the next one.
+#[test]
+fn incoming_calls_ring_and_are_declined_with_esc_or_answered_with_enter() {
+    let xvfb = Xvfb::start(1024, 768);
+    let x = X11::connect(&xvfb.display);
+    let server = ServerProc::start(&[]);
+    let mut alice = windowed("alice", server.port, &xvfb.display, &["--autoconnect"]);
+    alice.wait_line("SIGNED_IN", Duration::from_secs(10));
+    alice.wait_line("UI screen=LIST_PEERS", Duration::from_secs(10));
+    let w = x.find_window("PeerConnection client: alice", Duration::from_secs(5));
+    let layout = Layout::for_window(WINDOW.0, WINDOW.1);
+
+    // Bob calls; Alice's window rings with his name and the two buttons.
+    let mut bob = headless("bob", server.port, &["--call", "alice", "--duration", "30"]);
+    let ring = alice.wait_line("INCOMING_CALL", Duration::from_secs(10));
+    assert_eq!(field(&ring, "name"), Some("bob"), "{ring}");
+    assert!(num(&ring, "peer") >= 0.0, "{ring}");
+    wait_ringing(&x, w, "bob", &layout);
+
+    // Esc declines: Bob's call ends as refused and Alice is back on the list.
+    x.focus(w);
+    x.key(XK_ESCAPE);
+    let end = bob.wait_line("CALL_ENDED", Duration::from_secs(10));
+    assert!(end.contains("busy or declined"), "{end}");
+    alice.wait_line("UI screen=LIST_PEERS", Duration::from_secs(10));
+    bob.interrupt();
+    bob.wait_exit(Duration::from_secs(10));
+
+    // Carol calls; Enter answers and Alice receives her pictures.
+    let mut carol = headless(
+        "carol",
+        server.port,
+        &["--call", "alice", "--duration", "30"],
+    );
+    let ring = alice.wait_line("INCOMING_CALL", Duration::from_secs(10));
+    assert_eq!(field(&ring, "name"), Some("carol"), "{ring}");
+    wait_ringing(&x, w, "carol", &layout);
+    x.focus(w);
+    x.key(XK_RETURN);
+    alice.wait_line("CALL_STARTED", Duration::from_secs(10));
+    carol.wait_line("CALL_STARTED", Duration::from_secs(10));
+    wait_decoded(&mut alice, 30);
+
+    // Closing the window ends the call and signs out.
+    x.close(w);
+    assert_eq!(alice.wait_exit(Duration::from_secs(10)), Some(0));
+    carol.interrupt();
+    carol.wait_exit(Duration::from_secs(10));
 }

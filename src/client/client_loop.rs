@@ -124,6 +124,7 @@ impl ClientLoop {
                 &config.server,
                 config.port,
                 DEFAULT_SIZE,
+                config.window_pos,
                 config.renderer,
             ) {
                 Ok(w) => Some(w),
@@ -699,19 +700,9 @@ fn apply_window_update(w: &mut MainWnd, u: WindowUpdate) {
             m.switch_to_streaming(peer, &name);
             m.set_call_status(&status);
         }
-        WindowUpdate::Ringing { peer, name } => {
-            // The ringing screen arrives with the window's next change; until then the
-            // streaming screen says who is calling.
-            let m = w.model();
-            m.switch_to_streaming(peer, &name);
-            m.set_call_status(&format!("{name} is calling: Enter answers, Esc declines"));
-        }
+        WindowUpdate::Ringing { peer, name } => w.model().show_incoming_call(peer, &name),
         WindowUpdate::Overlay(lines) => w.model().set_overlay(lines),
-        WindowUpdate::Warning(text) => {
-            if let Some(text) = text {
-                w.model().set_call_status(&text);
-            }
-        }
+        WindowUpdate::Warning(text) => w.model().set_warning(text),
         WindowUpdate::ClearVideo => w.clear_video(),
         WindowUpdate::Hide => w.hide(),
     }

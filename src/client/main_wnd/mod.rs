@@ -7,6 +7,8 @@
 //! Nothing here blocks: the renderer is created without vsync, so `present` never waits for
 //! the display.
 
+pub mod draw;
+pub mod layout;
 pub mod model;
 pub mod text;
 
@@ -23,7 +25,12 @@ use sdl2::{EventPump, Sdl, VideoSubsystem};
 
 use crate::media::render::VideoRenderer;
 use crate::media::I420Frame;
-pub use model::{streaming_areas, Draw, Key, Layout, Picture, Ui, UiAction, UiModel};
+pub use draw::{
+    Colour, Draw, Picture, ACCENT, ANSWER_FILL, BACKGROUND, DECLINE_FILL, DIM, ERROR, OVERLAY,
+    PANEL, SELECTED, TEXT, VIDEO_BACKGROUND, WARNING,
+};
+pub use layout::{streaming_areas, Layout};
+pub use model::{Field, Key, Ui, UiAction, UiModel};
 
 /// How often the loop wakes for the window while it is open: input is answered within one
 /// frame at 60 Hz even when no socket or timer wakes the loop.
@@ -67,13 +74,15 @@ pub struct MainWnd {
 }
 
 impl MainWnd {
-    /// Opens the window on the connect screen. Fails (with SDL's reason) when there is no
-    /// display to open it on.
+    /// Opens the window on the connect screen, its top-left corner at `position` on the
+    /// screen (None: where SDL and the window manager put it). Fails (with SDL's reason) when
+    /// there is no display to open it on.
     pub fn create(
         name: &str,
         server: &str,
         port: u16,
         size: (u32, u32),
+        position: Option<(i32, i32)>,
         renderer: RendererChoice,
     ) -> Result<MainWnd, String> {
         // Our loop handles SIGINT/SIGTERM; SDL must not turn them into quit events.
@@ -91,11 +100,12 @@ impl MainWnd {
         let sdl = sdl2::init()?;
         let video = sdl.video()?;
         let title = format!("PeerConnection client: {name}");
-        let window = video
-            .window(&title, size.0, size.1)
-            .resizable()
-            .build()
-            .map_err(|e| e.to_string())?;
+        let mut builder = video.window(&title, size.0, size.1);
+        builder.resizable();
+        if let Some((x, y)) = position {
+            builder.position(x, y);
+        }
+        let window = builder.build().map_err(|e| e.to_string())?;
         let canvas = window
             .into_canvas()
             .build()
@@ -366,7 +376,7 @@ impl MainWnd {
         x: i32,
         y: i32,
         scale: u32,
-        colour: model::Colour,
+        colour: Colour,
         text: &str,
     ) -> Result<(), String> {
         self.font.set_color_mod(colour.0, colour.1, colour.2);

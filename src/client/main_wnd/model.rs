@@ -1,13 +1,12 @@
-//! What the window shows and how it answers input, without SDL: the three screens of the
-//! original (`CONNECT_TO_SERVER`, `LIST_PEERS`, `STREAMING`), the connect form, the peer list
-//! selection, and the layout at any window size. Input comes in as [`Key`]s, typed text and
-//! clicks; what the user asked for goes out as [`UiAction`]s; what to paint goes out as a
-//! list of [`Draw`] items that `MainWnd` executes.
+//! What the window holds and how it answers input, without SDL: the three screens of the
+//! original (`CONNECT_TO_SERVER`, `LIST_PEERS`, `STREAMING`, the last with its ringing state
+//! for an incoming call), the connect form, the peer list selection, and the call. Input
+//! comes in as [`Key`]s, typed text and clicks; what the user asked for goes out as
+//! [`UiAction`]s. Where things go is [`super::layout`]; what to paint is [`super::draw`].
 
 use std::fmt;
 
-use super::text::{ellipsize, tail, text_width, wrap, GLYPH};
-use crate::media::render::{fit_rect, Area};
+use super::layout::Layout;
 use crate::signaling::PeerId;
 
 /// The original's `MainWindow::UI`.
@@ -57,9 +56,9 @@ pub enum UiAction {
     SignOut,
     /// End the call (Esc while streaming).
     HangUp,
-    /// Answer the ringing call from this peer.
+    /// Take the incoming call from this peer (Enter or the Answer button while ringing).
     Answer(PeerId),
-    /// Decline the ringing call from this peer (a `BYE`).
+    /// Refuse the incoming call from this peer (Esc or the Decline button while ringing).
     Decline(PeerId),
     /// The window was closed.
     Quit,
@@ -72,195 +71,39 @@ pub enum Field {
     Port,
 }
 
-/// Which picture a [`Draw::Video`] item shows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Picture {
-    Remote,
-    Local,
-}
-
-/// An RGBA colour.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Colour(pub u8, pub u8, pub u8, pub u8);
-
-pub const BACKGROUND: Colour = Colour(28, 32, 38, 255);
-pub const PANEL: Colour = Colour(52, 58, 68, 255);
-pub const ACCENT: Colour = Colour(64, 150, 255, 255);
-pub const TEXT: Colour = Colour(235, 238, 242, 255);
-pub const DIM: Colour = Colour(150, 158, 170, 255);
-pub const ERROR: Colour = Colour(255, 110, 100, 255);
-pub const SELECTED: Colour = Colour(40, 90, 160, 255);
-pub const VIDEO_BACKGROUND: Colour = Colour(0, 0, 0, 255);
-pub const OVERLAY: Colour = Colour(0, 0, 0, 150);
-
-/// One thing to paint, in order.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Draw {
-    Fill(Area, Colour),
-    Text {
-        x: i32,
-        y: i32,
-        scale: u32,
-        colour: Colour,
-        text: String,
-    },
-    /// The last picture of `Picture`, scaled into the area (which already has its aspect).
-    Video(Picture, Area),
-}
-
-/// Where everything goes at one window size. Text is drawn at a whole-number `scale` of the
-/// 8x8 font, chosen from the window size, so it is sharp at any size.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Layout {
-    pub width: u32,
-    pub height: u32,
-    pub scale: u32,
-    /// The scale of hints and status lines: one step smaller when the window allows.
-    pub small: u32,
-    pub char_w: u32,
-    pub line_h: u32,
-    pub margin: i32,
-    pub server_field: Area,
-    pub port_field: Area,
-    pub connect_button: Area,
-    /// The peer list's Disconnect button, top right.
-    pub disconnect_button: Area,
-    pub status_top: i32,
-    pub rows_top: i32,
-    pub row_h: u32,
-    pub rows_visible: usize,
-    pub footer_y: i32,
-}
-
-/// The peer list's sign-out button.
-const DISCONNECT: &str = "Disconnect";
-
 /// Characters the server field holds (a DNS name is at most 253).
 const MAX_SERVER_CHARS: usize = 253;
 
-impl Layout {
-    pub fn for_window(width: u32, height: u32) -> Layout {
-        let (width, height) = (width.max(64), height.max(64));
-        let scale = (width / 320).min(height / 240).clamp(1, 4);
-        let small = (scale - 1).max(1);
-        let char_w = GLYPH * scale;
-        let line_h = 12 * scale;
-        let margin = (8 * scale) as i32;
-        let field_x = margin + 8 * char_w as i32;
-        let form_top = margin + 3 * line_h as i32;
-        let room = (width as i32 - field_x - margin).max(6 * char_w as i32) as u32;
-        let server_field = Area::new(field_x, form_top, room.min(40 * char_w), line_h);
-        let port_field = Area::new(
-            field_x,
-            form_top + (line_h * 3 / 2) as i32,
-            7 * char_w,
-            line_h,
-        );
-        let connect_button = Area::new(
-            field_x,
-            port_field.bottom() + (line_h / 2) as i32 + line_h as i32 / 2,
-            9 * char_w,
-            line_h,
-        );
-        let status_top = connect_button.bottom() + line_h as i32;
-        let disconnect_w = text_width(DISCONNECT, small) + 8 * small;
-        let disconnect_button = Area::new(
-            (width as i32 - margin - disconnect_w as i32).max(0),
-            margin - 2 * scale as i32,
-            disconnect_w,
-            GLYPH * scale + 4 * scale,
-        );
-        let footer_y = height as i32 - margin - (GLYPH * small) as i32;
-        let rows_top = margin + 3 * line_h as i32;
-        let row_h = line_h + 2 * scale;
-        // Rows stop above the status line and the footer.
-        let rows_bottom = footer_y - 2 * line_h as i32;
-        let rows_visible = ((rows_bottom - rows_top).max(row_h as i32) / row_h as i32) as usize;
-        Layout {
-            width,
-            height,
-            scale,
-            small,
-            char_w,
-            line_h,
-            margin,
-            server_field,
-            port_field,
-            connect_button,
-            disconnect_button,
-            status_top,
-            rows_top,
-            row_h,
-            rows_visible,
-            footer_y,
-        }
-    }
-
-    /// Whole characters that fit across the window inside the margins.
-    pub fn columns(&self) -> usize {
-        ((self.width as i32 - 2 * self.margin).max(0) as u32 / self.char_w) as usize
-    }
-
-    /// The same for text at the `small` scale.
-    pub fn small_columns(&self) -> usize {
-        ((self.width as i32 - 2 * self.margin).max(0) as u32 / (GLYPH * self.small)) as usize
-    }
-
-    /// The area of visible row `i` of the peer list.
-    pub fn row(&self, i: usize) -> Area {
-        Area::new(
-            self.margin,
-            self.rows_top + (i as u32 * self.row_h) as i32,
-            (self.width as i32 - 2 * self.margin).max(1) as u32,
-            self.row_h,
-        )
-    }
+/// An incoming call waiting for the user: who calls, and the screen to go back to if the
+/// call is declined or the caller gives up.
+#[derive(Debug, Clone)]
+pub(super) struct Ringing {
+    pub(super) peer: PeerId,
+    pub(super) name: String,
+    back_to: Ui,
 }
 
-/// Where the remote video and the local preview go while streaming: the remote picture fills
-/// the window with its aspect kept; the preview is a quarter of the window's width in the
-/// bottom-right corner, as the original put it.
-pub fn streaming_areas(
-    width: u32,
-    height: u32,
-    remote: Option<(u32, u32)>,
-    local: Option<(u32, u32)>,
-) -> (Option<Area>, Option<Area>) {
-    let window = Area::new(0, 0, width, height);
-    let remote = remote.map(|(w, h)| fit_rect(w, h, window));
-    let local = local.map(|(w, h)| {
-        let margin = (width.min(height) / 40).max(4);
-        let box_w = (width / 4).max(64).min(width.saturating_sub(2 * margin));
-        let box_h = (height / 4).max(48).min(height.saturating_sub(2 * margin));
-        let fit = fit_rect(w, h, Area::new(0, 0, box_w, box_h));
-        Area::new(
-            width as i32 - margin as i32 - fit.w as i32,
-            height as i32 - margin as i32 - fit.h as i32,
-            fit.w,
-            fit.h,
-        )
-    });
-    (remote, local)
-}
-
-/// The window's state: which screen, the form, the list, the call and its stats.
+/// The window's state: which screen, the form, the list, the call and its stats. The draw
+/// list ([`super::draw`]) reads the fields.
 #[derive(Debug, Clone)]
 pub struct UiModel {
-    ui: Ui,
-    layout: Layout,
-    name: String,
-    server: String,
-    port: String,
-    focus: Field,
-    connecting: bool,
-    status: Option<(String, bool)>,
-    signed_in: Option<String>,
-    peers: Vec<(PeerId, String)>,
-    selected: usize,
-    scroll: usize,
-    call: Option<(PeerId, String)>,
-    call_status: String,
-    overlay: Vec<String>,
+    pub(super) ui: Ui,
+    pub(super) layout: Layout,
+    pub(super) name: String,
+    pub(super) server: String,
+    pub(super) port: String,
+    pub(super) focus: Field,
+    pub(super) connecting: bool,
+    pub(super) status: Option<(String, bool)>,
+    pub(super) signed_in: Option<String>,
+    pub(super) peers: Vec<(PeerId, String)>,
+    pub(super) selected: usize,
+    pub(super) scroll: usize,
+    pub(super) call: Option<(PeerId, String)>,
+    pub(super) call_status: String,
+    pub(super) overlay: Vec<String>,
+    pub(super) warning: Option<String>,
+    pub(super) ringing: Option<Ringing>,
 }
 
 impl UiModel {
@@ -282,6 +125,8 @@ impl UiModel {
             call: None,
             call_status: String::new(),
             overlay: Vec::new(),
+            warning: None,
+            ringing: None,
         }
     }
 
@@ -323,7 +168,7 @@ impl UiModel {
         self.ui = Ui::ConnectToServer;
         self.connecting = false;
         self.signed_in = None;
-        self.call = None;
+        self.end_call();
     }
 
     /// `signed_in` describes the session for the list's title ("alice (id 3) at host:port").
@@ -331,15 +176,71 @@ impl UiModel {
         self.ui = Ui::ListPeers;
         self.connecting = false;
         self.signed_in = Some(signed_in.to_string());
-        self.call = None;
-        self.overlay.clear();
+        self.end_call();
     }
 
-    pub fn switch_to_streaming(&mut self, peer: PeerId, name: &str) {
-        self.ui = Ui::Streaming;
-        self.call = Some((peer, name.to_string()));
-        self.call_status = format!("Calling {name}...");
+    fn end_call(&mut self) {
+        self.call = None;
+        self.ringing = None;
         self.overlay.clear();
+        self.warning = None;
+    }
+
+    /// The call with `peer`: placed by us, or an incoming one answered (then the status says
+    /// it is connecting rather than calling).
+    pub fn switch_to_streaming(&mut self, peer: PeerId, name: &str) {
+        let answered = self.ui == Ui::Streaming
+            && self.ringing.is_none()
+            && self.call.as_ref().is_some_and(|c| c.0 == peer);
+        self.ui = Ui::Streaming;
+        self.ringing = None;
+        self.call = Some((peer, name.to_string()));
+        self.call_status = if answered {
+            format!("Connecting to {name}...")
+        } else {
+            format!("Calling {name}...")
+        };
+        self.overlay.clear();
+        self.warning = None;
+    }
+
+    /// `peer` (`name`) is calling: the streaming screen in its ringing state, with Answer
+    /// (Enter) and Decline (Esc). Answer and Decline come back as [`UiAction`]s; after
+    /// Answer the app calls [`UiModel::switch_to_streaming`] as for any call.
+    pub fn show_incoming_call(&mut self, peer: PeerId, name: &str) {
+        let back_to = match &self.ringing {
+            Some(r) => r.back_to,
+            None => self.ui,
+        };
+        self.ringing = Some(Ringing {
+            peer,
+            name: name.to_string(),
+            back_to,
+        });
+        self.ui = Ui::Streaming;
+    }
+
+    /// The caller gave up (or the call was declined): back to the screen shown before the
+    /// ringing. The app then says where to go (usually [`UiModel::switch_to_peer_list`]).
+    pub fn cancel_incoming_call(&mut self) {
+        if let Some(r) = self.ringing.take() {
+            self.ui = r.back_to;
+        }
+    }
+
+    /// The peer whose call is ringing, if one is.
+    pub fn incoming_call(&self) -> Option<PeerId> {
+        self.ringing.as_ref().map(|r| r.peer)
+    }
+
+    /// A warning shown prominently on the streaming screen ("bob is not answering (3 s)"),
+    /// or none. Cleared when a call starts or ends.
+    pub fn set_warning(&mut self, warning: Option<String>) {
+        self.warning = warning;
+    }
+
+    pub fn warning(&self) -> Option<&str> {
+        self.warning.as_deref()
     }
 
     /// Resolving or signing in: the form is read-only and Esc cancels.
@@ -434,8 +335,30 @@ impl UiModel {
                 }
                 None
             }
+            Ui::Streaming if self.ringing.is_some() => match key {
+                Key::Enter => self.answer(),
+                Key::Escape => self.decline(),
+                _ => None,
+            },
             Ui::Streaming => (key == Key::Escape).then_some(UiAction::HangUp),
         }
+    }
+
+    /// Takes the ringing call: the screen becomes the call's, connecting.
+    fn answer(&mut self) -> Option<UiAction> {
+        let r = self.ringing.take()?;
+        self.call_status = format!("Connecting to {}...", r.name);
+        self.call = Some((r.peer, r.name));
+        self.overlay.clear();
+        self.warning = None;
+        Some(UiAction::Answer(r.peer))
+    }
+
+    /// Refuses the ringing call: back to the screen before it.
+    fn decline(&mut self) -> Option<UiAction> {
+        let peer = self.incoming_call()?;
+        self.cancel_incoming_call();
+        Some(UiAction::Decline(peer))
     }
 
     /// Text typed into the focused field (connect screen only, and not while connecting).
@@ -476,6 +399,15 @@ impl UiModel {
                 self.select(self.scroll + row);
                 (clicks >= 2).then(|| self.selected_peer().map(UiAction::Call))?
             }
+            Ui::Streaming if self.ringing.is_some() => {
+                if l.answer_button.contains(x, y) {
+                    self.answer()
+                } else if l.decline_button.contains(x, y) {
+                    self.decline()
+                } else {
+                    None
+                }
+            }
             Ui::Streaming => None,
         }
     }
@@ -514,287 +446,14 @@ impl UiModel {
         self.set_status(&format!("Connecting to {server}:{port}..."), false);
         Some(UiAction::Connect { server, port })
     }
-
-    /// What to paint for the current screen. `remote` and `local` are the sizes of the
-    /// pictures the renderers hold, if any.
-    pub fn draw_list(&self, remote: Option<(u32, u32)>, local: Option<(u32, u32)>) -> Vec<Draw> {
-        let mut out = Vec::new();
-        match self.ui {
-            Ui::ConnectToServer => self.draw_connect(&mut out),
-            Ui::ListPeers => self.draw_peers(&mut out),
-            Ui::Streaming => self.draw_streaming(&mut out, remote, local),
-        }
-        out
-    }
-
-    fn put_text(&self, out: &mut Vec<Draw>, x: i32, y: i32, colour: Colour, text: &str) {
-        out.push(Draw::Text {
-            x,
-            y,
-            scale: self.layout.scale,
-            colour,
-            text: text.to_string(),
-        });
-    }
-
-    /// Text vertically centred in a box of `line_h`.
-    fn put_text_in(&self, out: &mut Vec<Draw>, area: Area, colour: Colour, text: &str) {
-        let pad_x = (self.layout.scale * 4) as i32;
-        let pad_y = (area.h as i32 - (GLYPH * self.layout.scale) as i32) / 2;
-        self.put_text(out, area.x + pad_x, area.y + pad_y, colour, text);
-    }
-
-    fn title(&self, out: &mut Vec<Draw>, text: &str) {
-        let l = self.layout;
-        let cols = l.columns();
-        self.put_text(out, l.margin, l.margin, ACCENT, &ellipsize(text, cols));
-    }
-
-    fn status_lines(&self, out: &mut Vec<Draw>, top: i32, max_lines: usize, scale: u32) {
-        let l = self.layout;
-        let Some((text, error)) = &self.status else {
-            return;
-        };
-        let colour = if *error { ERROR } else { TEXT };
-        let columns = ((l.width as i32 - 2 * l.margin).max(0) as u32 / (GLYPH * scale)) as usize;
-        let line_h = 12 * scale;
-        for (i, line) in wrap(text, columns).iter().take(max_lines).enumerate() {
-            out.push(Draw::Text {
-                x: l.margin,
-                y: top + (i as u32 * line_h) as i32,
-                scale,
-                colour,
-                text: line.clone(),
-            });
-        }
-    }
-
-    fn footer(&self, out: &mut Vec<Draw>, text: &str) {
-        let l = self.layout;
-        out.push(Draw::Text {
-            x: l.margin,
-            y: l.footer_y,
-            scale: l.small,
-            colour: DIM,
-            text: ellipsize(text, l.small_columns()),
-        });
-    }
-
-    fn draw_connect(&self, out: &mut Vec<Draw>) {
-        let l = self.layout;
-        out.push(Draw::Fill(Area::new(0, 0, l.width, l.height), BACKGROUND));
-        self.title(out, "PeerConnection client");
-        self.put_text(
-            out,
-            l.margin,
-            l.margin + l.line_h as i32,
-            DIM,
-            &ellipsize(&format!("Signing in as {}", self.name), l.columns()),
-        );
-        for (label, field, value, which) in [
-            ("Server", l.server_field, &self.server, Field::Server),
-            ("Port", l.port_field, &self.port, Field::Port),
-        ] {
-            let focused = self.focus == which && !self.connecting;
-            let label_y = field.y + (field.h as i32 - (GLYPH * l.scale) as i32) / 2;
-            self.put_text(out, l.margin, label_y, TEXT, label);
-            if focused {
-                let b = l.scale as i32;
-                out.push(Draw::Fill(
-                    Area::new(
-                        field.x - b,
-                        field.y - b,
-                        field.w + 2 * b as u32,
-                        field.h + 2 * b as u32,
-                    ),
-                    ACCENT,
-                ));
-            }
-            out.push(Draw::Fill(field, PANEL));
-            let room = ((field.w - 8 * l.scale) / l.char_w) as usize;
-            let shown = if focused {
-                format!("{}_", tail(value, room.saturating_sub(1)))
-            } else {
-                tail(value, room).to_string()
-            };
-            self.put_text_in(out, field, if self.connecting { DIM } else { TEXT }, &shown);
-        }
-        let button = l.connect_button;
-        let (fill, label) = if self.connecting {
-            (PANEL, "Connect")
-        } else {
-            (ACCENT, "Connect")
-        };
-        out.push(Draw::Fill(button, fill));
-        let label_x = button.x + (button.w as i32 - text_width(label, l.scale) as i32) / 2;
-        let label_y = button.y + (button.h as i32 - (GLYPH * l.scale) as i32) / 2;
-        self.put_text(
-            out,
-            label_x,
-            label_y,
-            if self.connecting { DIM } else { TEXT },
-            label,
-        );
-        let max_lines = ((l.footer_y - l.status_top) / l.line_h as i32).max(1) as usize - 1;
-        self.status_lines(out, l.status_top, max_lines.max(1), l.scale);
-        self.footer(
-            out,
-            if self.connecting {
-                "Esc: stop trying"
-            } else {
-                "Tab: next field   Enter: connect"
-            },
-        );
-    }
-
-    fn draw_peers(&self, out: &mut Vec<Draw>) {
-        let l = self.layout;
-        out.push(Draw::Fill(Area::new(0, 0, l.width, l.height), BACKGROUND));
-        let title = self.signed_in.clone().unwrap_or_default();
-        // The title stops short of the Disconnect button.
-        let b = l.disconnect_button;
-        let room = ((b.x - l.margin).max(0) as u32 / l.char_w).saturating_sub(1) as usize;
-        self.put_text(out, l.margin, l.margin, ACCENT, &ellipsize(&title, room));
-        out.push(Draw::Fill(b, PANEL));
-        out.push(Draw::Text {
-            x: b.x + (4 * l.small) as i32,
-            y: b.y + (b.h as i32 - (GLYPH * l.small) as i32) / 2,
-            scale: l.small,
-            colour: TEXT,
-            text: DISCONNECT.into(),
-        });
-        self.put_text(
-            out,
-            l.margin,
-            l.margin + (l.line_h * 3 / 2) as i32,
-            TEXT,
-            "List of currently connected peers:",
-        );
-        if self.peers.is_empty() {
-            self.put_text_in(
-                out,
-                l.row(0),
-                DIM,
-                "(nobody else yet: waiting for peers to sign in)",
-            );
-        }
-        for (i, (id, name)) in self
-            .peers
-            .iter()
-            .enumerate()
-            .skip(self.scroll)
-            .take(l.rows_visible)
-        {
-            let row = l.row(i - self.scroll);
-            if i == self.selected {
-                out.push(Draw::Fill(row, SELECTED));
-            }
-            let id_text = format!("(id {id})");
-            let name_room = l.columns().saturating_sub(id_text.len() + 2);
-            let shown = ellipsize(name, name_room);
-            self.put_text_in(out, row, TEXT, &shown);
-            let id_x =
-                row.x + (l.scale * 4) as i32 + text_width(&shown, l.scale) as i32 + l.char_w as i32;
-            let pad_y = (row.h as i32 - (GLYPH * l.scale) as i32) / 2;
-            self.put_text(out, id_x, row.y + pad_y, DIM, &id_text);
-        }
-        if self.peers.len() > l.rows_visible {
-            let more = format!(
-                "{}-{} of {}",
-                self.scroll + 1,
-                (self.scroll + l.rows_visible).min(self.peers.len()),
-                self.peers.len()
-            );
-            let x = l.width as i32 - l.margin - text_width(&more, l.scale) as i32;
-            self.put_text(out, x, l.margin + (l.line_h * 3 / 2) as i32, DIM, &more);
-        }
-        let top = l.footer_y - 2 * (12 * l.small) as i32 - (l.small * 4) as i32;
-        self.status_lines(out, top, 2, l.small);
-        self.footer(
-            out,
-            "Up/Down: select   Enter or double-click: call   Esc: disconnect",
-        );
-    }
-
-    fn draw_streaming(
-        &self,
-        out: &mut Vec<Draw>,
-        remote: Option<(u32, u32)>,
-        local: Option<(u32, u32)>,
-    ) {
-        let l = self.layout;
-        out.push(Draw::Fill(
-            Area::new(0, 0, l.width, l.height),
-            VIDEO_BACKGROUND,
-        ));
-        let (remote_area, local_area) = streaming_areas(l.width, l.height, remote, local);
-        match remote_area {
-            Some(a) => out.push(Draw::Video(Picture::Remote, a)),
-            None => {
-                let text = ellipsize(&self.call_status, l.columns());
-                let x = (l.width as i32 - text_width(&text, l.scale) as i32) / 2;
-                let y = (l.height as i32 - (GLYPH * l.scale) as i32) / 2;
-                self.put_text(out, x, y, TEXT, &text);
-            }
-        }
-        if let Some(a) = local_area {
-            let b = l.scale.max(1) as i32;
-            out.push(Draw::Fill(
-                Area::new(a.x - b, a.y - b, a.w + 2 * b as u32, a.h + 2 * b as u32),
-                DIM,
-            ));
-            out.push(Draw::Video(Picture::Local, a));
-        }
-        let name = self.call.as_ref().map_or("", |c| c.1.as_str());
-        let mut lines = vec![name.to_string()];
-        lines.extend(self.overlay.iter().cloned());
-        lines.push("Esc: hang up".into());
-        let cols = l.columns();
-        let lines: Vec<String> = lines.iter().map(|t| ellipsize(t, cols)).collect();
-        let widest = lines
-            .iter()
-            .map(|t| text_width(t, l.scale))
-            .max()
-            .unwrap_or(0);
-        let pad = (4 * l.scale) as i32;
-        out.push(Draw::Fill(
-            Area::new(
-                l.margin - pad,
-                l.margin - pad,
-                widest + 2 * pad as u32,
-                lines.len() as u32 * l.line_h + 2 * pad as u32 - (l.line_h - GLYPH * l.scale),
-            ),
-            OVERLAY,
-        ));
-        for (i, line) in lines.iter().enumerate() {
-            let colour = if i == 0 { ACCENT } else { TEXT };
-            self.put_text(
-                out,
-                l.margin,
-                l.margin + (i as u32 * l.line_h) as i32,
-                colour,
-                line,
-            );
-        }
-    }
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::client::main_wnd::draw::texts;
 
     fn model() -> UiModel {
         UiModel::new("alice", "localhost", 8888, 640, 480)
-    }
-
-    fn texts(draws: &[Draw]) -> Vec<String> {
-        draws
-            .iter()
-            .filter_map(|d| match d {
-                Draw::Text { text, .. } => Some(text.clone()),
-                _ => None,
-            })
-            .collect()
     }
 
     fn listing(m: &mut UiModel, names: &[(u32, &str)]) {
@@ -956,68 +615,128 @@ mod tests {
         assert_eq!(m.selected_peer(), Some(3u32));
     }
 
-    #[test]
-    fn streaming_shows_video_preview_and_overlay_and_esc_hangs_up() {
-        let mut m = model();
-        m.switch_to_streaming(4u32, "bob");
-        assert_eq!(m.current_ui().to_string(), "STREAMING");
-        let before = m.draw_list(None, None);
-        assert!(texts(&before).iter().any(|t| t == "Calling bob..."));
-        m.set_overlay(vec!["30.0 fps  900 kbit/s  640x480  RTT 1.0 ms".into()]);
-        let draws = m.draw_list(Some((640, 480)), Some((640, 480)));
-        let remote = draws.iter().find_map(|d| match d {
-            Draw::Video(Picture::Remote, a) => Some(*a),
-            _ => None,
-        });
-        let local = draws.iter().find_map(|d| match d {
-            Draw::Video(Picture::Local, a) => Some(*a),
-            _ => None,
-        });
-        assert_eq!(remote, Some(Area::new(0, 0, 640, 480)));
-        let local = local.expect("preview");
-        assert!(local.x > 320 && local.y > 240, "bottom-right: {local:?}");
-        assert!(local.right() < 640 && local.bottom() < 480);
-        let shown = texts(&draws);
-        assert!(shown.iter().any(|t| t == "bob"));
-        assert!(shown.iter().any(|t| t.contains("30.0 fps")));
-        // The overlay is drawn after the video, so it sits on top.
-        let video_at = draws
-            .iter()
-            .position(|d| matches!(d, Draw::Video(Picture::Remote, _)));
-        let name_at = draws
-            .iter()
-            .position(|d| matches!(d, Draw::Text { text, .. } if text == "bob"));
-        assert!(video_at < name_at);
-        assert_eq!(m.key(Key::Enter), None);
-        assert_eq!(m.key(Key::Escape), Some(UiAction::HangUp));
+    fn ringing(m: &mut UiModel) {
+        listing(m, &[(1, "bob"), (7, "carol")]);
+        m.show_incoming_call(7, "carol");
     }
 
     #[test]
-    fn layouts_fit_every_window_size() {
-        for (w, h) in [
-            (64, 64),
-            (320, 240),
-            (640, 480),
-            (1280, 720),
-            (1920, 1080),
-            (3840, 2160),
-            (200, 1000),
-        ] {
-            let l = Layout::for_window(w, h);
-            assert!((1..=4).contains(&l.scale));
-            assert!(l.rows_visible >= 1);
-            assert!(l.columns() >= 1 || w < 100, "{w}x{h}");
-            let (remote, local) = streaming_areas(w, h, Some((1280, 720)), Some((640, 480)));
-            let (remote, local) = (remote.unwrap(), local.unwrap());
-            assert!(
-                remote.right() <= w as i32 && remote.bottom() <= h as i32,
-                "{w}x{h}"
-            );
-            assert!(local.x >= 0 && local.right() <= w as i32 && local.bottom() <= h as i32);
-            // Text grows with the window: 640x480 draws 16-pixel glyphs.
-            if (w, h) == (640, 480) {
-                assert_eq!(l.scale, 2);
-            }
+    fn an_incoming_call_rings_on_the_streaming_screen_and_enter_answers() {
+        let mut m = model();
+        ringing(&mut m);
+        assert_eq!(m.current_ui(), Ui::Streaming);
+        assert_eq!(m.incoming_call(), Some(7u32));
+        for key in [Key::Up, Key::Down, Key::Tab, Key::Backspace, Key::End] {
+            assert_eq!(m.key(key), None, "{key:?} while ringing");
         }
+        m.text("x");
+        assert_eq!(m.key(Key::Enter), Some(UiAction::Answer(7u32)));
+        assert_eq!(m.incoming_call(), None);
+        assert_eq!(m.key(Key::Enter), None, "one Answer per call");
+        assert_eq!(m.current_ui(), Ui::Streaming);
+        // The app starts the call as any other; the callee's screen says it is connecting.
+        m.switch_to_streaming(7u32, "carol");
+        assert_eq!(m.call_status, "Connecting to carol...");
+        assert_eq!(
+            m.key(Key::Escape),
+            Some(UiAction::HangUp),
+            "Esc hangs up now"
+        );
+    }
+
+    #[test]
+    fn esc_declines_and_the_screen_goes_back_to_the_list() {
+        let mut m = model();
+        ringing(&mut m);
+        assert_eq!(m.key(Key::Escape), Some(UiAction::Decline(7u32)));
+        assert_eq!(m.incoming_call(), None);
+        assert_eq!(m.current_ui(), Ui::ListPeers);
+        assert_eq!(m.selected_peer(), Some(1u32), "the list as it was");
+        assert_eq!(
+            m.key(Key::Escape),
+            Some(UiAction::SignOut),
+            "the list's Esc again"
+        );
+    }
+
+    #[test]
+    fn the_ringing_buttons_answer_and_decline() {
+        let mut m = model();
+        ringing(&mut m);
+        let l = m.layout();
+        let (a, d) = (l.answer_button, l.decline_button);
+        assert_eq!(m.click(a.x - 3, a.y + 3, 1), None, "left of Answer");
+        assert_eq!(m.click(d.right() + 3, d.y + 3, 1), None, "right of Decline");
+        assert_eq!(
+            m.click(a.right() + 1, a.y + 3, 1),
+            None,
+            "between the buttons"
+        );
+        assert_eq!(m.incoming_call(), Some(7u32));
+        assert_eq!(
+            m.click(d.x + d.w as i32 / 2, d.y + d.h as i32 / 2, 1),
+            Some(UiAction::Decline(7u32))
+        );
+        assert_eq!(m.current_ui(), Ui::ListPeers);
+        m.show_incoming_call(1u32, "bob");
+        let a = m.layout().answer_button;
+        assert_eq!(
+            m.click(a.x + a.w as i32 / 2, a.y + a.h as i32 / 2, 1),
+            Some(UiAction::Answer(1u32))
+        );
+        assert_eq!(m.click(a.x + 2, a.y + 2, 1), None, "the call is taken");
+        // The buttons follow the window's size.
+        m.switch_to_peer_list("me");
+        m.show_incoming_call(1u32, "bob");
+        m.resize(1280, 720);
+        let a = m.layout().answer_button;
+        assert_eq!(a, Layout::for_window(1280, 720).answer_button);
+        assert_eq!(m.click(a.x + 2, a.y + 2, 1), Some(UiAction::Answer(1u32)));
+    }
+
+    #[test]
+    fn a_caller_who_gives_up_stops_the_ringing() {
+        let mut m = model();
+        ringing(&mut m);
+        m.cancel_incoming_call();
+        assert_eq!(m.incoming_call(), None);
+        assert_eq!(m.current_ui(), Ui::ListPeers);
+        assert_eq!(
+            m.key(Key::Enter),
+            Some(UiAction::Call(1u32)),
+            "Enter calls again"
+        );
+        m.cancel_incoming_call();
+        assert_eq!(m.current_ui(), Ui::ListPeers, "nothing to cancel");
+        // A second caller replaces the first and still returns to the list.
+        m.show_incoming_call(7u32, "carol");
+        m.show_incoming_call(1u32, "bob");
+        assert_eq!(m.incoming_call(), Some(1u32));
+        m.cancel_incoming_call();
+        assert_eq!(m.current_ui(), Ui::ListPeers);
+        // Any screen switch by the app ends the ringing.
+        m.show_incoming_call(7u32, "carol");
+        m.switch_to_peer_list("me");
+        assert_eq!(m.incoming_call(), None);
+        m.show_incoming_call(7u32, "carol");
+        m.switch_to_connect_ui();
+        assert_eq!(m.incoming_call(), None);
+        assert_eq!(m.current_ui(), Ui::ConnectToServer);
+    }
+
+    #[test]
+    fn an_outgoing_call_says_calling_and_warnings_end_with_the_call() {
+        let mut m = model();
+        listing(&mut m, &[(1, "bob")]);
+        m.switch_to_streaming(1u32, "bob");
+        assert_eq!(m.call_status, "Calling bob...");
+        assert_eq!(m.incoming_call(), None);
+        m.set_warning(Some("bob is not answering (3 s)".into()));
+        assert_eq!(m.warning(), Some("bob is not answering (3 s)"));
+        m.set_warning(None);
+        assert_eq!(m.warning(), None);
+        m.set_warning(Some("bob is not answering (9 s)".into()));
+        m.switch_to_peer_list("me");
+        assert_eq!(m.warning(), None, "gone with the call");
     }
 }
