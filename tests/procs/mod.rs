@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod member;
 pub mod x11;
 
 use std::io::{BufRead, BufReader};
@@ -86,19 +87,92 @@ impl Proc {
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => panic!(
-                    "{}: no line starting {prefix:?} within {timeout:?}; stdout so far:\n{}\nstderr: {}",
+                    "{}: no line starting {prefix:?} within {timeout:?}; {}",
                     self.name,
-                    self.seen.join("\n"),
-                    self.log.display()
+                    self.transcript()
                 ),
                 Err(RecvTimeoutError::Disconnected) => panic!(
-                    "{}: exited before printing {prefix:?}; stdout:\n{}\nstderr: {}",
+                    "{}: exited before printing {prefix:?}; {}",
                     self.name,
-                    self.seen.join("\n"),
-                    self.log.display()
+                    self.transcript()
                 ),
             }
         }
+    }
+
+    /// The next stdout line, whatever it is, within `timeout`; None on time-out or exit.
+    pub fn next_line(&mut self, timeout: Duration) -> Option<String> {
+        let line = self.lines.recv_timeout(timeout).ok()?;
+        self.seen.push(line.clone());
+        Some(line)
+    }
+
+    /// Every stdout line printed so far and not yet read, without waiting.
+    pub fn drain(&mut self) -> Vec<String> {
+        let new: Vec<String> = self.lines.try_iter().collect();
+        self.seen.extend(new.iter().cloned());
+        new
+    }
+
+    /// Every stdout line printed within the next `window`.
+    pub fn lines_for(&mut self, window: Duration) -> Vec<String> {
+        let deadline = Instant::now() + window;
+        let mut out = Vec::new();
+        while let Some(l) = self.next_line(deadline.saturating_duration_since(Instant::now())) {
+            out.push(l);
+        }
+        out
+    }
+
+    /// Every stdout line until the process exits (or `timeout` passes).
+    pub fn lines_until_exit(&mut self, timeout: Duration) -> Vec<String> {
+        let deadline = Instant::now() + timeout;
+        let mut out = Vec::new();
+        loop {
+            match self
+                .lines
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                Ok(l) => {
+                    self.seen.push(l.clone());
+                    out.push(l);
+                }
+                Err(_) => return out,
+            }
+        }
+    }
+
+    /// Every stdout line read so far (by any of the reading methods).
+    pub fn seen(&self) -> &[String] {
+        &self.seen
+    }
+
+    /// The lines read so far that start with `prefix`.
+    pub fn seen_with(&self, prefix: &str) -> Vec<&String> {
+        self.seen.iter().filter(|l| l.starts_with(prefix)).collect()
+    }
+
+    /// What the process printed so far and where its stderr is: for assertion messages.
+    pub fn transcript(&self) -> String {
+        let stderr = self.stderr();
+        let tail: Vec<&str> = stderr.lines().rev().take(15).collect();
+        let tail: Vec<String> = tail
+            .into_iter()
+            .rev()
+            .map(|l| l.chars().take(300).collect())
+            .collect();
+        format!(
+            "{} stdout:\n{}\nstderr ({}), last lines:\n{}",
+            self.name,
+            self.seen.join("\n"),
+            self.log.display(),
+            tail.join("\n")
+        )
+    }
+
+    /// The process's stderr log so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     pub fn signal(&self, signal: i32) {
