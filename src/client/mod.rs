@@ -6,6 +6,7 @@ pub mod client_loop;
 pub mod conductor;
 pub mod main_wnd;
 pub mod peer_connection_client;
+pub mod resolver;
 
 pub use crate::media::SourceSpec;
 pub use client_loop::{ClientConfig, ClientLoop};
