@@ -10,6 +10,7 @@ pub mod devices;
 pub mod main_wnd;
 pub mod media_session;
 pub mod peer_connection_client;
+pub mod resolver;
 
 pub use crate::media::SourceSpec;
 pub use client_app::{AppConfig, AppOutput, CallEvent, ClientApp};

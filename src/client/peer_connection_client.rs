@@ -49,23 +49,9 @@ pub enum Channel {
     HangingGet,
 }
 
-/// Why a request connection produced no response.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RequestError {
-    /// The server refused or broke the connection.
-    Connect(String),
-    /// The answer was not a usable HTTP response.
-    Response(String),
-}
-
-impl fmt::Display for RequestError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            RequestError::Connect(e) => write!(f, "cannot reach the server: {e}"),
-            RequestError::Response(e) => write!(f, "bad answer from the server: {e}"),
-        }
-    }
-}
+/// Why a request connection produced no response: the HTTP exchange's error, under the
+/// name this module has always used.
+pub use crate::signaling::exchange::ExchangeError as RequestError;
 
 /// What the application hears.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -691,7 +677,11 @@ mod tests {
         drain(&mut c);
         c.handle_response(
             Channel::Control,
-            Err(RequestError::Connect("refused".into())),
+            Err(RequestError::Unreachable {
+                addr: addr(),
+                kind: std::io::ErrorKind::ConnectionRefused,
+                detail: "Connection refused (os error 111)".into(),
+            }),
             now,
         );
         assert_eq!(c.poll_timeout(), Some(now + RECONNECT_DELAY));
@@ -716,7 +706,10 @@ mod tests {
         drain(&mut c);
         c.handle_response(
             Channel::HangingGet,
-            Err(RequestError::Response("connection closed".into())),
+            Err(RequestError::BadResponse {
+                addr: addr(),
+                error: crate::signaling::http::ResponseError::Truncated { have: 0 },
+            }),
             now,
         );
         assert_eq!(c.state(), ClientState::SigningIn);

@@ -2,10 +2,12 @@
 //! parsing, request-path arguments, peer-entry lines and the JSON messages peers exchange.
 //! The server, the client, the load generator and the tests all use this module.
 
+pub mod exchange;
 pub mod http;
 pub mod message;
 pub mod peers;
 
+pub use exchange::{ExchangeError, ExchangeOutcome, HttpExchange};
 pub use http::{Response, ResponseParser, Status};
 pub use peers::{PeerEntry, PeerId};
 

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
-use peerconnection::reactor::{read_available, BufferedStream};
-use peerconnection::signaling::http::{ParsedResponse, ResponseParser};
+use peerconnection::signaling::http::ParsedResponse;
+use peerconnection::signaling::HttpExchange;
 use slab::Slab;
 
 /// The largest response accepted (a sign-in list of thousands of members is big).
@@ -22,10 +22,8 @@ pub struct Reply<T> {
 }
 
 struct Conn<T> {
-    stream: BufferedStream<TcpStream>,
-    parser: ResponseParser,
+    exchange: HttpExchange,
     tag: T,
-    unsent: Option<Vec<u8>>,
 }
 
 pub struct Engine<T> {
@@ -106,24 +104,20 @@ impl<T: Copy + Debug> Engine<T> {
         let source = Ipv4Addr::new(127, 0, 0, self.next_source);
         let entry = self.conns.vacant_entry();
         let key = entry.key();
-        let opened = connect_from(source, self.addr).and_then(|mut stream| {
+        let opened = connect_from(source, self.addr).and_then(|stream| {
+            let mut exchange = HttpExchange::new(stream, self.addr, request, MAX_RESPONSE);
             self.poll
                 .registry()
                 .register(
-                    &mut stream,
+                    exchange.stream_mut(),
                     Token(key),
                     Interest::READABLE | Interest::WRITABLE,
                 )
-                .map(|()| stream)
+                .map(|()| exchange)
         });
         match opened {
-            Ok(stream) => {
-                entry.insert(Conn {
-                    stream: BufferedStream::new(stream),
-                    parser: ResponseParser::new(MAX_RESPONSE),
-                    tag,
-                    unsent: Some(request),
-                });
+            Ok(exchange) => {
+                entry.insert(Conn { exchange, tag });
             }
             // Out of descriptors or ports: reported with the next turn's replies.
             Err(e) => self.failed.push(Reply {
@@ -164,36 +158,13 @@ impl<T: Copy + Debug> Engine<T> {
             let Some(conn) = self.conns.get_mut(key) else {
                 continue;
             };
-            let mut done: Option<Result<ParsedResponse, String>> = None;
-            if writable {
-                if let Some(req) = conn.unsent.as_ref() {
-                    match conn.stream.io.take_error() {
-                        Ok(Some(e)) | Err(e) => done = Some(Err(format!("connect: {e}"))),
-                        Ok(None) if conn.stream.io.peer_addr().is_ok() => {
-                            if let Err(e) = conn.stream.send(req) {
-                                done = Some(Err(format!("send: {e}")));
-                            }
-                            conn.unsent = None;
-                        }
-                        Ok(None) => {}
-                    }
-                } else if let Err(e) = conn.stream.flush() {
-                    done = Some(Err(format!("send: {e}")));
-                }
-            }
-            if readable && done.is_none() {
-                self.scratch.clear();
-                let out = read_available(&mut conn.stream.io, &mut self.scratch, MAX_RESPONSE);
-                done = match conn.parser.feed(&self.scratch) {
-                    Ok(Some(r)) => Some(Ok(r)),
-                    Ok(None) if out.closed => Some(Err(conn.parser.finish().to_string())),
-                    Ok(None) => None,
-                    Err(e) => Some(Err(e.to_string())),
-                };
-            }
+            let done = conn
+                .exchange
+                .on_ready(readable, writable, &mut self.scratch)
+                .map(|outcome| outcome.map_err(|e| e.to_string()));
             if let Some(result) = done {
                 let mut conn = self.conns.remove(key);
-                let _ = self.poll.registry().deregister(&mut conn.stream.io);
+                let _ = self.poll.registry().deregister(conn.exchange.stream_mut());
                 replies.push(Reply {
                     tag: conn.tag,
                     result,

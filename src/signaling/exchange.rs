@@ -1,0 +1,471 @@
+//! One HTTP exchange: one request over one non-blocking TCP connection, and the response
+//! read back. The protocol asks for nothing more (the server answers `Connection: close`),
+//! and the signaling client and the load generator both need exactly this, so it is
+//! written once here: the connect check before writing, partial writes, reads that stop at
+//! a size limit, and the difference between "never reached the server" and "reached it but
+//! got no usable answer".
+//!
+//! The exchange owns its socket but never registers it: the loop registers
+//! [`HttpExchange::stream_mut`] for read and write readiness, passes each readiness event
+//! to [`HttpExchange::on_ready`], and deregisters the stream once an outcome comes back.
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+
+use mio::net::TcpStream;
+
+use super::http::{ParsedResponse, ResponseError, ResponseParser};
+use crate::reactor::{read_available, BufferedStream};
+
+/// Why an exchange produced no response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExchangeError {
+    /// The request did not get through: the connection could not be made (refused,
+    /// unreachable, reset) or broke before the whole request was written.
+    Unreachable {
+        addr: SocketAddr,
+        kind: io::ErrorKind,
+        detail: String,
+    },
+    /// The request went out, but what came back was not a usable response: malformed, too
+    /// large, or cut short by the server closing.
+    BadResponse {
+        addr: SocketAddr,
+        error: ResponseError,
+    },
+    /// A connect failure known only as text. Kept while callers that build their errors by
+    /// hand (the client loop) still do; [`HttpExchange`] itself never returns it.
+    Connect(String),
+    /// A response failure known only as text; see [`ExchangeError::Connect`].
+    Response(String),
+}
+
+impl ExchangeError {
+    /// An IO failure on the way to the server at `addr`.
+    pub fn unreachable(addr: SocketAddr, e: &io::Error) -> ExchangeError {
+        ExchangeError::Unreachable {
+            addr,
+            kind: e.kind(),
+            detail: e.to_string(),
+        }
+    }
+
+    /// True when the request never got through (as opposed to a bad answer).
+    pub fn is_unreachable(&self) -> bool {
+        matches!(
+            self,
+            ExchangeError::Unreachable { .. } | ExchangeError::Connect(_)
+        )
+    }
+
+    /// The kind of IO failure, for the failures that have one.
+    pub fn io_kind(&self) -> Option<io::ErrorKind> {
+        match self {
+            ExchangeError::Unreachable { kind, .. } => Some(*kind),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for ExchangeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExchangeError::Unreachable { addr, detail, .. } => {
+                write!(f, "cannot reach the server at {addr}: {detail}")
+            }
+            ExchangeError::BadResponse { addr, error } => {
+                write!(f, "bad answer from the server at {addr}: {error}")
+            }
+            ExchangeError::Connect(e) => write!(f, "cannot reach the server: {e}"),
+            ExchangeError::Response(e) => write!(f, "bad answer from the server: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ExchangeError {}
+
+/// What [`HttpExchange::on_ready`] hands back once the exchange is over.
+pub type ExchangeOutcome = Result<ParsedResponse, ExchangeError>;
+
+/// One request, one connection, one response.
+#[derive(Debug)]
+pub struct HttpExchange {
+    stream: BufferedStream<TcpStream>,
+    parser: ResponseParser,
+    /// The request, until the connection is established and it is handed to the socket.
+    unsent: Option<Vec<u8>>,
+    peer: SocketAddr,
+    max_response: usize,
+    finished: bool,
+}
+
+impl HttpExchange {
+    /// Starts a non-blocking connect to `addr`; `request` is written once it is established.
+    /// Responses larger than `max_response` bytes in all are refused.
+    pub fn connect(
+        addr: SocketAddr,
+        request: Vec<u8>,
+        max_response: usize,
+    ) -> Result<HttpExchange, ExchangeError> {
+        let stream = TcpStream::connect(addr).map_err(|e| ExchangeError::unreachable(addr, &e))?;
+        Ok(HttpExchange::new(stream, addr, request, max_response))
+    }
+
+    /// Takes a stream whose non-blocking connect to `peer` is under way (or done), for
+    /// callers that open their sockets themselves (the load generator picks source
+    /// addresses).
+    pub fn new(
+        stream: TcpStream,
+        peer: SocketAddr,
+        request: Vec<u8>,
+        max_response: usize,
+    ) -> HttpExchange {
+        HttpExchange {
+            stream: BufferedStream::new(stream),
+            parser: ResponseParser::new(max_response),
+            unsent: Some(request),
+            peer,
+            max_response,
+            finished: false,
+        }
+    }
+
+    /// The socket, for the loop to register with and deregister from its poll (interest:
+    /// readable and writable).
+    pub fn stream_mut(&mut self) -> &mut TcpStream {
+        &mut self.stream.io
+    }
+
+    /// The server's address.
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// The request has been handed to the socket (some of it may still be buffered here).
+    pub fn request_sent(&self) -> bool {
+        self.unsent.is_none()
+    }
+
+    /// Response bytes received so far.
+    pub fn received(&self) -> usize {
+        self.parser.buffered()
+    }
+
+    /// Acts on one readiness event: writes the request once connected, reads what arrived.
+    /// Returns the outcome once the exchange is over, and `None` until then (and after).
+    /// `scratch` is a read buffer the caller lends, so many exchanges can share one.
+    pub fn on_ready(
+        &mut self,
+        readable: bool,
+        writable: bool,
+        scratch: &mut Vec<u8>,
+    ) -> Option<ExchangeOutcome> {
+        if self.finished {
+            return None;
+        }
+        let outcome = self.step(readable, writable, scratch);
+        self.finished = outcome.is_some();
+        outcome
+    }
+
+    fn step(
+        &mut self,
+        readable: bool,
+        writable: bool,
+        scratch: &mut Vec<u8>,
+    ) -> Option<ExchangeOutcome> {
+        if writable {
+            if let Err(e) = self.write() {
+                return Some(Err(ExchangeError::unreachable(self.peer, &e)));
+            }
+        }
+        if !readable {
+            return None;
+        }
+        scratch.clear();
+        let limit = self.parser_limit();
+        let read = read_available(&mut self.stream.io, scratch, limit);
+        match self.parser.feed(scratch) {
+            Ok(Some(response)) => Some(Ok(response)),
+            Ok(None) if read.closed => Some(Err(self.closed_early())),
+            Ok(None) => None,
+            Err(error) => Some(Err(ExchangeError::BadResponse {
+                addr: self.peer,
+                error,
+            })),
+        }
+    }
+
+    /// Writes the request once the connection is established, or flushes what is left of
+    /// it. A connect in progress is not an error.
+    fn write(&mut self) -> io::Result<()> {
+        let Some(request) = self.unsent.as_ref() else {
+            return self.stream.flush().map(|_| ());
+        };
+        // Writable while connecting means connected or failed: the pending socket error
+        // tells which, before anything is written.
+        if let Some(e) = self.stream.io.take_error()? {
+            return Err(e);
+        }
+        // A spurious wake-up before the handshake completes: wait for the next one.
+        if self.stream.io.peer_addr().is_err() {
+            return Ok(());
+        }
+        self.stream.send(request)?;
+        self.unsent = None;
+        Ok(())
+    }
+
+    /// The server closed before a whole response arrived.
+    fn closed_early(&mut self) -> ExchangeError {
+        if self.unsent.is_some() {
+            // Closed before the request could even be written: a connect failure.
+            return match self.stream.io.take_error() {
+                Ok(Some(e)) | Err(e) => ExchangeError::unreachable(self.peer, &e),
+                Ok(None) => ExchangeError::Unreachable {
+                    addr: self.peer,
+                    kind: io::ErrorKind::UnexpectedEof,
+                    detail: "connection closed before the request was sent".into(),
+                },
+            };
+        }
+        ExchangeError::BadResponse {
+            addr: self.peer,
+            error: self.parser.finish(),
+        }
+    }
+
+    /// Reads stop once the scratch buffer passes what the parser could still accept.
+    fn parser_limit(&self) -> usize {
+        self.max_response.saturating_sub(self.parser.buffered())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream as StdTcpStream};
+    use std::time::{Duration, Instant};
+
+    use mio::{Events, Interest, Poll, Token};
+
+    use super::*;
+    use crate::signaling::http::{sign_in_request, Response, Status};
+
+    /// A poll with one exchange registered on it, driven the way a loop drives it.
+    struct Driver {
+        poll: Poll,
+        events: Events,
+        scratch: Vec<u8>,
+        ex: HttpExchange,
+    }
+
+    impl Driver {
+        fn new(mut ex: HttpExchange) -> Driver {
+            let poll = Poll::new().unwrap();
+            poll.registry()
+                .register(
+                    ex.stream_mut(),
+                    Token(0),
+                    Interest::READABLE | Interest::WRITABLE,
+                )
+                .unwrap();
+            Driver {
+                poll,
+                events: Events::with_capacity(8),
+                scratch: Vec::new(),
+                ex,
+            }
+        }
+
+        /// One poll round (waiting at most `wait`) with its events passed on.
+        fn pump(&mut self, wait: Duration) -> Option<ExchangeOutcome> {
+            self.poll.poll(&mut self.events, Some(wait)).unwrap();
+            for ev in self.events.iter() {
+                let readable = ev.is_readable() || ev.is_read_closed() || ev.is_error();
+                let writable = ev.is_writable() || ev.is_write_closed() || ev.is_error();
+                if let Some(out) = self.ex.on_ready(readable, writable, &mut self.scratch) {
+                    return Some(out);
+                }
+            }
+            None
+        }
+
+        /// Pumps until the exchange is over (5 s at most).
+        fn finish(&mut self) -> ExchangeOutcome {
+            let end = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < end {
+                if let Some(out) = self.pump(Duration::from_millis(50)) {
+                    return out;
+                }
+            }
+            panic!("the exchange did not finish within 5 s");
+        }
+
+        /// Pumps until the request is handed to the socket.
+        fn send_request(&mut self) {
+            let end = Instant::now() + Duration::from_secs(5);
+            while !self.ex.request_sent() {
+                assert!(Instant::now() < end, "the request was not sent within 5 s");
+                assert!(self.pump(Duration::from_millis(50)).is_none());
+            }
+        }
+    }
+
+    fn listener() -> (TcpListener, SocketAddr) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        (l, addr)
+    }
+
+    /// Accepts the exchange's connection and reads its whole request.
+    fn accept_request(l: &TcpListener, d: &mut Driver, len: usize) -> StdTcpStream {
+        let (mut s, _) = l.accept().unwrap();
+        d.send_request();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut req = vec![0u8; len];
+        s.read_exact(&mut req).unwrap();
+        assert_eq!(req, sign_in_request("alice"));
+        s
+    }
+
+    fn ok_response(body: &[u8]) -> Vec<u8> {
+        Response {
+            status: Status::Added,
+            content_type: b"text/plain",
+            pragma: Some(7),
+            body,
+        }
+        .to_bytes()
+    }
+
+    #[test]
+    fn a_request_gets_its_response() {
+        let (l, addr) = listener();
+        let request = sign_in_request("alice");
+        let ex = HttpExchange::connect(addr, request.clone(), 1 << 16).unwrap();
+        assert_eq!(ex.peer(), addr);
+        let mut d = Driver::new(ex);
+        let mut s = accept_request(&l, &mut d, request.len());
+        s.write_all(&ok_response(b"alice,7,1\n")).unwrap();
+        let resp = d.finish().unwrap();
+        assert_eq!((resp.code, resp.pragma), (200, Some(7)));
+        assert_eq!(resp.body, b"alice,7,1\n");
+        // Over is over: later events report nothing more.
+        assert!(d.ex.on_ready(true, true, &mut Vec::new()).is_none());
+    }
+
+    #[test]
+    fn a_server_closing_without_an_answer_is_an_error() {
+        let (l, addr) = listener();
+        let ex = HttpExchange::connect(addr, sign_in_request("alice"), 1 << 16).unwrap();
+        let mut d = Driver::new(ex);
+        let (s, _) = l.accept().unwrap();
+        drop(s);
+        let err = d.finish().unwrap_err();
+        // Either the request never got through, or it did and the answer was cut short
+        // (as the client loop has always told them apart).
+        match &err {
+            ExchangeError::Unreachable { addr: a, .. } => assert_eq!(*a, addr),
+            ExchangeError::BadResponse { addr: a, error } => {
+                assert_eq!(*a, addr);
+                assert_eq!(*error, ResponseError::Truncated { have: 0 });
+            }
+            other => panic!("unexpected error {other:?}"),
+        }
+        assert!(err.to_string().contains(&addr.to_string()), "{err}");
+    }
+
+    #[test]
+    fn a_server_closing_after_the_request_is_a_bad_response() {
+        let (l, addr) = listener();
+        let request = sign_in_request("alice");
+        let ex = HttpExchange::connect(addr, request.clone(), 1 << 16).unwrap();
+        let mut d = Driver::new(ex);
+        let mut s = accept_request(&l, &mut d, request.len());
+        s.write_all(b"HTTP/1.1 200 OK\r\nContent-Le").unwrap();
+        drop(s);
+        let err = d.finish().unwrap_err();
+        assert!(!err.is_unreachable());
+        assert!(
+            matches!(
+                err,
+                ExchangeError::BadResponse {
+                    error: ResponseError::Truncated { have: 27 },
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(err
+            .to_string()
+            .starts_with("bad answer from the server at 127.0.0.1:"));
+    }
+
+    #[test]
+    fn a_refused_connection_is_unreachable() {
+        let (l, addr) = listener();
+        drop(l);
+        let err = match HttpExchange::connect(addr, sign_in_request("alice"), 1 << 16) {
+            Err(e) => e,
+            Ok(ex) => Driver::new(ex).finish().unwrap_err(),
+        };
+        assert!(err.is_unreachable(), "{err:?}");
+        assert_eq!(err.io_kind(), Some(io::ErrorKind::ConnectionRefused));
+        assert!(
+            err.to_string().contains("cannot reach the server at"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_response_over_the_limit_is_refused() {
+        let (l, addr) = listener();
+        let request = sign_in_request("alice");
+        let ex = HttpExchange::connect(addr, request.clone(), 1000).unwrap();
+        let mut d = Driver::new(ex);
+        let mut s = accept_request(&l, &mut d, request.len());
+        s.write_all(&ok_response(&[b'x'; 5000])).unwrap();
+        let err = d.finish().unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ExchangeError::BadResponse {
+                    error: ResponseError::TooLarge(_),
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn a_response_split_across_many_reads_is_put_together() {
+        let (l, addr) = listener();
+        let request = sign_in_request("alice");
+        let ex = HttpExchange::connect(addr, request.clone(), 1 << 16).unwrap();
+        let mut d = Driver::new(ex);
+        let mut s = accept_request(&l, &mut d, request.len());
+        s.set_nodelay(true).unwrap();
+        let bytes = ok_response(b"alice,7,1\nbob,8,1\n");
+        let chunks: Vec<&[u8]> = bytes.chunks(7).collect();
+        let mut sent = 0;
+        for (i, chunk) in chunks.iter().enumerate() {
+            s.write_all(chunk).unwrap();
+            sent += chunk.len();
+            if i + 1 == chunks.len() {
+                break;
+            }
+            // Each piece is read on its own and completes nothing.
+            let end = Instant::now() + Duration::from_secs(5);
+            while d.ex.received() < sent {
+                assert!(Instant::now() < end, "piece {i} was not read");
+                assert!(d.pump(Duration::from_millis(50)).is_none());
+            }
+        }
+        let resp = d.finish().unwrap();
+        assert_eq!(resp.body, b"alice,7,1\nbob,8,1\n");
+        assert!(chunks.len() > 40);
+    }
+}
