@@ -6,11 +6,11 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use mio::net::{TcpStream, UdpSocket};
+use mio::net::UdpSocket;
 use mio::unix::SourceFd;
 use mio::{Interest, Token};
 use slab::Slab;
@@ -22,14 +22,11 @@ use super::conductor::{CallOutput, Conductor, EndReason};
 use super::devices::{LocalVideo, Recorder};
 use super::main_wnd::{MainWnd, RendererChoice, DEFAULT_SIZE};
 use super::media_session::{MediaConfig, MediaSession};
-use super::peer_connection_client::{
-    Channel, ClientOutput, ClientState, PeerConnectionClient, RequestError,
-};
+use super::peer_connection_client::{Channel, ClientOutput, ClientState, PeerConnectionClient};
+use super::resolver::Resolver;
 use crate::media::{monotonic_us, I420Frame, SourceSpec, VideoSource};
-use crate::reactor::{
-    earliest, read_available, BufferedStream, Reactor, CAMERA_TOKEN, SIGNAL_TOKEN, WINDOW_TOKEN,
-};
-use crate::signaling::http::{ParsedResponse, ResponseParser};
+use crate::reactor::{earliest, Reactor, CAMERA_TOKEN, SIGNAL_TOKEN, WINDOW_TOKEN};
+use crate::signaling::exchange::{ExchangeOutcome, HttpExchange};
 
 /// Everything the client can be told on its command line.
 #[derive(Debug, Clone)]
@@ -64,17 +61,18 @@ const MAX_RESPONSE: usize = 4 << 20;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
 enum Source {
+    /// One signaling request (sign-in, message, sign-out, or the hanging GET).
     Http {
         channel: Channel,
-        stream: BufferedStream<TcpStream>,
-        parser: ResponseParser,
-        /// The request, until the connection is established and it is written.
-        unsent: Option<Vec<u8>>,
+        exchange: HttpExchange,
     },
+    /// A host candidate's socket.
     Udp {
         socket: UdpSocket,
         local: SocketAddr,
     },
+    /// The resolver's socket, asking the nameservers.
+    Dns { socket: UdpSocket },
 }
 
 pub struct ClientLoop {
@@ -84,6 +82,8 @@ pub struct ClientLoop {
     control: Option<usize>,
     hanging: Option<usize>,
     udp_by_addr: HashMap<SocketAddr, usize>,
+    resolver: Resolver,
+    dns: Option<usize>,
     client: PeerConnectionClient,
     conductor: Conductor,
     media: Option<MediaSession>,
@@ -197,6 +197,8 @@ impl ClientLoop {
             control: None,
             hanging: None,
             udp_by_addr,
+            resolver: Resolver::from_system(),
+            dns: None,
             video,
             recorder,
             shutdown_deadline: None,
@@ -224,6 +226,7 @@ impl ClientLoop {
             }
             let deadline = earliest([
                 self.client.poll_timeout(),
+                self.resolver.poll_timeout(),
                 self.conductor.poll_timeout(),
                 self.app.poll_timeout(),
                 self.video.poll_timeout(),
@@ -279,6 +282,7 @@ impl ClientLoop {
 
     fn handle_timeouts(&mut self, now: Instant) {
         self.client.handle_timeout(now);
+        self.resolver.handle_timeout(now);
         self.conductor.handle_timeout(now);
         let sample = self.stats_sample();
         self.app.handle_timeout(now, &sample);
@@ -335,6 +339,7 @@ impl ClientLoop {
     fn process_outputs(&mut self, now: Instant) {
         loop {
             let mut progressed = false;
+            self.resolver_io(now);
             while let Some(out) = self.client.poll_output() {
                 progressed = true;
                 self.client_output(out, now);
@@ -356,8 +361,9 @@ impl ClientLoop {
     fn client_output(&mut self, out: ClientOutput, now: Instant) {
         match out {
             ClientOutput::Resolve { host, port } => {
-                let result = resolve(&host, port);
-                self.client.resolved(result, now);
+                if let Some(result) = self.resolver.start(&host, port, now) {
+                    self.client.resolved(result.map_err(|e| e.to_string()), now);
+                }
             }
             ClientOutput::Open {
                 channel,
@@ -539,32 +545,69 @@ impl ClientLoop {
         }
     }
 
+    /// Sends the resolver's queries and hands its answer to the signaling client. The
+    /// socket is opened at the first query that needs DNS.
+    fn resolver_io(&mut self, now: Instant) {
+        while let Some((server, query)) = self.resolver.poll_transmit() {
+            let Some(key) = self.dns_socket(server) else {
+                continue;
+            };
+            if let Some(Source::Dns { socket }) = self.sources.get(key) {
+                if let Err(e) = socket.send_to(&query, server) {
+                    log::debug!("DNS query to {server}: {e}");
+                }
+            }
+        }
+        while let Some(result) = self.resolver.poll_result() {
+            self.client.resolved(result.map_err(|e| e.to_string()), now);
+        }
+    }
+
+    fn dns_socket(&mut self, server: SocketAddr) -> Option<usize> {
+        if let Some(key) = self.dns {
+            return Some(key);
+        }
+        let any: SocketAddr = if server.is_ipv4() {
+            (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+        } else {
+            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+        };
+        let key = self.sources.vacant_key();
+        let opened = UdpSocket::bind(any).and_then(|mut socket| {
+            self.reactor
+                .registry()
+                .register(&mut socket, Token(key), Interest::READABLE)?;
+            Ok(socket)
+        });
+        match opened {
+            Ok(socket) => {
+                self.sources.insert(Source::Dns { socket });
+                self.dns = Some(key);
+                Some(key)
+            }
+            Err(e) => {
+                log::warn!("cannot open a socket for DNS: {e}");
+                None
+            }
+        }
+    }
+
     fn open(&mut self, channel: Channel, addr: SocketAddr, request: Vec<u8>, now: Instant) {
         if let Some(old) = self.channel_key(channel).take() {
             self.remove_source(old);
         }
-        let mut stream = match TcpStream::connect(addr) {
-            Ok(s) => s,
-            Err(e) => {
-                let err = RequestError::Connect(format!("{addr}: {e}"));
-                return self.client.handle_response(channel, Err(err), now);
-            }
+        let mut exchange = match HttpExchange::connect(addr, request, MAX_RESPONSE) {
+            Ok(x) => x,
+            Err(e) => return self.client.handle_response(channel, Err(e), now),
         };
         let key = self.sources.vacant_key();
-        if let Err(e) = self.reactor.registry().register(
-            &mut stream,
-            Token(key),
-            Interest::READABLE | Interest::WRITABLE,
-        ) {
-            let err = RequestError::Connect(format!("cannot register a socket: {e}"));
-            return self.client.handle_response(channel, Err(err), now);
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        let registry = self.reactor.registry();
+        if let Err(e) = registry.register(exchange.stream_mut(), Token(key), interest) {
+            let e = crate::signaling::exchange::ExchangeError::unreachable(addr, &e);
+            return self.client.handle_response(channel, Err(e), now);
         }
-        self.sources.insert(Source::Http {
-            channel,
-            stream: BufferedStream::new(stream),
-            parser: ResponseParser::new(MAX_RESPONSE),
-            unsent: Some(request),
-        });
+        self.sources.insert(Source::Http { channel, exchange });
         *self.channel_key(channel) = Some(key);
     }
 
@@ -573,84 +616,29 @@ impl ClientLoop {
         let Some(source) = self.sources.get_mut(key) else {
             return;
         };
+        let mut buf = [0u8; 2048];
         match source {
             Source::Udp { socket, local } => {
                 let local = *local;
-                let mut buf = [0u8; 2048];
-                loop {
-                    match socket.recv_from(&mut buf) {
-                        Ok((n, from)) => {
-                            self.conductor.handle_datagram(from, local, &buf[..n], now);
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                        Err(e) => {
-                            log::debug!("UDP receive on {local}: {e}");
-                            break;
-                        }
-                    }
+                while let Some((n, from)) = receive(socket, &mut buf, &local.to_string()) {
+                    self.conductor.handle_datagram(from, local, &buf[..n], now);
                 }
             }
-            Source::Http {
-                channel,
-                stream,
-                parser,
-                unsent,
-            } => {
-                let channel = *channel;
-                if writable {
-                    if let Some(request) = unsent.as_ref() {
-                        match stream.io.take_error() {
-                            Ok(Some(e)) | Err(e) => {
-                                return self.finish(
-                                    key,
-                                    Err(RequestError::Connect(e.to_string())),
-                                    now,
-                                )
-                            }
-                            Ok(None) => {}
-                        }
-                        if stream.io.peer_addr().is_ok() {
-                            if let Err(e) = stream.send(request) {
-                                return self.finish(
-                                    key,
-                                    Err(RequestError::Connect(e.to_string())),
-                                    now,
-                                );
-                            }
-                            *unsent = None;
-                        }
-                    } else if let Err(e) = stream.flush() {
-                        return self.finish(key, Err(RequestError::Connect(e.to_string())), now);
-                    }
+            Source::Dns { socket } => {
+                while let Some((n, from)) = receive(socket, &mut buf, "DNS") {
+                    self.resolver.handle_datagram(from, &buf[..n], now);
                 }
-                if readable {
-                    self.scratch.clear();
-                    let outcome = read_available(&mut stream.io, &mut self.scratch, MAX_RESPONSE);
-                    let result = match parser.feed(&self.scratch) {
-                        Ok(Some(resp)) => Some(Ok(resp)),
-                        Ok(None) if outcome.closed => Some(Err(if unsent.is_some() {
-                            let e = stream.io.take_error().ok().flatten();
-                            RequestError::Connect(
-                                e.map_or("connection closed".into(), |e| e.to_string()),
-                            )
-                        } else {
-                            RequestError::Response(parser.finish().to_string())
-                        })),
-                        Ok(None) => None,
-                        Err(e) => Some(Err(RequestError::Response(e.to_string()))),
-                    };
-                    if let Some(result) = result {
-                        log::trace!("{channel:?}: response complete");
-                        self.finish(key, result, now);
-                    }
+            }
+            Source::Http { exchange, .. } => {
+                if let Some(outcome) = exchange.on_ready(readable, writable, &mut self.scratch) {
+                    self.finish(key, outcome, now);
                 }
             }
         }
     }
 
     /// A request connection is done: close it and tell the signaling client.
-    fn finish(&mut self, key: usize, result: Result<ParsedResponse, RequestError>, now: Instant) {
+    fn finish(&mut self, key: usize, outcome: ExchangeOutcome, now: Instant) {
         let Some(Source::Http { channel, .. }) = self.sources.get(key) else {
             return;
         };
@@ -659,16 +647,33 @@ impl ClientLoop {
             *self.channel_key(channel) = None;
         }
         self.remove_source(key);
-        self.client.handle_response(channel, result, now);
+        self.client.handle_response(channel, outcome, now);
     }
 
     fn remove_source(&mut self, key: usize) {
         if let Some(source) = self.sources.try_remove(key) {
             let registry = self.reactor.registry();
             let _ = match source {
-                Source::Http { mut stream, .. } => registry.deregister(&mut stream.io),
-                Source::Udp { mut socket, .. } => registry.deregister(&mut socket),
+                Source::Http { mut exchange, .. } => registry.deregister(exchange.stream_mut()),
+                Source::Udp { mut socket, .. } | Source::Dns { mut socket } => {
+                    registry.deregister(&mut socket)
+                }
             };
+        }
+    }
+}
+
+/// One datagram from a non-blocking socket, or `None` once it would block (or fails).
+fn receive(socket: &UdpSocket, buf: &mut [u8], what: &str) -> Option<(usize, SocketAddr)> {
+    loop {
+        match socket.recv_from(buf) {
+            Ok(got) => return Some(got),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
+            Err(e) => {
+                log::debug!("UDP receive on {what}: {e}");
+                return None;
+            }
         }
     }
 }
@@ -706,21 +711,6 @@ fn apply_window_update(w: &mut MainWnd, u: WindowUpdate) {
         WindowUpdate::ClearVideo => w.clear_video(),
         WindowUpdate::Hide => w.hide(),
     }
-}
-
-/// Resolves the server's name. Numeric addresses and /etc/hosts names answer at once; a
-/// name that needs DNS blocks the loop for the lookup, once per (re)connect.
-fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
-    let addrs: Vec<SocketAddr> = (host, port)
-        .to_socket_addrs()
-        .map_err(|e| format!("{host}: {e}"))?
-        .collect();
-    addrs
-        .iter()
-        .find(|a| a.is_ipv4())
-        .or(addrs.first())
-        .copied()
-        .ok_or_else(|| format!("{host}: no address"))
 }
 
 /// Every IPv4 address of an interface that is up, loopback included, link-local excluded.

@@ -34,11 +34,6 @@ pub enum ExchangeError {
         addr: SocketAddr,
         error: ResponseError,
     },
-    /// A connect failure known only as text. Kept while callers that build their errors by
-    /// hand (the client loop) still do; [`HttpExchange`] itself never returns it.
-    Connect(String),
-    /// A response failure known only as text; see [`ExchangeError::Connect`].
-    Response(String),
 }
 
 impl ExchangeError {
@@ -53,10 +48,7 @@ impl ExchangeError {
 
     /// True when the request never got through (as opposed to a bad answer).
     pub fn is_unreachable(&self) -> bool {
-        matches!(
-            self,
-            ExchangeError::Unreachable { .. } | ExchangeError::Connect(_)
-        )
+        matches!(self, ExchangeError::Unreachable { .. })
     }
 
     /// The kind of IO failure, for the failures that have one.
@@ -77,8 +69,6 @@ impl fmt::Display for ExchangeError {
             ExchangeError::BadResponse { addr, error } => {
                 write!(f, "bad answer from the server at {addr}: {error}")
             }
-            ExchangeError::Connect(e) => write!(f, "cannot reach the server: {e}"),
-            ExchangeError::Response(e) => write!(f, "bad answer from the server: {e}"),
         }
     }
 }
@@ -372,7 +362,6 @@ mod tests {
                 assert_eq!(*a, addr);
                 assert_eq!(*error, ResponseError::Truncated { have: 0 });
             }
-            other => panic!("unexpected error {other:?}"),
         }
         assert!(err.to_string().contains(&addr.to_string()), "{err}");
     }
