@@ -5,6 +5,7 @@
 pub mod client_loop;
 pub mod conductor;
 pub mod main_wnd;
+pub mod netif;
 pub mod peer_connection_client;
 
 pub use crate::media::SourceSpec;
