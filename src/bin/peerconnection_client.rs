@@ -124,14 +124,9 @@ fn parse_resolution(s: &str) -> Result<(u32, u32), String> {
 /// The original's default name: `user@host`.
 fn default_name() -> String {
     let user = std::env::var("USER").unwrap_or_else(|_| "user".into());
-    let mut buf = [0u8; 256];
-    // SAFETY: gethostname writes at most buf.len() bytes into our buffer.
-    let host = if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0 {
-        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-        String::from_utf8_lossy(&buf[..end]).into_owned()
-    } else {
-        "host".into()
-    };
+    let host = nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "host".into());
     format!("{user}@{host}")
 }
 

@@ -145,7 +145,7 @@ impl ClientLoop {
                 .map_err(|e| format!("cannot poll the X server connection: {e}"))?;
         }
         let ips = if config.ice_ips.is_empty() {
-            local_ipv4_addresses()
+            super::netif::local_ipv4_addresses()
         } else {
             config.ice_ips.clone()
         };
@@ -348,7 +348,9 @@ impl ClientLoop {
                 progressed = true;
                 self.call_output(out, now);
             }
-            while let Some(out) = self.app.poll_output() {
+            // One app output at a time: what it makes the conductor say (a BYE) reaches
+            // the signaling client before the app's next output (a sign-out) does.
+            if let Some(out) = self.app.poll_output() {
                 progressed = true;
                 self.app_output(out, now);
             }
@@ -711,31 +713,4 @@ fn apply_window_update(w: &mut MainWnd, u: WindowUpdate) {
         WindowUpdate::ClearVideo => w.clear_video(),
         WindowUpdate::Hide => w.hide(),
     }
-}
-
-/// Every IPv4 address of an interface that is up, loopback included, link-local excluded.
-pub fn local_ipv4_addresses() -> Vec<IpAddr> {
-    let mut out = Vec::new();
-    let mut ifaddrs: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs fills a linked list we walk read-only and free with freeifaddrs.
-    unsafe {
-        if libc::getifaddrs(&mut ifaddrs) != 0 {
-            return vec![IpAddr::from([127, 0, 0, 1])];
-        }
-        let mut cur = ifaddrs;
-        while !cur.is_null() {
-            let ifa = &*cur;
-            let up = ifa.ifa_flags & libc::IFF_UP as u32 != 0;
-            if up && !ifa.ifa_addr.is_null() && (*ifa.ifa_addr).sa_family as i32 == libc::AF_INET {
-                let sin = &*(ifa.ifa_addr as *const libc::sockaddr_in);
-                let ip = std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
-                if !ip.is_link_local() && !out.contains(&IpAddr::V4(ip)) {
-                    out.push(IpAddr::V4(ip));
-                }
-            }
-            cur = ifa.ifa_next;
-        }
-        libc::freeifaddrs(ifaddrs);
-    }
-    out
 }

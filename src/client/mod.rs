@@ -9,6 +9,7 @@ pub mod conductor;
 pub mod devices;
 pub mod main_wnd;
 pub mod media_session;
+pub mod netif;
 pub mod peer_connection_client;
 pub mod resolver;
 

@@ -238,17 +238,11 @@ fn probe(path: &Path) -> Result<DeviceInfo, MediaError> {
 }
 
 fn probe_open(path: &Path, dev: &Device) -> Result<DeviceInfo, MediaError> {
-    // SAFETY: QUERYCAP fills the zeroed struct we own; the fd is open.
-    let caps = unsafe {
-        let mut caps: v4l_sys::v4l2_capability = std::mem::zeroed();
-        v4l2::ioctl(
-            dev.handle().fd(),
-            v4l2::vidioc::VIDIOC_QUERYCAP,
-            &mut caps as *mut _ as *mut std::os::raw::c_void,
-        )
+    // SAFETY: v4l2_capability is integers and byte arrays only: all-zero is a valid value.
+    let mut caps: v4l_sys::v4l2_capability = unsafe { std::mem::zeroed() };
+    // SAFETY: VIDIOC_QUERYCAP is defined with a v4l2_capability.
+    unsafe { ioctl(dev, v4l2::vidioc::VIDIOC_QUERYCAP, &mut caps) }
         .map_err(|e| camera_err(path, "query its capabilities (is it a V4L2 device?)", e))?;
-        caps
-    };
     let text = |b: &[u8]| {
         let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
         String::from_utf8_lossy(&b[..end]).into_owned()
@@ -332,18 +326,78 @@ fn enumerate_modes(dev: &Device) -> Vec<CaptureMode> {
     modes
 }
 
-/// One memory-mapped driver buffer.
+/// Issues the V4L2 `request` on `device` with `arg` as its argument (the kernel reads and
+/// writes `arg` in place).
+///
+/// # Safety
+///
+/// `T` must be the argument type `request` is defined with (`VIDIOC_QUERYBUF` takes a
+/// `v4l2_buffer`, `VIDIOC_STREAMON` an `int`, ...), and any pointer inside `arg` must be
+/// valid for what the request does with it. The requests used here are single-planar
+/// memory-mapped capture, whose arguments carry no pointers.
+unsafe fn ioctl<T>(
+    device: &Device,
+    request: v4l2::vidioc::_IOC_TYPE,
+    arg: &mut T,
+) -> io::Result<()> {
+    // The request number encodes its argument's size: a mismatched type is a bug here, and
+    // stopping beats letting the kernel write past `arg`.
+    assert_eq!(
+        (request >> 16) as usize & 0x3fff,
+        std::mem::size_of::<T>(),
+        "argument size of ioctl {request:#x}"
+    );
+    // SAFETY: `arg` is a live, exclusive borrow of a `T`, the type the caller vouches the
+    // request takes; the descriptor is the device's own, open as long as `device` lives.
+    unsafe { v4l2::ioctl(device.handle().fd(), request, (arg as *mut T).cast()) }
+}
+
+/// One driver buffer mapped into our memory, unmapped on drop.
 struct MappedBuffer {
     ptr: *mut u8,
     len: usize,
 }
 
+impl MappedBuffer {
+    /// Maps `len` bytes at `offset` of the device `fd`: what `VIDIOC_QUERYBUF` answered for one
+    /// buffer.
+    fn map(fd: RawFd, len: usize, offset: u32) -> io::Result<MappedBuffer> {
+        // SAFETY: with a null address the kernel places a fresh shared mapping where nothing of
+        // ours is, so no Rust object is aliased; it stays valid until `drop` unmaps it.
+        let ptr = unsafe {
+            v4l2::mmap(
+                std::ptr::null_mut(),
+                len,
+                nix::libc::PROT_READ | nix::libc::PROT_WRITE,
+                nix::libc::MAP_SHARED,
+                fd,
+                offset as nix::libc::off_t,
+            )
+        }?;
+        Ok(MappedBuffer {
+            ptr: ptr.cast(),
+            len,
+        })
+    }
+
+    /// The first `len` bytes of the buffer (all of it if `len` is larger).
+    ///
+    /// # Safety
+    ///
+    /// The buffer must stay dequeued while the slice lives: a queued buffer is the driver's,
+    /// which may write into it at any time.
+    unsafe fn bytes(&self, len: usize) -> &[u8] {
+        // SAFETY: `ptr..ptr + self.len` is our live, readable mapping; the caller guarantees
+        // nothing writes it while the borrow of `self` lasts.
+        unsafe { std::slice::from_raw_parts(self.ptr, len.min(self.len)) }
+    }
+}
+
 impl Drop for MappedBuffer {
     fn drop(&mut self) {
-        // SAFETY: ptr/len came from a successful mmap and are unmapped once, here.
-        unsafe {
-            let _ = v4l2::munmap(self.ptr.cast(), self.len);
-        }
+        // SAFETY: ptr/len are the mapping `map` made; it is unmapped once, here, and no slice
+        // of it outlives `self`.
+        let _ = unsafe { v4l2::munmap(self.ptr.cast(), self.len) };
     }
 }
 
@@ -363,7 +417,8 @@ fn buffer_desc() -> v4l_sys::v4l2_buffer {
     v4l_sys::v4l2_buffer {
         type_: v4l::buffer::Type::VideoCapture as u32,
         memory: v4l::memory::Memory::Mmap as u32,
-        // SAFETY: v4l2_buffer is plain data; all-zero is its documented initial state.
+        // SAFETY: v4l2_buffer is integers, a timeval and a union of integers and a raw pointer:
+        // all-zero is a valid value, and the one V4L2 asks callers to start from.
         ..unsafe { std::mem::zeroed() }
     }
 }
@@ -468,15 +523,14 @@ impl Camera {
         self.streaming
     }
 
-    fn ioctl<T>(&self, request: v4l2::vidioc::_IOC_TYPE, arg: &mut T) -> io::Result<()> {
-        // SAFETY: every caller passes the struct type the request is defined with.
-        unsafe {
-            v4l2::ioctl(
-                self.device.handle().fd(),
-                request,
-                arg as *mut T as *mut std::os::raw::c_void,
-            )
-        }
+    /// [`ioctl`] on this camera's device.
+    ///
+    /// # Safety
+    ///
+    /// As for [`ioctl`]: `T` must be the argument type `request` is defined with.
+    unsafe fn ioctl<T>(&self, request: v4l2::vidioc::_IOC_TYPE, arg: &mut T) -> io::Result<()> {
+        // SAFETY: the caller upholds `ioctl`'s contract.
+        unsafe { ioctl(&self.device, request, arg) }
     }
 
     /// Maps the driver's buffers, queues them all and turns the stream on.
@@ -496,30 +550,20 @@ impl Camera {
                 index,
                 ..buffer_desc()
             };
-            self.ioctl(v4l2::vidioc::VIDIOC_QUERYBUF, &mut buf)
+            // SAFETY: VIDIOC_QUERYBUF is defined with a v4l2_buffer.
+            unsafe { self.ioctl(v4l2::vidioc::VIDIOC_QUERYBUF, &mut buf) }
                 .map_err(|e| camera_err(path, "query a capture buffer", e))?;
-            // SAFETY: the offset and length are the driver's answer for this buffer; the
-            // mapping is released in MappedBuffer::drop.
-            let ptr = unsafe {
-                v4l2::mmap(
-                    std::ptr::null_mut(),
-                    buf.length as usize,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_SHARED,
-                    self.device.handle().fd(),
-                    buf.m.offset as libc::off_t,
-                )
-            }
-            .map_err(|e| camera_err(path, "map a capture buffer", e))?;
-            self.buffers.push(MappedBuffer {
-                ptr: ptr.cast(),
-                len: buf.length as usize,
-            });
+            // SAFETY: every field of the union is an integer or a raw pointer, so any bits
+            // read as a u32; for memory-mapped buffers the driver set `offset`.
+            let offset = unsafe { buf.m.offset };
+            let buffer = MappedBuffer::map(self.fd(), buf.length as usize, offset)
+                .map_err(|e| camera_err(path, "map a capture buffer", e))?;
+            self.buffers.push(buffer);
         }
         for index in 0..count {
             self.queue(index)?;
         }
-        self.stream(v4l2::vidioc::VIDIOC_STREAMON)
+        self.stream(true)
             .map_err(|e| camera_err(path, "start streaming", e))?;
         self.streaming = true;
         log::info!("camera {}: streaming {}", path.display(), self.choice);
@@ -533,17 +577,25 @@ impl Camera {
             count,
             type_: v4l::buffer::Type::VideoCapture as u32,
             memory: v4l::memory::Memory::Mmap as u32,
-            // SAFETY: plain data, zero is the initial state of the reserved fields.
+            // SAFETY: v4l2_requestbuffers is integers only: all-zero is a valid value, and
+            // the reserved fields must be zero.
             ..unsafe { std::mem::zeroed() }
         };
-        self.ioctl(v4l2::vidioc::VIDIOC_REQBUFS, &mut req)?;
+        // SAFETY: VIDIOC_REQBUFS is defined with a v4l2_requestbuffers.
+        unsafe { self.ioctl(v4l2::vidioc::VIDIOC_REQBUFS, &mut req) }?;
         Ok(req.count)
     }
 
-    /// `VIDIOC_STREAMON` or `VIDIOC_STREAMOFF` for video capture.
-    fn stream(&self, request: v4l2::vidioc::_IOC_TYPE) -> io::Result<()> {
+    /// `VIDIOC_STREAMON` (`on`) or `VIDIOC_STREAMOFF` for video capture.
+    fn stream(&self, on: bool) -> io::Result<()> {
+        let request = if on {
+            v4l2::vidioc::VIDIOC_STREAMON
+        } else {
+            v4l2::vidioc::VIDIOC_STREAMOFF
+        };
         let mut typ = v4l::buffer::Type::VideoCapture as u32;
-        self.ioctl(request, &mut typ)
+        // SAFETY: both requests are defined with an int (the buffer type); u32 has its size.
+        unsafe { self.ioctl(request, &mut typ) }
     }
 
     /// Hands buffer `index` (back) to the driver to fill.
@@ -552,14 +604,16 @@ impl Camera {
             index,
             ..buffer_desc()
         };
-        self.ioctl(v4l2::vidioc::VIDIOC_QBUF, &mut buf)
+        // SAFETY: VIDIOC_QBUF is defined with a v4l2_buffer.
+        unsafe { self.ioctl(v4l2::vidioc::VIDIOC_QBUF, &mut buf) }
             .map_err(|e| camera_err(&self.path, "queue a capture buffer", e))
     }
 
     /// Dequeues one filled buffer: `Ok(None)` when none is ready (`EAGAIN`).
     fn dequeue(&self) -> io::Result<Option<(u32, usize, bool)>> {
         let mut buf = buffer_desc();
-        match self.ioctl(v4l2::vidioc::VIDIOC_DQBUF, &mut buf) {
+        // SAFETY: VIDIOC_DQBUF is defined with a v4l2_buffer.
+        match unsafe { self.ioctl(v4l2::vidioc::VIDIOC_DQBUF, &mut buf) } {
             Ok(()) => {
                 const ERROR_FLAG: u32 = 0x0040;
                 Ok(Some((
@@ -610,14 +664,11 @@ impl Camera {
             return Ok(None);
         };
         let buffer = &self.buffers[index as usize];
-        let len = if used == 0 || used > buffer.len {
-            buffer.len
-        } else {
-            used
-        };
-        // SAFETY: the buffer is dequeued, so the driver does not write it until we queue it
-        // again below; ptr/len describe our live mapping.
-        let bytes = unsafe { std::slice::from_raw_parts(buffer.ptr, len) };
+        // A driver that reports no size filled the whole buffer.
+        let len = if used == 0 { buffer.len } else { used };
+        // SAFETY: the buffer is dequeued; the slice is dropped with the conversion, before the
+        // buffer is queued again below.
+        let bytes = unsafe { buffer.bytes(len) };
         let c = self.choice;
         let converted = to_i420(c.format, bytes, c.width, c.height, self.stride);
         self.queue(index)?;
@@ -635,7 +686,7 @@ impl Camera {
     /// an error here.
     pub fn stop(&mut self) {
         if self.streaming {
-            if let Err(e) = self.stream(v4l2::vidioc::VIDIOC_STREAMOFF) {
+            if let Err(e) = self.stream(false) {
                 log::debug!("camera {}: stream off: {e}", self.path.display());
             }
             self.streaming = false;

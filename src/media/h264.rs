@@ -11,6 +11,12 @@ use openh264::encoder::{
 };
 use openh264::formats::{YUVSlices, YUVSource};
 use openh264::{OpenH264API, Timestamp};
+// OpenH264's `SetOption` for bitrates is not wrapped by `openh264`; its bindings crate has
+// the option numbers and the `SBitrateInfo` argument, generated from the C headers.
+use openh264_sys2::{
+    SBitrateInfo, ENCODER_OPTION_BITRATE, ENCODER_OPTION_MAX_BITRATE, SPATIAL_LAYER_0,
+    SPATIAL_LAYER_ALL,
+};
 
 use super::frame::check_dimensions;
 use super::{I420Frame, MediaError};
@@ -27,20 +33,6 @@ pub struct EncoderConfig {
 /// OpenH264 clips bitrates to this range anyway; checking here names the bad value.
 const MIN_BITRATE_BPS: u32 = 10_000;
 const MAX_BITRATE_BPS: u32 = 200_000_000;
-
-// OpenH264's `SetOption` for bitrates is not wrapped by the crate; these mirror
-// `ENCODER_OPTION_BITRATE`, `ENCODER_OPTION_MAX_BITRATE`, `SPATIAL_LAYER_0/ALL` and
-// `SBitrateInfo` from its public header (codec_app_def.h / codec_def.h).
-const ENCODER_OPTION_BITRATE: c_int = 5;
-const ENCODER_OPTION_MAX_BITRATE: c_int = 6;
-const SPATIAL_LAYER_0: c_int = 0;
-const SPATIAL_LAYER_ALL: c_int = 4;
-
-#[repr(C)]
-struct BitrateInfo {
-    layer: c_int,
-    bitrate: c_int,
-}
 
 fn check_config(config: &EncoderConfig) -> Result<(), MediaError> {
     check_dimensions(config.width, config.height)?;
@@ -181,16 +173,17 @@ impl H264Encoder {
             [target, max]
         };
         for (option, layer) in order {
-            let mut info = BitrateInfo {
-                layer,
-                bitrate: bps as c_int,
+            let mut info = SBitrateInfo {
+                iLayer: layer,
+                iBitrate: bps as c_int,
             };
-            // SAFETY: the encoder is initialised (a frame was encoded), and both options take a
-            // pointer to an `SBitrateInfo`, which `BitrateInfo` mirrors field for field.
+            // SAFETY: the encoder is initialised (a frame was encoded), and both options are
+            // defined with a pointer to an `SBitrateInfo`, which OpenH264 only reads during
+            // the call.
             let rc = unsafe {
                 self.inner
                     .raw_api()
-                    .set_option(option, (&mut info as *mut BitrateInfo).cast::<c_void>())
+                    .set_option(option, (&mut info as *mut SBitrateInfo).cast::<c_void>())
             };
             if rc != 0 {
                 return Err(MediaError::Encoder(format!(

@@ -9,7 +9,6 @@ pub mod web;
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream};
@@ -78,6 +77,19 @@ const LISTEN_BACKLOG: i32 = 65_535;
 /// How often accepting is retried after the process ran out of file descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
+/// The listening socket, as `mio::net::TcpListener::bind` makes it (non-blocking,
+/// close-on-exec, `SO_REUSEADDR`) but with a deeper accept queue than its 128: join
+/// storms re-arm hundreds of hanging GETs at once, and a SYN dropped on a full queue waits a
+/// second to be resent. The kernel caps the backlog at `net.core.somaxconn`.
+fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM.nonblocking(), None)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(TcpListener::from_std(socket.into()))
+}
+
 /// The server: its loop state. Create with [`Server::bind`], then [`Server::run`].
 pub struct Server {
     config: ServerConfig,
@@ -98,19 +110,8 @@ impl Server {
     pub fn bind(config: ServerConfig) -> io::Result<Server> {
         let reactor = Reactor::new(1024)?;
         let addr = SocketAddr::new(config.bind, config.port);
-        let mut listener = TcpListener::bind(addr)
+        let mut listener = listen(addr)
             .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
-        // A deeper accept queue than mio's default: join storms re-arm hundreds of hanging
-        // GETs at once, and a SYN dropped on a full queue waits a second to be resent.
-        // listen(2) on a listening socket only changes its backlog; the kernel caps it at
-        // net.core.somaxconn.
-        // SAFETY: listen on the descriptor the listener owns.
-        if unsafe { libc::listen(listener.as_raw_fd(), LISTEN_BACKLOG) } != 0 {
-            log::warn!(
-                "cannot deepen the accept queue: {}",
-                io::Error::last_os_error()
-            );
-        }
         reactor
             .registry()
             .register(&mut listener, LISTENER_TOKEN, Interest::READABLE)?;

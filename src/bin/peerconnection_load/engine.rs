@@ -4,14 +4,15 @@
 use std::fmt::Debug;
 use std::io::{self, Read};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream as StdTcpStream};
-use std::os::fd::FromRawFd;
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
+use nix::errno::Errno;
 use peerconnection::signaling::http::ParsedResponse;
 use peerconnection::signaling::HttpExchange;
 use slab::Slab;
+use socket2::{Domain, Socket, Type};
 
 /// The largest response accepted (a sign-in list of thousands of members is big).
 const MAX_RESPONSE: usize = 64 << 20;
@@ -44,44 +45,20 @@ pub struct Engine<T> {
 /// entry and waits a second for its retransmission.
 const SOURCES: u8 = 200;
 
-/// A non-blocking connect from `source` (port chosen by the kernel) to `to`.
+/// A non-blocking connect from `source` (port chosen by the kernel) to `to`: one `socket`
+/// (non-blocking, close-on-exec), `bind`, and `connect`, which answers `EINPROGRESS`.
 fn connect_from(source: Ipv4Addr, to: SocketAddr) -> io::Result<TcpStream> {
-    let SocketAddr::V4(to) = to else {
+    if !to.is_ipv4() {
         return Err(io::Error::other("IPv4 only"));
-    };
-    let sockaddr = |ip: Ipv4Addr, port: u16| libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: port.to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from(ip).to_be(),
-        },
-        sin_zero: [0; 8],
-    };
-    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-    // SAFETY: plain socket calls on a descriptor we own; the std stream takes ownership.
-    unsafe {
-        let fd = libc::socket(
-            libc::AF_INET,
-            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-            0,
-        );
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let stream = StdTcpStream::from_raw_fd(fd);
-        let src = sockaddr(source, 0);
-        if libc::bind(fd, (&src as *const libc::sockaddr_in).cast(), len) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let dst = sockaddr(*to.ip(), to.port());
-        if libc::connect(fd, (&dst as *const libc::sockaddr_in).cast(), len) != 0 {
-            let e = io::Error::last_os_error();
-            if e.raw_os_error() != Some(libc::EINPROGRESS) {
-                return Err(e);
-            }
-        }
-        Ok(TcpStream::from_std(stream))
     }
+    let socket = Socket::new(Domain::IPV4, Type::STREAM.nonblocking(), None)?;
+    socket.bind(&SocketAddr::from((source, 0)).into())?;
+    if let Err(e) = socket.connect(&to.into()) {
+        if e.raw_os_error() != Some(Errno::EINPROGRESS as i32) {
+            return Err(e);
+        }
+    }
+    Ok(TcpStream::from_std(socket.into()))
 }
 
 impl<T: Copy + Debug> Engine<T> {

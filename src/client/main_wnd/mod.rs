@@ -395,60 +395,57 @@ impl MainWnd {
     }
 }
 
-/// Xlib, reached through the library SDL already loaded (SDL opens it at run time, so the
-/// binary does not link it): the connection's descriptor and the count of queued events.
+/// Xlib's `XEventsQueued`, as `x11-dl` declares it.
+type XEventsQueuedFn =
+    unsafe extern "C" fn(*mut x11_dl::xlib::Display, std::ffi::c_int) -> std::ffi::c_int;
+
+/// SDL's Xlib connection: its descriptor, which the loop polls, and the count of events Xlib
+/// has already read from it. Xlib comes through `x11-dl`, which opens the library SDL already
+/// loaded (SDL opens it at run time, so the binary does not link it).
 struct X11Link {
-    display: *mut std::ffi::c_void,
+    display: *mut x11_dl::xlib::Display,
     fd: std::os::fd::RawFd,
+    /// From the library `x11-dl` keeps open for the life of the process.
     events_queued: XEventsQueuedFn,
 }
 
-type XConnectionNumberFn = unsafe extern "C" fn(*mut std::ffi::c_void) -> std::ffi::c_int;
-type XEventsQueuedFn =
-    unsafe extern "C" fn(*mut std::ffi::c_void, std::ffi::c_int) -> std::ffi::c_int;
-
 impl X11Link {
     fn of(window: &Window) -> Option<X11Link> {
-        // SAFETY: SDL_GetWindowWMInfo fills the struct for a live window; the version field
-        // must hold the SDL version we were compiled against, which SDL_GetVersion gives.
-        // dlopen of a library already in the process returns it without loading anything;
-        // the symbols have the Xlib signatures declared here.
-        unsafe {
-            let mut info: sdl2::sys::SDL_SysWMinfo = std::mem::zeroed();
-            sdl2::sys::SDL_GetVersion(&mut info.version);
-            if sdl2::sys::SDL_GetWindowWMInfo(window.raw(), &mut info)
-                != sdl2::sys::SDL_bool::SDL_TRUE
-                || info.subsystem != sdl2::sys::SDL_SYSWM_TYPE::SDL_SYSWM_X11
-            {
-                return None;
-            }
-            let display = info.info.x11.display.cast::<std::ffi::c_void>();
-            let lib = libc::dlopen(c"libX11.so.6".as_ptr(), libc::RTLD_NOW | libc::RTLD_NOLOAD);
-            if lib.is_null() || display.is_null() {
-                return None;
-            }
-            let number = libc::dlsym(lib, c"XConnectionNumber".as_ptr());
-            let queued = libc::dlsym(lib, c"XEventsQueued".as_ptr());
-            if number.is_null() || queued.is_null() {
-                return None;
-            }
-            let number = std::mem::transmute::<*mut std::ffi::c_void, XConnectionNumberFn>(number);
-            let fd = number(display);
-            log::debug!("X server connection on fd {fd}: input wakes the loop");
-            Some(X11Link {
-                display,
-                fd,
-                events_queued: std::mem::transmute::<*mut std::ffi::c_void, XEventsQueuedFn>(
-                    queued,
-                ),
-            })
+        use raw_window_handle::{HasDisplayHandle, RawDisplayHandle};
+        // Only SDL's X11 driver has an Xlib display (and sdl2 panics when asked for the
+        // display of a driver without window-manager info, such as "dummy").
+        if window.subsystem().current_video_driver() != "x11" {
+            return None;
         }
+        let RawDisplayHandle::Xlib(handle) = window.display_handle().ok()?.as_raw() else {
+            return None;
+        };
+        let display = handle.display?.as_ptr().cast::<x11_dl::xlib::Display>();
+        let xlib = match x11_dl::xlib::Xlib::open() {
+            Ok(xlib) => xlib,
+            Err(e) => {
+                log::debug!("cannot reach Xlib ({e}): input wakes the loop only on its tick");
+                return None;
+            }
+        };
+        // SAFETY: `display` is the connection SDL opened for this window's video subsystem,
+        // live while the window is, and it is used here on SDL's own thread;
+        // XConnectionNumber only reads it.
+        let fd = unsafe { (xlib.XConnectionNumber)(display) };
+        log::debug!("X server connection on fd {fd}: input wakes the loop");
+        Some(X11Link {
+            display,
+            fd,
+            events_queued: xlib.XEventsQueued,
+        })
     }
 
     fn queued(&self) -> bool {
         /// Xlib's `QueuedAlready`: count what is queued, without reading or flushing.
         const QUEUED_ALREADY: std::ffi::c_int = 0;
-        // SAFETY: the display is SDL's live connection, used on SDL's thread.
+        // SAFETY: `MainWnd` owns both this link and the SDL video subsystem whose connection
+        // `display` is, so the connection is live; the call is made on SDL's thread, and with
+        // `QueuedAlready` it only reads Xlib's queue, without IO.
         unsafe { (self.events_queued)(self.display, QUEUED_ALREADY) > 0 }
     }
 }
