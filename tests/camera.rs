@@ -25,6 +25,7 @@ fn run(args: &[&str]) -> (Option<i32>, String, String) {
     )
 }
 
+/// A camera that cannot be had is a bad setting: exit code 2, before signing in.
 #[test]
 fn explicit_camera_without_a_device_fails_naming_it() {
     let (code, _, err) = run(&[
@@ -34,7 +35,7 @@ fn explicit_camera_without_a_device_fails_naming_it() {
         "--device",
         MISSING,
     ]);
-    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(code, Some(2), "{err}");
     assert!(err.contains(MISSING), "names the device: {err}");
     assert!(err.contains("No such file or directory"), "says why: {err}");
     // Something that exists but is no camera is refused just as clearly.
@@ -45,7 +46,7 @@ fn explicit_camera_without_a_device_fails_naming_it() {
         "--device",
         "/dev/null",
     ]);
-    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("/dev/null") && err.contains("V4L2"), "{err}");
 }
 

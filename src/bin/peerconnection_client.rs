@@ -241,7 +241,8 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             eprintln!("peerconnection_client: {e}");
-            return ExitCode::from(BAD_SETTINGS);
+            let code = if e.is_bad_setting() { BAD_SETTINGS } else { 1 };
+            return ExitCode::from(code);
         }
     };
     match client.run() {

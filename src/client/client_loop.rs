@@ -5,6 +5,7 @@
 //! [`MediaSession`]) and carries out what they return. Every decision is theirs.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -24,7 +25,7 @@ use super::main_wnd::{MainWnd, RendererChoice, DEFAULT_SIZE};
 use super::media_session::{MediaConfig, MediaSession};
 use super::peer_connection_client::{Channel, ClientOutput, ClientState, PeerConnectionClient};
 use super::resolver::Resolver;
-use crate::media::{monotonic_us, I420Frame, SourceSpec, VideoSource};
+use crate::media::{monotonic_us, I420Frame, MediaError, SourceSpec, VideoSource};
 use crate::reactor::{earliest, Reactor, CAMERA_TOKEN, SIGNAL_TOKEN, WINDOW_TOKEN};
 use crate::signaling::exchange::{ExchangeOutcome, HttpExchange};
 
@@ -53,6 +54,60 @@ pub struct ClientConfig {
     pub stats: bool,
     /// Host candidate addresses; empty means every usable local IPv4 address.
     pub ice_ips: Vec<IpAddr>,
+}
+
+/// Why the client could not start or had to stop.
+#[derive(Debug)]
+pub enum ClientError {
+    /// The local video source cannot be opened.
+    Video(MediaError),
+    /// `--record`'s file cannot be created.
+    Record {
+        path: PathBuf,
+        source: io::Error,
+    },
+    /// A host candidate's socket cannot be bound (`--ice-ip` names no local address).
+    Bind {
+        ip: IpAddr,
+        source: io::Error,
+    },
+    NoLocalAddress,
+    /// The event loop itself failed.
+    Io {
+        what: &'static str,
+        source: io::Error,
+    },
+}
+
+impl ClientError {
+    /// True for settings that cannot work, as opposed to a failure of the machine.
+    pub fn is_bad_setting(&self) -> bool {
+        !matches!(self, ClientError::Io { .. })
+    }
+}
+
+impl fmt::Display for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientError::Video(e) => write!(f, "{e}"),
+            ClientError::Record { path, source } => {
+                write!(f, "--record {}: {source}", path.display())
+            }
+            ClientError::Bind { ip, source } => {
+                write!(f, "cannot bind a UDP socket on {ip}: {source}")
+            }
+            ClientError::NoLocalAddress => {
+                f.write_str("no usable local address for ICE host candidates")
+            }
+            ClientError::Io { what, source } => write!(f, "{what}: {source}"),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+fn io_error(what: &'static str) -> impl FnOnce(io::Error) -> ClientError {
+    move |source| ClientError::Io { what, source }
 }
 
 /// Largest signaling response the client accepts (an SDP is a few kB; a peer list can be long).
@@ -99,20 +154,24 @@ pub struct ClientLoop {
 }
 
 impl ClientLoop {
-    pub fn new(config: ClientConfig) -> Result<ClientLoop, String> {
-        let reactor =
-            Reactor::new(256).map_err(|e| format!("cannot create the event loop: {e}"))?;
+    pub fn new(config: ClientConfig) -> Result<ClientLoop, ClientError> {
+        let reactor = Reactor::new(256).map_err(io_error("cannot create the event loop"))?;
         let source = VideoSource::open(
             &config.source,
             config.media.width,
             config.media.height,
             config.media.fps,
         )
-        .map_err(|e| e.to_string())?;
+        .map_err(ClientError::Video)?;
         let video = LocalVideo::new(source, config.media.fps);
         log::info!("local video: {}", video.describe());
         let recorder = match &config.record {
-            Some(path) => Some(Recorder::create(path, config.media.fps)?),
+            Some(path) => Some(Recorder::create(path, config.media.fps).map_err(|source| {
+                ClientError::Record {
+                    path: path.clone(),
+                    source,
+                }
+            })?),
             None => None,
         };
         let mut config = config;
@@ -142,7 +201,7 @@ impl ClientLoop {
             reactor
                 .registry()
                 .register(&mut SourceFd(&fd), WINDOW_TOKEN, Interest::READABLE)
-                .map_err(|e| format!("cannot poll the X server connection: {e}"))?;
+                .map_err(io_error("cannot poll the X server connection"))?;
         }
         let ips = if config.ice_ips.is_empty() {
             super::netif::local_ipv4_addresses()
@@ -154,19 +213,21 @@ impl ClientLoop {
         let mut local_addrs = Vec::new();
         for ip in ips {
             let mut socket = UdpSocket::bind(SocketAddr::new(ip, 0))
-                .map_err(|e| format!("cannot bind a UDP socket on {ip}: {e}"))?;
-            let local = socket.local_addr().map_err(|e| e.to_string())?;
+                .map_err(|source| ClientError::Bind { ip, source })?;
+            let local = socket
+                .local_addr()
+                .map_err(|source| ClientError::Bind { ip, source })?;
             let key = sources.vacant_key();
             reactor
                 .registry()
                 .register(&mut socket, Token(key), Interest::READABLE)
-                .map_err(|e| e.to_string())?;
+                .map_err(io_error("cannot poll a UDP socket"))?;
             sources.insert(Source::Udp { socket, local });
             udp_by_addr.insert(local, key);
             local_addrs.push(local);
         }
         if local_addrs.is_empty() {
-            return Err("no usable local address for ICE host candidates".into());
+            return Err(ClientError::NoLocalAddress);
         }
         log::info!("ICE host candidates: {local_addrs:?}");
         let now = Instant::now();
@@ -209,7 +270,7 @@ impl ClientLoop {
     }
 
     /// Runs until `--duration`, a signal, or a finished sign-out after shutdown began.
-    pub fn run(&mut self) -> Result<(), String> {
+    pub fn run(&mut self) -> Result<(), ClientError> {
         self.app.start();
         let mut ready = Vec::with_capacity(256);
         loop {
@@ -236,7 +297,7 @@ impl ClientLoop {
             ]);
             self.reactor
                 .poll_ready(deadline, &mut ready)
-                .map_err(|e| format!("poll failed: {e}"))?;
+                .map_err(io_error("poll failed"))?;
             let now = Instant::now();
             for r in &ready {
                 match r.token {

@@ -113,8 +113,8 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    pub fn create(path: &Path, fps: f32) -> Result<Recorder, String> {
-        std::fs::File::create(path).map_err(|e| format!("--record {}: {e}", path.display()))?;
+    pub fn create(path: &Path, fps: f32) -> Result<Recorder, std::io::Error> {
+        std::fs::File::create(path)?;
         Ok(Recorder {
             path: path.to_path_buf(),
             fps: fps.round().max(1.0) as u32,
