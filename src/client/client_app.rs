@@ -449,21 +449,8 @@ impl ClientApp {
         };
         if let Some(c) = self.call.as_ref() {
             if c.peer != from {
-                if let PeerMessage::Sdp {
-                    kind: SdpKind::Offer,
-                    ..
-                } = msg
-                {
-                    let reason = format!("busy: in a call with peer {}", c.peer);
-                    self.refuse(from, &reason);
-                } else {
-                    log::info!(
-                        "ignoring {} from peer {from}: in a call with peer {}",
-                        describe(&msg),
-                        c.peer
-                    );
-                }
-                return;
+                let busy = format!("in a call with peer {}", c.peer);
+                return self.not_for_us(from, msg, &busy);
             }
             match msg {
                 PeerMessage::Sdp {
@@ -496,16 +483,8 @@ impl ClientApp {
         if let Some(r) = self.ring.as_mut() {
             match msg {
                 _ if r.peer != from => {
-                    if let PeerMessage::Sdp {
-                        kind: SdpKind::Offer,
-                        ..
-                    } = msg
-                    {
-                        let reason = format!("busy: peer {} is calling", r.peer);
-                        self.refuse(from, &reason);
-                    } else {
-                        log::info!("ignoring {} from peer {from}: ringing", describe(&msg));
-                    }
+                    let busy = format!("peer {} is calling", r.peer);
+                    self.not_for_us(from, msg, &busy);
                 }
                 PeerMessage::Bye => self.cancel_ring("the caller hung up"),
                 PeerMessage::Candidate { .. } if r.candidates.len() < MAX_REMOTE_CANDIDATES => {
@@ -524,6 +503,20 @@ impl ClientApp {
                 "ignoring {} from peer {from}: not in a call with it",
                 describe(&other)
             ),
+        }
+    }
+
+    /// A message from someone other than the peer we are busy with (`busy` says how):
+    /// an offer is refused at once, anything else ignored.
+    fn not_for_us(&mut self, from: PeerId, msg: PeerMessage, busy: &str) {
+        if let PeerMessage::Sdp {
+            kind: SdpKind::Offer,
+            ..
+        } = msg
+        {
+            self.refuse(from, &format!("busy: {busy}"));
+        } else {
+            log::info!("ignoring {} from peer {from}: {busy}", describe(&msg));
         }
     }
 

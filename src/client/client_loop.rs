@@ -5,10 +5,8 @@
 //! [`MediaSession`]) and carries out what they return. Every decision is theirs.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use mio::net::UdpSocket;
@@ -16,99 +14,17 @@ use mio::unix::SourceFd;
 use mio::{Interest, Token};
 use slab::Slab;
 
-use super::client_app::{
-    AppConfig, AppOutput, CallEvent, CallSummary, ClientApp, StatsSample, WindowUpdate,
-};
+use super::client_app::{AppConfig, AppOutput, CallEvent, CallSummary, ClientApp, StatsSample};
 use super::conductor::{CallOutput, Conductor, EndReason};
+use super::config::{io_error, ClientConfig, ClientError};
 use super::devices::{LocalVideo, Recorder};
-use super::main_wnd::{MainWnd, RendererChoice, DEFAULT_SIZE};
-use super::media_session::{MediaConfig, MediaSession};
+use super::main_wnd::{MainWnd, DEFAULT_SIZE};
+use super::media_session::MediaSession;
 use super::peer_connection_client::{Channel, ClientOutput, ClientState, PeerConnectionClient};
 use super::resolver::Resolver;
-use crate::media::{monotonic_us, I420Frame, MediaError, SourceSpec, VideoSource};
+use crate::media::{monotonic_us, I420Frame, MediaError, VideoSource};
 use crate::reactor::{earliest, Reactor, CAMERA_TOKEN, SIGNAL_TOKEN, WINDOW_TOKEN};
 use crate::signaling::exchange::{ExchangeOutcome, HttpExchange};
-
-/// Everything the client can be told on its command line.
-#[derive(Debug, Clone)]
-pub struct ClientConfig {
-    pub server: String,
-    pub port: u16,
-    pub name: String,
-    /// No window: sign in at once and print machine-readable lines only.
-    pub headless: bool,
-    /// Sign in at start instead of waiting for the window's Connect (headless always does).
-    pub autoconnect: bool,
-    pub renderer: RendererChoice,
-    /// Where the window opens (`--window-pos`); SDL's choice when absent.
-    pub window_pos: Option<(i32, i32)>,
-    pub autocall: bool,
-    /// `--call NAME`.
-    pub call_name: Option<String>,
-    /// Answer incoming calls at once instead of ringing (always so headless).
-    pub auto_answer: bool,
-    pub source: SourceSpec,
-    pub media: MediaConfig,
-    pub record: Option<PathBuf>,
-    pub duration: Option<Duration>,
-    pub stats: bool,
-    /// Host candidate addresses; empty means every usable local IPv4 address.
-    pub ice_ips: Vec<IpAddr>,
-}
-
-/// Why the client could not start or had to stop.
-#[derive(Debug)]
-pub enum ClientError {
-    /// The local video source cannot be opened.
-    Video(MediaError),
-    /// `--record`'s file cannot be created.
-    Record {
-        path: PathBuf,
-        source: io::Error,
-    },
-    /// A host candidate's socket cannot be bound (`--ice-ip` names no local address).
-    Bind {
-        ip: IpAddr,
-        source: io::Error,
-    },
-    NoLocalAddress,
-    /// The event loop itself failed.
-    Io {
-        what: &'static str,
-        source: io::Error,
-    },
-}
-
-impl ClientError {
-    /// True for settings that cannot work, as opposed to a failure of the machine.
-    pub fn is_bad_setting(&self) -> bool {
-        !matches!(self, ClientError::Io { .. })
-    }
-}
-
-impl fmt::Display for ClientError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ClientError::Video(e) => write!(f, "{e}"),
-            ClientError::Record { path, source } => {
-                write!(f, "--record {}: {source}", path.display())
-            }
-            ClientError::Bind { ip, source } => {
-                write!(f, "cannot bind a UDP socket on {ip}: {source}")
-            }
-            ClientError::NoLocalAddress => {
-                f.write_str("no usable local address for ICE host candidates")
-            }
-            ClientError::Io { what, source } => write!(f, "{what}: {source}"),
-        }
-    }
-}
-
-impl std::error::Error for ClientError {}
-
-fn io_error(what: &'static str) -> impl FnOnce(io::Error) -> ClientError {
-    move |source| ClientError::Io { what, source }
-}
 
 /// Largest signaling response the client accepts (an SDP is a few kB; a peer list can be long).
 const MAX_RESPONSE: usize = 4 << 20;
@@ -359,11 +275,7 @@ impl ClientLoop {
     }
 
     /// A captured frame: into the preview, and encoded to the peer while media flows.
-    fn local_frame(
-        &mut self,
-        frame: Result<Option<I420Frame>, crate::media::MediaError>,
-        now: Instant,
-    ) {
+    fn local_frame(&mut self, frame: Result<Option<I420Frame>, MediaError>, now: Instant) {
         let frame = match frame {
             Ok(Some(f)) => f,
             Ok(None) => return,
@@ -477,7 +389,7 @@ impl ClientLoop {
             }
             AppOutput::Window(u) => {
                 if let Some(w) = self.window.as_mut() {
-                    apply_window_update(w, u);
+                    w.apply(u);
                 }
             }
             AppOutput::Line(line) => println!("{line}"),
@@ -738,40 +650,5 @@ fn receive(socket: &UdpSocket, buf: &mut [u8], what: &str) -> Option<(usize, Soc
                 return None;
             }
         }
-    }
-}
-
-/// Carries out what the app wants the window to show.
-fn apply_window_update(w: &mut MainWnd, u: WindowUpdate) {
-    match u {
-        WindowUpdate::ConnectScreen { status } => {
-            let m = w.model();
-            m.switch_to_connect_ui();
-            if let Some((text, error)) = status {
-                m.set_status(&text, error);
-            }
-        }
-        WindowUpdate::Connecting(on) => w.model().set_connecting(on),
-        WindowUpdate::Status { text, error } => w.model().set_status(&text, error),
-        WindowUpdate::PeerList { session, status } => {
-            let m = w.model();
-            m.switch_to_peer_list(&session);
-            if let Some((text, error)) = status {
-                m.set_status(&text, error);
-            }
-        }
-        WindowUpdate::Peers(peers) => w
-            .model()
-            .set_peers(peers.iter().map(|(id, n)| (*id, n.as_str()))),
-        WindowUpdate::Streaming { peer, name, status } => {
-            let m = w.model();
-            m.switch_to_streaming(peer, &name);
-            m.set_call_status(&status);
-        }
-        WindowUpdate::Ringing { peer, name } => w.model().show_incoming_call(peer, &name),
-        WindowUpdate::Overlay(lines) => w.model().set_overlay(lines),
-        WindowUpdate::Warning(text) => w.model().set_warning(text),
-        WindowUpdate::ClearVideo => w.clear_video(),
-        WindowUpdate::Hide => w.hide(),
     }
 }

@@ -6,6 +6,7 @@
 pub mod client_app;
 pub mod client_loop;
 pub mod conductor;
+pub mod config;
 pub mod devices;
 pub mod main_wnd;
 pub mod media_session;
@@ -15,8 +16,9 @@ pub mod resolver;
 
 pub use crate::media::SourceSpec;
 pub use client_app::{AppConfig, AppOutput, CallEvent, ClientApp};
-pub use client_loop::{ClientConfig, ClientLoop};
+pub use client_loop::ClientLoop;
 pub use conductor::{CallError, CallOutput, CallStats, Conductor, EndReason};
+pub use config::{ClientConfig, ClientError};
 pub use main_wnd::MainWnd;
 pub use media_session::{MediaConfig, MediaSession, MediaStats};
 pub use peer_connection_client::{
