@@ -14,7 +14,9 @@ use mio::unix::SourceFd;
 use mio::{Interest, Token};
 use slab::Slab;
 
-use super::client_app::{AppConfig, AppOutput, CallEvent, CallSummary, ClientApp, StatsSample};
+use super::client_app::{
+    AppConfig, AppOutput, CallEvent, CallSummary, ClientApp, StatsSample, WindowUpdate,
+};
 use super::conductor::{CallOutput, Conductor, EndReason};
 use super::config::{io_error, ClientConfig, ClientError};
 use super::devices::{LocalVideo, Recorder};
@@ -389,7 +391,7 @@ impl ClientLoop {
             }
             AppOutput::Window(u) => {
                 if let Some(w) = self.window.as_mut() {
-                    w.apply(u);
+                    apply_window_update(w, u);
                 }
             }
             AppOutput::Line(line) => println!("{line}"),
@@ -635,6 +637,42 @@ impl ClientLoop {
                 }
             };
         }
+    }
+}
+
+/// Carries out what the app wants the window to show. Here, not in `MainWnd`, so the
+/// window does not depend on the policy that drives it.
+fn apply_window_update(w: &mut MainWnd, u: WindowUpdate) {
+    match u {
+        WindowUpdate::ConnectScreen { status } => {
+            let m = w.model();
+            m.switch_to_connect_ui();
+            if let Some((text, error)) = status {
+                m.set_status(&text, error);
+            }
+        }
+        WindowUpdate::Connecting(on) => w.model().set_connecting(on),
+        WindowUpdate::Status { text, error } => w.model().set_status(&text, error),
+        WindowUpdate::PeerList { session, status } => {
+            let m = w.model();
+            m.switch_to_peer_list(&session);
+            if let Some((text, error)) = status {
+                m.set_status(&text, error);
+            }
+        }
+        WindowUpdate::Peers(peers) => w
+            .model()
+            .set_peers(peers.iter().map(|(id, n)| (*id, n.as_str()))),
+        WindowUpdate::Streaming { peer, name, status } => {
+            let m = w.model();
+            m.switch_to_streaming(peer, &name);
+            m.set_call_status(&status);
+        }
+        WindowUpdate::Ringing { peer, name } => w.model().show_incoming_call(peer, &name),
+        WindowUpdate::Overlay(lines) => w.model().set_overlay(lines),
+        WindowUpdate::Warning(text) => w.model().set_warning(text),
+        WindowUpdate::ClearVideo => w.clear_video(),
+        WindowUpdate::Hide => w.hide(),
     }
 }
 

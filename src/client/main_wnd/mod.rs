@@ -23,7 +23,6 @@ use sdl2::render::{BlendMode, Canvas, Texture, TextureCreator};
 use sdl2::video::{Window, WindowContext};
 use sdl2::{EventPump, Sdl, VideoSubsystem};
 
-use super::client_app::WindowUpdate;
 use crate::media::render::VideoRenderer;
 use crate::media::I420Frame;
 pub use draw::{
@@ -213,42 +212,6 @@ impl MainWnd {
         }
         // Only the preview changed: paint with the next remote frame, or soon anyway.
         self.paint_within(LAZY_PAINT);
-    }
-
-    /// Carries out what the app wants the window to show.
-    pub fn apply(&mut self, u: WindowUpdate) {
-        let w = self;
-        match u {
-            WindowUpdate::ConnectScreen { status } => {
-                let m = w.model();
-                m.switch_to_connect_ui();
-                if let Some((text, error)) = status {
-                    m.set_status(&text, error);
-                }
-            }
-            WindowUpdate::Connecting(on) => w.model().set_connecting(on),
-            WindowUpdate::Status { text, error } => w.model().set_status(&text, error),
-            WindowUpdate::PeerList { session, status } => {
-                let m = w.model();
-                m.switch_to_peer_list(&session);
-                if let Some((text, error)) = status {
-                    m.set_status(&text, error);
-                }
-            }
-            WindowUpdate::Peers(peers) => w
-                .model()
-                .set_peers(peers.iter().map(|(id, n)| (*id, n.as_str()))),
-            WindowUpdate::Streaming { peer, name, status } => {
-                let m = w.model();
-                m.switch_to_streaming(peer, &name);
-                m.set_call_status(&status);
-            }
-            WindowUpdate::Ringing { peer, name } => w.model().show_incoming_call(peer, &name),
-            WindowUpdate::Overlay(lines) => w.model().set_overlay(lines),
-            WindowUpdate::Warning(text) => w.model().set_warning(text),
-            WindowUpdate::ClearVideo => w.clear_video(),
-            WindowUpdate::Hide => w.hide(),
-        }
     }
 
     /// Hides the window at once (it was closed; the loop still signs out before exiting).
