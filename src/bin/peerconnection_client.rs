@@ -13,10 +13,12 @@ use peerconnection::client::{ClientConfig, ClientLoop, MediaConfig, SourceSpec};
 ///
 /// Signs in, lists the other peers, calls one (or is called), and sends and receives H.264
 /// video over WebRTC (str0m), in an SDL2 window: a connect screen, the peer list (arrows +
-/// Enter or a double click calls), and the call (Esc hangs up). Without a camera it sends a
+/// Enter or a double click calls), an incoming call that rings (Enter answers, Esc
+/// declines), and the call (Esc hangs up). Without a camera it sends a
 /// test pattern; `--headless` (or no display) runs with no window and signs in at once.
-/// Machine-readable lines (SIGNED_IN, PEER_CONNECTED, CALL_STARTED, CALL_ENDED, STATS, UI)
-/// go to stdout; warnings and errors go to stderr (-v, -vv or RUST_LOG for more). Bad
+/// Machine-readable lines (SIGNED_IN, PEER_CONNECTED, PEER_DISCONNECTED, INCOMING_CALL,
+/// CALL_STARTED, CALL_REFUSED, PEER_NOT_ANSWERING, PEER_ANSWERING, CALL_ENDED, SERVER_LOST,
+/// STATS, UI) go to stdout; warnings and errors go to stderr (-v, -vv or RUST_LOG for more). Bad
 /// settings exit with code 2 before signing in.
 #[derive(Parser, Debug)]
 #[command(version, about)]
