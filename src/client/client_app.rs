@@ -391,7 +391,8 @@ impl ClientApp {
                     let text = format!("Lost the server ({reason}); signing in again...");
                     self.window(WindowUpdate::Status { text, error: true });
                 }
-                self.decline_ring("");
+                // No BYE: it would wait in the queue for a server that gives out new ids.
+                self.cancel_ring("the signaling server went away");
             }
             ClientEvent::SignedOut => {
                 log::info!("signed out");
@@ -1249,6 +1250,15 @@ mod tests {
         assert!(byes_to(&t.drain()).is_empty(), "still ringing");
         t.app.handle_timeout(at, &StatsSample::default());
         assert_eq!(byes_to(&t.drain()), [2]);
+
+        // The server going away ends the ringing without a BYE to an id about to be stale.
+        let mut t = T::new(c.clone(), 1, &[(2, "bob")]);
+        t.msg(2, &offer(H264_OFFER));
+        let outs = t.ev(ClientEvent::ServerLost {
+            reason: "gone".into(),
+        });
+        assert!(byes_to(&outs).is_empty(), "{outs:?}");
+        assert!(t.ui(UiAction::Answer(2)).is_empty());
 
         // --auto-answer answers at once even with a window.
         c.auto_answer = true;
