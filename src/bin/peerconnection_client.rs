@@ -17,8 +17,8 @@ use peerconnection::client::{ClientConfig, ClientLoop, MediaConfig, SourceSpec};
 /// declines), and the call (Esc hangs up). Without a camera it sends a
 /// test pattern; `--headless` (or no display) runs with no window and signs in at once.
 /// Machine-readable lines (SIGNED_IN, PEER_CONNECTED, PEER_DISCONNECTED, INCOMING_CALL,
-/// CALL_STARTED, CALL_REFUSED, PEER_NOT_ANSWERING, PEER_ANSWERING, CALL_ENDED, SERVER_LOST,
-/// STATS, UI) go to stdout; warnings and errors go to stderr (-v, -vv or RUST_LOG for more). Bad
+/// CALL_STARTED, CALL_REFUSED, PEER_NOT_ANSWERING, PEER_ANSWERING, CHAT_OPEN, CHAT,
+/// CALL_ENDED, SERVER_LOST, STATS, UI) go to stdout; warnings and errors go to stderr (-v, -vv or RUST_LOG for more). Bad
 /// settings exit with code 2 before signing in.
 #[derive(Parser, Debug)]
 #[command(version, about)]
@@ -94,6 +94,12 @@ struct Args {
     /// address that is up, loopback included).
     #[arg(long = "ice-ip")]
     ice_ips: Vec<IpAddr>,
+    /// Chat on the call's data channel: each line typed on stdin (at most 4096 bytes) is
+    /// sent to the peer; lines typed while no channel is open are dropped with a warning.
+    /// Received chat prints as `CHAT peer=N text="..."` whatever this flag (the text
+    /// escaped as a Rust string literal: \", \\, \n, \u{..}).
+    #[arg(long)]
+    chat_stdin: bool,
 }
 
 fn parse_renderer(s: &str) -> Result<RendererChoice, String> {
@@ -192,6 +198,7 @@ fn config(args: Args) -> Result<ClientConfig, String> {
         duration,
         stats: args.stats,
         ice_ips: args.ice_ips,
+        chat_stdin: args.chat_stdin,
     })
 }
 

@@ -12,7 +12,12 @@
 //! - a lost signaling server does not end a call: the peer is found again by name when
 //!   both have rejoined, and a hang-up meanwhile sends `BYE` once the peer is back;
 //! - the peer leaving the server ends a call only before media flows (after, the
-//!   conductor's dead-peer rule decides).
+//!   conductor's dead-peer rule decides);
+//! - chat (`--chat-stdin`): a line is sent on the call's `chat` data channel while it is
+//!   open, else dropped with one warning; received text is printed as
+//!   `CHAT peer=N text="..."`, the text escaped as Rust's `{:?}` escapes a string;
+//! - a hang-up while the signaling server is away goes over the data channel only (the
+//!   signaled `BYE` is owed until the peer is back).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -27,6 +32,17 @@ pub const STATS_INTERVAL: Duration = Duration::from_secs(1);
 pub const RING_TIMEOUT: Duration = ANSWER_TIMEOUT;
 /// How much of a peer's message a log line quotes.
 const LOG_EXCERPT: usize = 80;
+/// The longest chat line read from stdin, in bytes (without its newline).
+pub const MAX_CHAT_LINE: usize = 4096;
+
+/// A chat line as the input reader hands it over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChatInput {
+    /// A line, without its line ending.
+    Line(String),
+    /// A line over [`MAX_CHAT_LINE`] bytes, refused (its bytes were discarded).
+    TooLong,
+}
 
 /// The policy's settings, from the command line.
 #[derive(Debug, Clone)]
@@ -102,8 +118,13 @@ pub enum AppOutput {
     },
     /// Conductor: a message from the current call's peer.
     Deliver(PeerMessage),
-    /// Conductor: hang up with `BYE`.
+    /// Conductor: hang up with `BYE` (and the bye on the data channel).
     HangUp(EndReason),
+    /// Conductor: hang up telling the peer over the data channel only (the signaling
+    /// server is away; the `BYE` is owed until the peer is back).
+    HangUpPeerToPeer(EndReason),
+    /// Conductor: send chat text on the call's data channel.
+    SendChat(String),
     /// Conductor: end the call without telling the peer.
     EndCall(EndReason),
     /// Conductor: the call's peer has a new id.
@@ -156,6 +177,18 @@ pub enum CallEvent {
         peer: PeerId,
         error: CallError,
     },
+    /// The call's `chat` data channel opened.
+    ChannelOpen {
+        peer: PeerId,
+    },
+    /// The peer closed the `chat` data channel.
+    ChannelClosed {
+        peer: PeerId,
+    },
+    ChatReceived {
+        peer: PeerId,
+        text: String,
+    },
 }
 
 /// The counters the STATS line and the overlay are made from, sampled by the loop.
@@ -180,6 +213,8 @@ struct CallInfo {
     connected: bool,
     /// The signaling server was lost during the call; the peer is found again by name.
     detached: bool,
+    /// The `chat` data channel is open.
+    chat_open: bool,
 }
 
 #[derive(Debug)]
@@ -557,6 +592,7 @@ impl ClientApp {
             offering: false,
             connected: false,
             detached: false,
+            chat_open: false,
         });
         self.emit(AppOutput::Answer { peer, sdp });
         for c in candidates {
@@ -604,6 +640,7 @@ impl ClientApp {
                         offering: false,
                         connected: false,
                         detached: false,
+                        chat_open: false,
                     });
                 }
                 let name = self
@@ -674,6 +711,44 @@ impl ClientApp {
                 }
                 self.show_peer_list(None);
             }
+            CallEvent::ChannelOpen { peer } => {
+                if let Some(c) = self.call.as_mut().filter(|c| c.peer == peer) {
+                    c.chat_open = true;
+                    self.line(format!("CHAT_OPEN peer={peer}"));
+                }
+            }
+            CallEvent::ChannelClosed { peer } => {
+                if let Some(c) = self.call.as_mut().filter(|c| c.peer == peer) {
+                    log::info!("the chat channel with {} closed", c.name);
+                    c.chat_open = false;
+                }
+            }
+            CallEvent::ChatReceived { peer, text } => {
+                self.line(format!("CHAT peer={peer} text={text:?}"));
+            }
+        }
+    }
+
+    // ---- chat typed on stdin ----
+
+    /// A line typed for the call's peer: sent while the chat channel is open, else
+    /// dropped with one warning. Empty lines are skipped.
+    pub fn chat_input(&mut self, input: ChatInput) {
+        let text = match input {
+            ChatInput::TooLong => {
+                log::warn!("chat: a line over {MAX_CHAT_LINE} bytes was refused");
+                return;
+            }
+            ChatInput::Line(text) if text.is_empty() => return,
+            ChatInput::Line(text) => text,
+        };
+        match self.call.as_ref() {
+            Some(c) if c.chat_open => self.emit(AppOutput::SendChat(text)),
+            Some(_) => log::warn!(
+                "chat: the call's chat channel is not open: dropped a line ({} bytes)",
+                text.len()
+            ),
+            None => log::warn!("chat: not in a call: dropped a line ({} bytes)", text.len()),
         }
     }
 
@@ -728,12 +803,14 @@ impl ClientApp {
             offering: true,
             connected: false,
             detached: false,
+            chat_open: false,
         });
         self.emit(AppOutput::Dial(peer));
     }
 
-    /// Hangs up the call (if any). With the server away the `BYE` waits for the peer's
-    /// return; the peer's dead-peer rule ends its side meanwhile.
+    /// Hangs up the call (if any). With the server away the peer is told over the data
+    /// channel, and the `BYE` waits for the peer's return (without a channel, the peer's
+    /// dead-peer rule ends its side meanwhile).
     fn hang_up(&mut self, why: &str) {
         let Some(c) = self.call.as_ref() else {
             return;
@@ -741,7 +818,7 @@ impl ClientApp {
         let reason = EndReason::Local(why.to_string());
         if c.detached {
             self.owed_bye = Some(c.name.clone());
-            self.emit(AppOutput::EndCall(reason));
+            self.emit(AppOutput::HangUpPeerToPeer(reason));
         } else {
             self.emit(AppOutput::HangUp(reason));
         }
@@ -990,6 +1067,8 @@ mod tests {
                     | AppOutput::Answer { .. }
                     | AppOutput::Deliver(_)
                     | AppOutput::HangUp(_)
+                    | AppOutput::HangUpPeerToPeer(_)
+                    | AppOutput::SendChat(_)
                     | AppOutput::EndCall(_)
                     | AppOutput::StartLocalVideo
                     | AppOutput::Window(WindowUpdate::Streaming { .. })
@@ -1135,8 +1214,8 @@ mod tests {
         });
         let outs = t.ui(UiAction::HangUp);
         assert!(
-            matches!(outs[..], [AppOutput::EndCall(EndReason::Local(_))]),
-            "no BYE to a stale id: {outs:?}"
+            matches!(outs[..], [AppOutput::HangUpPeerToPeer(EndReason::Local(_))]),
+            "no BYE to a stale id, the data channel's bye only: {outs:?}"
         );
         t.call(CallEvent::Ended {
             peer: 2,
@@ -1296,6 +1375,80 @@ mod tests {
             ["CALL_ENDED peer=2 reason=\"no packets from the peer for 8 s\" frames_sent=10 frames_decoded=9 connect_ms=70 first_frame_ms=- mean_latency_ms=12.3"]
         );
         assert!(outs.contains(&AppOutput::StopLocalVideo));
+    }
+
+    #[test]
+    fn chat_lines_are_sent_only_on_an_open_channel_and_printed_escaped() {
+        let mut t = T::new(config(), 1, &[(2, "bob")]);
+        // No call: dropped (one warning, nothing to do).
+        t.app.chat_input(ChatInput::Line("hello".into()));
+        assert!(t.drain().is_empty());
+        let outs = t.msg(2, &offer(H264_OFFER));
+        t.in_call_with(2, &outs);
+        // Connected, but the channel is not open yet: dropped.
+        t.app.chat_input(ChatInput::Line("early".into()));
+        assert!(t.drain().is_empty());
+        let outs = t.call(CallEvent::ChannelOpen { peer: 2 });
+        assert_eq!(lines(&outs), ["CHAT_OPEN peer=2"]);
+        t.app.chat_input(ChatInput::Line("hello bob".into()));
+        assert_eq!(t.drain(), [AppOutput::SendChat("hello bob".into())]);
+        // Empty and overlong lines send nothing.
+        t.app.chat_input(ChatInput::Line(String::new()));
+        t.app.chat_input(ChatInput::TooLong);
+        assert!(t.drain().is_empty());
+        // Received text is escaped as Rust's Debug escapes a str: one line, always.
+        let outs = t.call(CallEvent::ChatReceived {
+            peer: 2,
+            text: "hi \"alice\"\nCALL_ENDED x\u{7}\u{e9}".into(),
+        });
+        assert_eq!(
+            lines(&outs),
+            [r#"CHAT peer=2 text="hi \"alice\"\nCALL_ENDED x\u{7}é""#]
+        );
+        // A closed channel drops lines again; so does the end of the call.
+        t.call(CallEvent::ChannelClosed { peer: 2 });
+        t.app.chat_input(ChatInput::Line("late".into()));
+        assert!(t.drain().is_empty());
+        t.call(CallEvent::ChannelOpen { peer: 2 });
+        t.call(CallEvent::Ended {
+            peer: 2,
+            reason: EndReason::PeerHungUp,
+            summary: CallSummary::default(),
+        });
+        t.app.chat_input(ChatInput::Line("after".into()));
+        assert!(t.drain().is_empty());
+    }
+
+    #[test]
+    fn hanging_up_sends_bye_through_the_conductor() {
+        let mut t = T::new(config(), 1, &[(2, "bob")]);
+        let outs = t.msg(2, &offer(H264_OFFER));
+        t.in_call_with(2, &outs);
+        t.call(CallEvent::ChannelOpen { peer: 2 });
+        // Server up: the conductor's hang-up (channel bye and signaled BYE).
+        assert!(matches!(
+            t.ui(UiAction::HangUp)[..],
+            [AppOutput::HangUp(EndReason::Local(_))]
+        ));
+        // A signal during an outage (the shutdown path): over the channel only.
+        let mut t = T::new(config(), 1, &[(2, "bob")]);
+        let outs = t.msg(2, &offer(H264_OFFER));
+        t.in_call_with(2, &outs);
+        t.ev(ClientEvent::ServerLost {
+            reason: "gone".into(),
+        });
+        t.app.shutdown("interrupted");
+        let outs = t.drain();
+        assert!(
+            matches!(
+                outs[..],
+                [
+                    AppOutput::HangUpPeerToPeer(EndReason::Local(_)),
+                    AppOutput::SignOut
+                ]
+            ),
+            "{outs:?}"
+        );
     }
 
     #[test]

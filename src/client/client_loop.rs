@@ -1,6 +1,6 @@
 //! The client's loop: one `mio::Poll` carrying the signaling connections (control and hanging
 //! GET), one UDP socket per host candidate, the camera while it streams, the X server's
-//! connection, and the signals. It is IO only: it dispatches readiness, feeds the state
+//! connection, stdin with `--chat-stdin`, and the signals. It is IO only: it dispatches readiness, feeds the state
 //! machines ([`PeerConnectionClient`], [`Conductor`], [`ClientApp`], the
 //! [`MediaSession`]) and carries out what they return. Every decision is theirs.
 
@@ -14,6 +14,7 @@ use mio::unix::SourceFd;
 use mio::{Interest, Token};
 use slab::Slab;
 
+use super::chat_input::StdinReader;
 use super::client_app::{
     AppConfig, AppOutput, CallEvent, CallSummary, ClientApp, StatsSample, WindowUpdate,
 };
@@ -25,7 +26,7 @@ use super::media_session::MediaSession;
 use super::peer_connection_client::{Channel, ClientOutput, ClientState, PeerConnectionClient};
 use super::resolver::Resolver;
 use crate::media::{monotonic_us, I420Frame, MediaError, VideoSource};
-use crate::reactor::{earliest, Reactor, CAMERA_TOKEN, SIGNAL_TOKEN, WINDOW_TOKEN};
+use crate::reactor::{earliest, Reactor, CAMERA_TOKEN, SIGNAL_TOKEN, STDIN_TOKEN, WINDOW_TOKEN};
 use crate::signaling::exchange::{ExchangeOutcome, HttpExchange};
 
 /// Largest signaling response the client accepts (an SDP is a few kB; a peer list can be long).
@@ -64,6 +65,8 @@ pub struct ClientLoop {
     video: LocalVideo,
     recorder: Option<Recorder>,
     window: Option<MainWnd>,
+    /// Stdin while `--chat-stdin` reads it (gone at its end).
+    stdin: Option<StdinReader>,
     exit_at: Option<Instant>,
     shutdown_deadline: Option<Instant>,
     encode_errors: u64,
@@ -148,6 +151,11 @@ impl ClientLoop {
             return Err(ClientError::NoLocalAddress);
         }
         log::info!("ICE host candidates: {local_addrs:?}");
+        let stdin = if config.chat_stdin {
+            open_stdin(&reactor)
+        } else {
+            None
+        };
         let now = Instant::now();
         let app = ClientApp::new(
             AppConfig {
@@ -170,6 +178,7 @@ impl ClientLoop {
             app,
             exit_at: config.duration.map(|d| now + d),
             window,
+            stdin,
             config,
             reactor,
             sources,
@@ -230,6 +239,7 @@ impl ClientLoop {
                     }
                     // Input from the X server: the window's pump below takes it.
                     WINDOW_TOKEN => {}
+                    STDIN_TOKEN => self.read_stdin(),
                     Token(key) => self.source_event(key, r.readable, r.writable, now),
                 }
             }
@@ -247,6 +257,22 @@ impl ClientLoop {
             self.started.elapsed().as_secs_f64()
         );
         Ok(())
+    }
+
+    /// Chat lines typed on stdin, for the app; at stdin's end, reading stops.
+    fn read_stdin(&mut self) {
+        let Some(reader) = self.stdin.as_mut() else {
+            return;
+        };
+        for input in reader.read_lines() {
+            self.app.chat_input(input);
+        }
+        if reader.at_eof() {
+            log::info!("chat: stdin ended; no more chat input");
+            let fd = reader.raw_fd();
+            let _ = self.reactor.registry().deregister(&mut SourceFd(&fd));
+            self.stdin = None;
+        }
     }
 
     fn begin_shutdown(&mut self, why: &str, now: Instant) {
@@ -377,6 +403,10 @@ impl ClientLoop {
             }
             AppOutput::Deliver(msg) => self.conductor.handle_message(msg, now),
             AppOutput::HangUp(reason) => self.conductor.hang_up(reason, now),
+            AppOutput::HangUpPeerToPeer(reason) => self.conductor.hang_up_peer_to_peer(reason, now),
+            AppOutput::SendChat(text) => {
+                self.conductor.send_chat(&text, now);
+            }
             AppOutput::EndCall(reason) => self.conductor.end_call(reason, now),
             AppOutput::RemapPeer(peer) => self.conductor.set_peer(peer),
             AppOutput::StartLocalVideo => {
@@ -454,6 +484,15 @@ impl ClientLoop {
                 self.app.call_event(CallEvent::Silent { peer, silent })
             }
             CallOutput::PeerResumed { peer } => self.app.call_event(CallEvent::Resumed { peer }),
+            CallOutput::ChannelOpen { peer } => {
+                self.app.call_event(CallEvent::ChannelOpen { peer })
+            }
+            CallOutput::ChannelClosed { peer } => {
+                self.app.call_event(CallEvent::ChannelClosed { peer })
+            }
+            CallOutput::ChatReceived { peer, text } => {
+                self.app.call_event(CallEvent::ChatReceived { peer, text })
+            }
             CallOutput::CallEnded {
                 peer,
                 reason,
@@ -636,6 +675,29 @@ impl ClientLoop {
                     registry.deregister(&mut socket)
                 }
             };
+        }
+    }
+}
+
+/// Stdin for `--chat-stdin`, non-blocking and registered with the poll; None (with a
+/// warning) when it cannot be polled, as a regular file or /dev/null cannot.
+fn open_stdin(reactor: &Reactor) -> Option<StdinReader> {
+    let reader = match StdinReader::open() {
+        Ok(r) => r,
+        Err(e) => {
+            log::warn!("--chat-stdin: cannot use stdin ({e}): no chat input");
+            return None;
+        }
+    };
+    let fd = reader.raw_fd();
+    match reactor
+        .registry()
+        .register(&mut SourceFd(&fd), STDIN_TOKEN, Interest::READABLE)
+    {
+        Ok(()) => Some(reader),
+        Err(e) => {
+            log::warn!("--chat-stdin: stdin cannot be polled ({e}; a file?): no chat input");
+            None
         }
     }
 }

@@ -6,6 +6,21 @@
 //! [`ClientApp`](super::client_app::ClientApp)'s decision: the conductor is handed only
 //! what the app admitted. No sockets and no clock: datagrams come in with their addresses,
 //! go out as [`CallOutput::Transmit`], and every instant is an argument.
+//!
+//! The data channel: every call we offer negotiates one reliable, ordered data channel
+//! labelled [`CHAT_LABEL`] (`chat`) in its first offer, beside the video, so it needs no
+//! renegotiation; the callee gets it from the offer. Its messages:
+//! - a *string* message is chat text (UTF-8, at most [`MAX_CHANNEL_MESSAGE`] bytes);
+//! - a *binary* message is a control message, a JSON object with a `type`. The only one
+//!   today is [`CHANNEL_BYE`], the bytes `{"type":"bye"}`: the peer hung up. It is sent
+//!   before the signaled `BYE` whenever we hang up with the channel open (and instead of
+//!   it while the signaling server is away), and its datagrams are handed out before the
+//!   `Rtc` goes, so a hang-up reaches the peer without the server. A peer receiving it
+//!   ends the call as on a signaled `BYE`. Binary messages of other types are ignored.
+//!   Because chat text always travels as string messages, no typed line can hang up.
+//!
+//! Received messages over [`MAX_CHANNEL_MESSAGE`] are dropped with one warning each (str0m
+//! itself takes no message over its 256 KiB maximum), so nothing buffers without bound.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -14,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use str0m::bwe::{Bitrate, BweKind};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::channel::{ChannelData, ChannelId};
 use str0m::format::Codec;
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind, MediaTime, Mid};
 use str0m::net::{Protocol, Receive};
@@ -46,6 +62,12 @@ pub const MAX_REMOTE_CANDIDATES: usize = 40;
 const MAX_SDP_LINES: usize = 2_000;
 /// How much of a parser's error or a peer's text a reason quotes.
 const REASON_EXCERPT: usize = 160;
+/// The label of the data channel each call negotiates in its first offer.
+pub const CHAT_LABEL: &str = "chat";
+/// The control message (sent binary) that says "I hung up".
+pub const CHANNEL_BYE: &[u8] = br#"{"type":"bye"}"#;
+/// The largest message sent or accepted on the data channel.
+pub const MAX_CHANNEL_MESSAGE: usize = 64 * 1024;
 
 /// Why a call could not be made, answered or carried on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -184,6 +206,20 @@ pub enum CallOutput {
     PeerResumed {
         peer: PeerId,
     },
+    /// The `chat` data channel is open: chat can be sent.
+    ChannelOpen {
+        peer: PeerId,
+    },
+    /// The peer closed the `chat` data channel (the call goes on).
+    ChannelClosed {
+        peer: PeerId,
+    },
+    /// Chat text from the peer (at most [`MAX_CHANNEL_MESSAGE`] bytes; invalid UTF-8
+    /// replaced).
+    ChatReceived {
+        peer: PeerId,
+        text: String,
+    },
     CallEnded {
         peer: PeerId,
         reason: EndReason,
@@ -202,6 +238,8 @@ pub struct CallStats {
     pub connect_time: Option<Duration>,
     /// Remote candidates dropped by [`MAX_REMOTE_CANDIDATES`].
     pub candidates_dropped: u64,
+    /// Data channel messages dropped for their size ([`MAX_CHANNEL_MESSAGE`]).
+    pub channel_messages_dropped: u64,
     /// Since the last packet from the peer, when it passed [`SILENT_AFTER`].
     pub silent_for: Option<Duration>,
 }
@@ -220,6 +258,10 @@ struct Call {
     peer: PeerId,
     rtc: Rtc,
     mid: Option<Mid>,
+    /// The `chat` data channel: its id once known (ours from the offer, or the peer's
+    /// when it opens), and whether it is open.
+    chat: Option<ChannelId>,
+    chat_open: bool,
     pending_offer: Option<SdpPendingOffer>,
     remote_description_at: Option<Instant>,
     /// Remote candidates that came before the description they belong to.
@@ -340,6 +382,8 @@ impl Conductor {
             peer,
             rtc,
             mid: None,
+            chat: None,
+            chat_open: false,
             pending_offer: None,
             remote_description_at: None,
             early_candidates: Vec::new(),
@@ -355,7 +399,13 @@ impl Conductor {
         }
     }
 
-    /// Calls `peer`: adds a send-receive video track and sends the offer.
+    /// True while the `chat` data channel is open.
+    pub fn is_chat_open(&self) -> bool {
+        self.call.as_ref().is_some_and(|c| c.chat_open)
+    }
+
+    /// Calls `peer`: adds a send-receive video track and the `chat` data channel, and
+    /// sends the offer.
     pub fn call(&mut self, peer: PeerId, now: Instant) -> Result<(), CallError> {
         if let Some(c) = &self.call {
             return Err(CallError::AlreadyInCall(c.peer));
@@ -363,8 +413,10 @@ impl Conductor {
         let mut call = self.new_call(peer, now);
         let mut api = call.rtc.sdp_api();
         let mid = api.add_media(MediaKind::Video, Direction::SendRecv, None, None, None);
+        let chat = api.add_channel(CHAT_LABEL.into());
         let (offer, pending) = api.apply().ok_or(CallError::NoOffer)?;
         call.mid = Some(mid);
+        call.chat = Some(chat);
         call.pending_offer = Some(pending);
         log::info!("calling peer {peer}");
         self.out.push_back(CallOutput::CallStarted { peer });
@@ -493,12 +545,118 @@ impl Conductor {
         }
     }
 
-    /// Hangs up: tells the peer (`BYE`) and ends the call.
+    /// Hangs up: tells the peer (the channel's bye, then `BYE` through the server) and
+    /// ends the call.
     pub fn hang_up(&mut self, reason: EndReason, now: Instant) {
         if let Some(peer) = self.peer() {
+            self.send_channel_bye();
             self.signal(peer, PeerMessage::Bye);
             self.end_call(reason, now);
         }
+    }
+
+    /// Hangs up telling the peer over the data channel only: the signaling server is away
+    /// (the app owes the signaled `BYE` until the peer is back).
+    pub fn hang_up_peer_to_peer(&mut self, reason: EndReason, now: Instant) {
+        if self.call.is_some() {
+            self.send_channel_bye();
+            self.end_call(reason, now);
+        }
+    }
+
+    /// Writes [`CHANNEL_BYE`] on an open `chat` channel and hands out every datagram str0m
+    /// makes of it, before the `Rtc` is dropped. Events meanwhile are ignored: the call is
+    /// ending.
+    fn send_channel_bye(&mut self) {
+        let Some(call) = self.call.as_mut() else {
+            return;
+        };
+        let Some(id) = call.chat.filter(|_| call.chat_open) else {
+            return;
+        };
+        let written = match call
+            .rtc
+            .channel(id)
+            .map(|mut ch| ch.write(true, CHANNEL_BYE))
+        {
+            Some(Ok(true)) => true,
+            Some(Ok(false)) => {
+                log::warn!(
+                    "call with peer {}: the data channel is full: no bye on it",
+                    call.peer
+                );
+                false
+            }
+            Some(Err(e)) => {
+                log::warn!(
+                    "call with peer {}: cannot send the bye on the data channel: {e}",
+                    call.peer
+                );
+                false
+            }
+            None => false,
+        };
+        if !written {
+            return;
+        }
+        loop {
+            match call.rtc.poll_output() {
+                Ok(Output::Transmit(t)) => self.out.push_back(CallOutput::Transmit {
+                    source: t.source,
+                    destination: t.destination,
+                    contents: t.contents.to_vec(),
+                }),
+                Ok(Output::Event(_)) => {}
+                Ok(Output::Timeout(_)) | Err(_) => break,
+            }
+        }
+        log::info!(
+            "call with peer {}: sent the bye on the data channel",
+            call.peer
+        );
+    }
+
+    /// Sends chat text on the `chat` channel. False when it was not sent (no open
+    /// channel, too long, or the channel's send buffer is full), with one log line.
+    pub fn send_chat(&mut self, text: &str, now: Instant) -> bool {
+        let Some(call) = self.call.as_mut() else {
+            return false;
+        };
+        let Some(id) = call.chat.filter(|_| call.chat_open) else {
+            log::warn!(
+                "chat: no open data channel with peer {}: not sent",
+                call.peer
+            );
+            return false;
+        };
+        if text.len() > MAX_CHANNEL_MESSAGE {
+            log::warn!(
+                "chat: {} bytes is over the {MAX_CHANNEL_MESSAGE}-byte limit: not sent",
+                text.len()
+            );
+            return false;
+        }
+        let sent = match call
+            .rtc
+            .channel(id)
+            .map(|mut ch| ch.write(false, text.as_bytes()))
+        {
+            Some(Ok(true)) => true,
+            Some(Ok(false)) => {
+                log::warn!("chat: the data channel's send buffer is full: not sent");
+                false
+            }
+            Some(Err(e)) => {
+                log::warn!("chat: cannot send: {e}");
+                false
+            }
+            None => {
+                log::warn!("chat: the data channel is not open: not sent");
+                false
+            }
+        };
+        self.drain(now);
+        sent
     }
 
     /// Ends the call without telling the peer (it told us, or it is gone).
@@ -670,11 +828,11 @@ impl Conductor {
                     destination: t.destination,
                     contents: t.contents.to_vec(),
                 }),
-                Output::Event(e) => {
-                    if let Some(reason) = handle_event(call, e, now, &mut self.out) {
-                        return self.hang_up(reason, now);
-                    }
-                }
+                Output::Event(e) => match handle_event(call, e, now, &mut self.out) {
+                    None => {}
+                    Some(Verdict::HangUp(reason)) => return self.hang_up(reason, now),
+                    Some(Verdict::PeerHungUp) => return self.end_call(EndReason::PeerHungUp, now),
+                },
             }
         }
     }
@@ -865,13 +1023,21 @@ fn send_candidates(call: &mut Call, out: &mut VecDeque<CallOutput>) {
     }
 }
 
-/// Acts on one str0m event; returns a reason when the call must end.
+/// How a str0m event ends the call.
+enum Verdict {
+    /// We give up, and tell the peer.
+    HangUp(EndReason),
+    /// The peer hung up over the data channel.
+    PeerHungUp,
+}
+
+/// Acts on one str0m event; returns a verdict when the call must end.
 fn handle_event(
     call: &mut Call,
     event: Event,
     now: Instant,
     out: &mut VecDeque<CallOutput>,
-) -> Option<EndReason> {
+) -> Option<Verdict> {
     match event {
         Event::Connected => {
             call.connected = true;
@@ -888,7 +1054,7 @@ fn handle_event(
         Event::IceConnectionStateChange(state) => {
             log::info!("call with peer {}: ICE {state:?}", call.peer);
             if state == IceConnectionState::Disconnected {
-                return Some(EndReason::IceDisconnected);
+                return Some(Verdict::HangUp(EndReason::IceDisconnected));
             }
         }
         Event::MediaAdded(m) if m.kind == MediaKind::Video && call.mid.is_none() => {
@@ -904,6 +1070,38 @@ fn handle_event(
             }
         }
         Event::MediaData(data) => out.push_back(CallOutput::MediaData(data.data)),
+        Event::ChannelOpen(id, label) => {
+            if label == CHAT_LABEL && !call.chat_open && call.chat.is_none_or(|c| c == id) {
+                log::info!(
+                    "call with peer {}: the chat data channel is open",
+                    call.peer
+                );
+                call.chat = Some(id);
+                call.chat_open = true;
+                out.push_back(CallOutput::ChannelOpen { peer: call.peer });
+            } else {
+                log::info!(
+                    "call with peer {}: ignoring the data channel {:?}",
+                    call.peer,
+                    excerpt(&label, 40)
+                );
+            }
+        }
+        Event::ChannelData(data) if call.chat_open && call.chat == Some(data.id) => {
+            return channel_message(call, data, out);
+        }
+        Event::ChannelData(data) => {
+            log::debug!(
+                "call with peer {}: ignoring {} bytes on another data channel",
+                call.peer,
+                data.data.len()
+            );
+        }
+        Event::ChannelClose(id) if call.chat == Some(id) && call.chat_open => {
+            log::info!("call with peer {}: the chat data channel closed", call.peer);
+            call.chat_open = false;
+            out.push_back(CallOutput::ChannelClosed { peer: call.peer });
+        }
         Event::KeyframeRequest(req) => {
             log::debug!(
                 "call with peer {}: keyframe requested ({:?})",
@@ -920,6 +1118,48 @@ fn handle_event(
         _ => {}
     }
     None
+}
+
+/// A message on the `chat` channel: chat text, or a control message.
+fn channel_message(
+    call: &mut Call,
+    data: ChannelData,
+    out: &mut VecDeque<CallOutput>,
+) -> Option<Verdict> {
+    let len = data.data.len();
+    if len > MAX_CHANNEL_MESSAGE {
+        call.stats.channel_messages_dropped += 1;
+        log::warn!(
+            "call with peer {}: dropped a {len}-byte data channel message (at most {MAX_CHANNEL_MESSAGE})",
+            call.peer
+        );
+        return None;
+    }
+    if !data.binary {
+        let text = String::from_utf8_lossy(&data.data).into_owned();
+        out.push_back(CallOutput::ChatReceived {
+            peer: call.peer,
+            text,
+        });
+        return None;
+    }
+    let kind = serde_json::from_slice::<serde_json::Value>(&data.data)
+        .ok()
+        .and_then(|v| v.get("type")?.as_str().map(str::to_owned));
+    match kind.as_deref() {
+        Some("bye") => {
+            log::info!("call with peer {}: bye on the data channel", call.peer);
+            Some(Verdict::PeerHungUp)
+        }
+        other => {
+            log::debug!(
+                "call with peer {}: ignoring a control message of type {:?}",
+                call.peer,
+                other.map(|t| excerpt(t, 40))
+            );
+            None
+        }
+    }
 }
 
 #[cfg(test)]
@@ -945,6 +1185,11 @@ mod tests {
         media: Option<MediaSession>,
         ended: Vec<EndReason>,
         started: usize,
+        /// `ChannelOpen` outputs seen.
+        channel_opened: usize,
+        chat: Vec<String>,
+        /// Drop this side's signaling messages (the server is down).
+        mute_signals: bool,
     }
 
     impl Side {
@@ -954,6 +1199,9 @@ mod tests {
                 media: None,
                 ended: Vec::new(),
                 started: 0,
+                channel_opened: 0,
+                chat: Vec::new(),
+                mute_signals: false,
             }
         }
     }
@@ -964,6 +1212,7 @@ mod tests {
         let mut decoded = 0;
         while let Some(out) = from.c.poll_output() {
             match out {
+                CallOutput::Signal { .. } if from.mute_signals => {}
                 CallOutput::Signal { body, .. } => match PeerMessage::parse(&body).unwrap() {
                     PeerMessage::Sdp {
                         kind: SdpKind::Offer,
@@ -987,6 +1236,8 @@ mod tests {
                 CallOutput::Connected { .. } => from.media.as_mut().unwrap().connected(),
                 CallOutput::KeyframeRequested => from.media.as_mut().unwrap().keyframe_requested(),
                 CallOutput::CallEnded { reason, .. } => from.ended.push(reason),
+                CallOutput::ChannelOpen { .. } => from.channel_opened += 1,
+                CallOutput::ChatReceived { text, .. } => from.chat.push(text),
                 _ => {}
             }
         }
@@ -1066,6 +1317,118 @@ mod tests {
         pump(&mut b, 2, &mut a, now);
         assert!(b.c.is_idle());
         assert_eq!(b.ended, vec![EndReason::PeerHungUp]);
+    }
+
+    /// The `chat` channel comes with the first offer: it opens on both sides, carries a
+    /// line each way, drops an oversized message, and a hang-up over it ends the other
+    /// side as a peer's BYE would, with the signaled BYE lost (the server is down).
+    #[test]
+    fn chat_channel_carries_text_and_the_hang_up() {
+        let t0 = Instant::now();
+        let mut now = t0;
+        let (mut a, mut b) = (Side::new(1000), Side::new(2000));
+        a.c.call(2, now).unwrap();
+        run(
+            &mut a,
+            &mut b,
+            t0,
+            &mut now,
+            Duration::from_secs(10),
+            |a, b| a >= 10 && b >= 10,
+        );
+        assert_eq!((a.channel_opened, b.channel_opened), (1, 1));
+        assert!(a.c.is_chat_open() && b.c.is_chat_open());
+
+        assert!(a.c.send_chat("hello \"bob\"", now));
+        assert!(b.c.send_chat("hi alice\n\u{e9}", now));
+        let t1 = now;
+        run(
+            &mut a,
+            &mut b,
+            t1,
+            &mut now,
+            Duration::from_millis(500),
+            |_, _| false,
+        );
+        assert_eq!(b.chat, vec!["hello \"bob\"".to_string()]);
+        assert_eq!(a.chat, vec!["hi alice\n\u{e9}".to_string()]);
+
+        // Too long to send; and sent anyway (bypassing the check), dropped on receipt.
+        let big = "x".repeat(MAX_CHANNEL_MESSAGE + 1);
+        assert!(!a.c.send_chat(&big, now));
+        let call = a.c.call.as_mut().unwrap();
+        let id = call.chat.unwrap();
+        assert!(call
+            .rtc
+            .channel(id)
+            .unwrap()
+            .write(false, big.as_bytes())
+            .unwrap());
+        a.c.drain(now);
+        // A binary message that is not a control message we know is ignored.
+        let call = a.c.call.as_mut().unwrap();
+        assert!(call
+            .rtc
+            .channel(id)
+            .unwrap()
+            .write(true, br#"{"type":"file"}"#)
+            .unwrap());
+        a.c.drain(now);
+        assert!(a.c.send_chat("after", now));
+        let t2 = now;
+        run(
+            &mut a,
+            &mut b,
+            t2,
+            &mut now,
+            Duration::from_secs(1),
+            |_, _| false,
+        );
+        assert_eq!(b.chat.last().map(String::as_str), Some("after"));
+        assert_eq!(b.chat.len(), 2, "{:?}", b.chat.len());
+        assert_eq!(b.c.stats().unwrap().channel_messages_dropped, 1);
+        assert!(b.ended.is_empty());
+
+        // A hangs up; its signaled BYE is lost, the channel's bye is not.
+        a.mute_signals = true;
+        a.c.hang_up(EndReason::Local("test".into()), now);
+        assert!(a.c.is_idle());
+        pump(&mut a, 1, &mut b, now);
+        pump(&mut b, 2, &mut a, now);
+        assert!(b.c.is_idle(), "ended at once, not by the dead-peer rule");
+        assert_eq!(b.ended, vec![EndReason::PeerHungUp]);
+        assert_eq!(b.ended[0].to_string(), "the peer hung up (BYE)");
+        assert!(a.ended.len() == 1 && matches!(a.ended[0], EndReason::Local(_)));
+
+        // The same with the peer-to-peer hang-up (the app knows the server is away).
+        let t3 = now;
+        let (mut a, mut b) = (Side::new(1000), Side::new(2000));
+        a.c.call(2, now).unwrap();
+        run(
+            &mut a,
+            &mut b,
+            t3,
+            &mut now,
+            Duration::from_secs(10),
+            |a, b| a >= 10 && b >= 10,
+        );
+        assert!(b.c.is_chat_open());
+        b.c.hang_up_peer_to_peer(EndReason::Local("test".into()), now);
+        let mut signals = 0;
+        while let Some(out) = b.c.poll_output() {
+            match out {
+                CallOutput::Signal { .. } => signals += 1,
+                CallOutput::Transmit {
+                    source,
+                    destination,
+                    contents,
+                } => a.c.handle_datagram(source, destination, &contents, now),
+                _ => {}
+            }
+        }
+        assert_eq!(signals, 0, "nothing through the server");
+        pump(&mut a, 1, &mut b, now);
+        assert_eq!(a.ended, vec![EndReason::PeerHungUp]);
     }
 
     /// A peer that goes quiet is shown silent after SILENT_AFTER (sending pauses), comes

@@ -35,6 +35,8 @@ pub struct ClientConfig {
     pub stats: bool,
     /// Host candidate addresses; empty means every usable local IPv4 address.
     pub ice_ips: Vec<IpAddr>,
+    /// Send each line typed on stdin as chat on the call's data channel.
+    pub chat_stdin: bool,
 }
 
 /// Why the client could not start or had to stop.

@@ -3,6 +3,7 @@
 //! window ([`MainWnd`]), the devices, and the loop that carries their bytes
 //! ([`ClientLoop`]).
 
+pub mod chat_input;
 pub mod client_app;
 pub mod client_loop;
 pub mod conductor;

@@ -21,6 +21,8 @@ pub const LISTENER_TOKEN: Token = Token(usize::MAX - 2);
 pub const UDP_TOKEN: Token = Token(usize::MAX - 3);
 pub const CAMERA_TOKEN: Token = Token(usize::MAX - 4);
 pub const WINDOW_TOKEN: Token = Token(usize::MAX - 5);
+/// The client's stdin (`--chat-stdin`).
+pub const STDIN_TOKEN: Token = Token(usize::MAX - 6);
 
 /// One readiness event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,9 +7,9 @@
 pub mod member;
 pub mod x11;
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
@@ -22,6 +22,8 @@ pub struct Proc {
     lines: Receiver<String>,
     seen: Vec<String>,
     pub log: PathBuf,
+    /// The write end of the process's stdin, for [`Proc::spawn_with_stdin`].
+    stdin: Option<ChildStdin>,
 }
 
 fn log_dir() -> PathBuf {
@@ -37,6 +39,22 @@ impl Proc {
 
     /// Like [`Proc::spawn`], with extra environment variables (`DISPLAY` for window tests).
     pub fn spawn_with_env(name: &str, bin: &str, args: &[&str], env: &[(&str, &str)]) -> Proc {
+        Proc::spawn_inner(name, bin, args, env, false)
+    }
+
+    /// Like [`Proc::spawn_with_env`], with stdin a pipe the test writes with
+    /// [`Proc::write_stdin`] and closes with [`Proc::close_stdin`] (else stdin is /dev/null).
+    pub fn spawn_with_stdin(name: &str, bin: &str, args: &[&str], env: &[(&str, &str)]) -> Proc {
+        Proc::spawn_inner(name, bin, args, env, true)
+    }
+
+    fn spawn_inner(
+        name: &str,
+        bin: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+        piped_stdin: bool,
+    ) -> Proc {
         let log = log_dir().join(format!("{name}-{}-{}.log", std::process::id(), unique()));
         let stderr = std::fs::File::create(&log).expect("log file");
         let mut child = Command::new(bin)
@@ -46,11 +64,16 @@ impl Proc {
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
             )
             .envs(env.iter().copied())
-            .stdin(Stdio::null())
+            .stdin(if piped_stdin {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(stderr)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
+        let stdin = child.stdin.take();
         let stdout = child.stdout.take().expect("piped stdout");
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
@@ -66,7 +89,23 @@ impl Proc {
             lines,
             seen: Vec::new(),
             log,
+            stdin,
         }
+    }
+
+    /// Writes `text` to the process's stdin (spawned with [`Proc::spawn_with_stdin`]).
+    pub fn write_stdin(&mut self, text: &[u8]) {
+        let stdin = self
+            .stdin
+            .as_mut()
+            .unwrap_or_else(|| panic!("{}: stdin is not a pipe (or was closed)", self.name));
+        stdin.write_all(text).expect("write to stdin");
+        stdin.flush().expect("flush stdin");
+    }
+
+    /// Closes the process's stdin: it reads end-of-file.
+    pub fn close_stdin(&mut self) {
+        self.stdin = None;
     }
 
     pub fn pid(&self) -> u32 {
@@ -216,6 +255,21 @@ fn unique() -> u64 {
 /// offering only loopback candidates and printing STATS lines; headless unless `env` gives
 /// it a `DISPLAY`. `extra` flags come last.
 pub fn client(name: &str, port: u16, extra: &[&str], env: &[(&str, &str)]) -> Proc {
+    client_inner(name, port, extra, env, false)
+}
+
+/// Like [`client`], with stdin a pipe ([`Proc::write_stdin`]).
+pub fn client_with_stdin(name: &str, port: u16, extra: &[&str]) -> Proc {
+    client_inner(name, port, extra, &[], true)
+}
+
+fn client_inner(
+    name: &str,
+    port: u16,
+    extra: &[&str],
+    env: &[(&str, &str)],
+    piped_stdin: bool,
+) -> Proc {
     let port = port.to_string();
     let mut args = vec![
         "--server",
@@ -232,7 +286,7 @@ pub fn client(name: &str, port: u16, extra: &[&str], env: &[(&str, &str)]) -> Pr
         args.push("--headless");
     }
     args.extend(extra);
-    Proc::spawn_with_env(name, CLIENT, &args, env)
+    Proc::spawn_inner(name, CLIENT, &args, env, piped_stdin)
 }
 
 /// The value of `key=value` in a machine-readable line (`STATS ... decoded=90 ...`).
