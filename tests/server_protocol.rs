@@ -325,6 +325,50 @@ fn members_without_a_hanging_get_time_out_and_others_hear_it() {
 }
 
 #[test]
+fn a_member_that_keeps_polling_a_flooded_queue_is_not_timed_out() {
+    let server = ServerProc::start(&["--timeout", "2"]);
+    let p = server.port;
+    get(p, "/sign_in?watcher");
+    get(p, "/sign_in?alice");
+    get(p, "/sign_in?bob");
+    // The watcher takes the two joins, then holds a GET: it hears any departure.
+    assert_eq!(body(&Wait::open(p, 1).answer()), "alice,2,1\n");
+    assert_eq!(body(&Wait::open(p, 1).answer()), "bob,3,1\n");
+    let mut watcher = Wait::open(p, 1);
+    // bob's join is queued for alice; from then on bob posts before each of alice's polls,
+    // so every GET of hers is answered from her queue and none is ever held. Two and a half
+    // timeouts of that.
+    let first = Wait::open(p, 2).answer();
+    assert_eq!(body(&first), "bob,3,1\n");
+    let start = Instant::now();
+    let mut seq = 0u32;
+    while start.elapsed() < Duration::from_secs(5) {
+        let r = post(p, 3, 2, format!("m{seq}").as_bytes());
+        assert_eq!(r.code, 200, "post {seq} after {:?}", start.elapsed());
+        let t = Instant::now();
+        let m = Wait::open(p, 2).answer();
+        assert!(t.elapsed() < Duration::from_secs(1), "answered at once");
+        assert_eq!(
+            (m.code, m.pragma, body(&m)),
+            (200, Some(3), format!("m{seq}")),
+            "after {:?}",
+            start.elapsed()
+        );
+        seq += 1;
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(seq > 50, "only {seq} round trips");
+    assert!(
+        watcher.is_held_for(Duration::from_millis(100)),
+        "the watcher heard something: nobody left"
+    );
+    assert_eq!(get(p, "/sign_out?peer_id=2").code, 200);
+    assert_eq!(body(&watcher.answer()), "alice,2,0\n");
+    assert_eq!(get(p, "/sign_out?peer_id=3").code, 200);
+    assert_eq!(body(&Wait::open(p, 1).answer()), "bob,3,0\n");
+}
+
+#[test]
 fn a_second_wait_closes_the_first() {
     let server = ServerProc::start(&[]);
     let p = server.port;

@@ -202,7 +202,7 @@ impl PeerChannel {
             (Method::Get, "/wait") => match self.peer_arg(args, "peer_id") {
                 Err(why) => error(out, conn, Status::BadRequest, why),
                 Ok(id) if !self.members.contains_key(&id) => peer_gone(out, conn),
-                Ok(id) => self.wait(conn, id, out),
+                Ok(id) => self.wait(conn, id, now, out),
             },
             (Method::Get, "/sign_out") => match self.peer_arg(args, "peer_id") {
                 Err(why) => error(out, conn, Status::BadRequest, why),
@@ -326,7 +326,29 @@ impl PeerChannel {
         Disposition::Answered
     }
 
-    fn wait(&mut self, conn: ConnId, id: PeerId, out: &mut Vec<Action>) -> Disposition {
+    /// A request from member `id` arrived: it is present. A member without a hanging GET
+    /// counts as absent from now on, not from when its last GET was held, so one that keeps
+    /// polling (or posting) is never timed out however full its queue keeps its GETs.
+    fn seen(&mut self, id: PeerId, now: Instant) {
+        let Some(member) = self.members.get_mut(&id) else {
+            return;
+        };
+        if member.waiting.is_some() {
+            return;
+        }
+        if let Some(since) = member.absent_since.replace(now) {
+            self.absent.remove(&(since, id));
+        }
+        self.absent.insert((now, id));
+    }
+
+    fn wait(
+        &mut self,
+        conn: ConnId,
+        id: PeerId,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) -> Disposition {
         let member = self
             .members
             .get_mut(&id)
@@ -335,6 +357,8 @@ impl PeerChannel {
             member.queued_bytes -= item.size();
             let bytes = member.render(&item);
             out.push(Action::Send { conn, bytes });
+            // Answered at once: no hanging GET, but present now.
+            self.seen(id, now);
             return Disposition::Answered;
         }
         if let Some(old) = member.waiting.replace(conn) {
@@ -359,6 +383,7 @@ impl PeerChannel {
         if !self.members.contains_key(&from) || !self.members.contains_key(&to) {
             return peer_gone(out, conn);
         }
+        self.seen(from, now);
         if from == to {
             respond(
                 out,
@@ -625,6 +650,50 @@ mod tests {
         assert_eq!((sent[0].0, body(&sent[0].1)), (4, "b,2,0\n"));
         // a's GET was answered: a is absent from now on.
         assert!(f.ch.poll_timeout().is_some());
+    }
+
+    #[test]
+    fn a_member_polling_a_full_queue_is_present_and_never_times_out() {
+        let timeout = Duration::from_secs(30);
+        let mut f = Fixture::new(ChannelConfig {
+            timeout,
+            ..ChannelConfig::default()
+        });
+        let t0 = f.now;
+        f.get(1, "/sign_in?a");
+        f.get(2, "/sign_in?b");
+        f.get(3, "/sign_in?watcher");
+        f.take();
+        // The watcher holds its GET through the run (after taking nothing: it joined last).
+        assert_eq!(f.get(4, "/wait?peer_id=3"), Disposition::Held(3));
+        // For three timeouts, b floods a (b only posts) and a polls once a second: every
+        // GET of a's is answered from its queue, none is ever held.
+        let mut conn = 100;
+        for second in 0..90u64 {
+            f.now = t0 + Duration::from_secs(second);
+            f.req(
+                conn,
+                "POST /message?peer_id=2&to=1 HTTP/1.0\r\nContent-Length: 1\r\n\r\nx",
+            );
+            assert_eq!(f.get(conn + 1, "/wait?peer_id=1"), Disposition::Answered);
+            conn += 2;
+            f.ch.handle_timeout(f.now, &mut f.out);
+            let (sent, _) = f.take();
+            assert!(
+                sent.iter().all(|(c, _)| *c != 4),
+                "second {second}: the watcher heard {:?}",
+                body(&sent.iter().find(|(c, _)| *c == 4).unwrap().1)
+            );
+            assert_eq!(f.ch.len(), 3, "second {second}");
+            // Neither a nor b is due before a full timeout from now.
+            assert_eq!(f.ch.poll_timeout(), Some(f.now + timeout));
+        }
+        // Once they stop, they time out a timeout after their last request.
+        let last = f.now;
+        f.ch.handle_timeout(last + timeout - Duration::from_millis(1), &mut f.out);
+        assert_eq!(f.ch.len(), 3);
+        f.ch.handle_timeout(last + timeout, &mut f.out);
+        assert_eq!(f.ch.len(), 1, "a and b gone, the watcher stays");
     }
 
     #[test]
