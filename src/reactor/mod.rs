@@ -5,7 +5,7 @@
 mod stream;
 mod timers;
 
-pub use stream::{read_available, BufferedStream, ReadOutcome};
+pub use stream::{read_available, read_once, BufferedStream, ReadOutcome, ReadStep};
 pub use timers::Timers;
 
 use std::io;

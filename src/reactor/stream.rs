@@ -51,6 +51,33 @@ pub fn read_available<R: Read>(src: &mut R, buf: &mut Vec<u8>, limit: usize) -> 
     }
 }
 
+/// What one non-blocking read found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadStep {
+    /// This many bytes, at the start of the buffer.
+    Data(usize),
+    /// Nothing to read now.
+    WouldBlock,
+    /// The peer closed its side (or the connection broke).
+    Closed,
+}
+
+/// One non-blocking read into `buf`, retried only when interrupted. For callers that stop
+/// reading as soon as they have what they need (a whole request) instead of reading until
+/// the socket would block: on Linux a stream socket registered edge-triggered is reported
+/// again for every later arrival, so nothing is missed by stopping early.
+pub fn read_once<R: Read>(src: &mut R, buf: &mut [u8]) -> ReadStep {
+    loop {
+        match src.read(buf) {
+            Ok(0) => return ReadStep::Closed,
+            Ok(n) => return ReadStep::Data(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReadStep::WouldBlock,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => return ReadStep::Closed,
+        }
+    }
+}
+
 /// A stream with an output buffer.
 #[derive(Debug)]
 pub struct BufferedStream<S> {

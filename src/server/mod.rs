@@ -19,7 +19,8 @@ pub use data_socket::{DataSocket, HttpError, Limits, Method, Request};
 pub use peer_channel::{Action, ChannelConfig, ChannelMember, ConnId, Disposition, PeerChannel};
 
 use crate::reactor::{
-    earliest, read_available, BufferedStream, Reactor, Timers, LISTENER_TOKEN, SIGNAL_TOKEN,
+    earliest, read_available, read_once, BufferedStream, Reactor, ReadStep, Timers, LISTENER_TOKEN,
+    SIGNAL_TOKEN,
 };
 use crate::signaling::{PeerId, Response, Status};
 
@@ -69,10 +70,22 @@ struct Connection {
     deadline: Option<Instant>,
     /// Distinguishes this connection from later ones that reuse its slab key.
     generation: u64,
+    /// In the poll. A connection whose request came with it is answered and closed
+    /// without ever being registered.
+    registered: bool,
+    /// Registered for writable readiness too: only while an answer waits for room.
+    wants_write: bool,
 }
+
+/// Bytes asked for per read: a whole request of the protocol's usual size in one call.
+const READ_CHUNK: usize = 16 * 1024;
 
 /// Accept queue length asked for (the kernel caps it at net.core.somaxconn).
 const LISTEN_BACKLOG: i32 = 65_535;
+
+/// Connections accepted (and, when their request came with them, served) in one pass
+/// before the loop looks at its other events.
+const MAX_ACCEPTS_PER_TURN: usize = 256;
 
 /// How often accepting is retried after the process ran out of file descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -100,6 +113,9 @@ pub struct Server {
     deadlines: Timers<(ConnId, u64)>,
     next_generation: u64,
     accept_paused_until: Option<Instant>,
+    /// The last accept pass stopped at its bound with connections possibly still queued:
+    /// the next poll does not wait, and the pass continues after the other events.
+    accept_more: bool,
     actions: Vec<Action>,
     scratch: Vec<u8>,
     quit: bool,
@@ -124,6 +140,7 @@ impl Server {
             deadlines: Timers::new(),
             next_generation: 0,
             accept_paused_until: None,
+            accept_more: false,
             actions: Vec::new(),
             scratch: Vec::with_capacity(16 * 1024),
             quit: false,
@@ -142,15 +159,23 @@ impl Server {
                 self.deadlines.next_deadline(),
                 self.channel.poll_timeout(),
                 self.accept_paused_until,
+                self.accept_more.then(Instant::now),
             ]);
             self.reactor.poll_ready(deadline, &mut ready)?;
             let now = Instant::now();
+            let mut accepted = false;
             for r in &ready {
                 match r.token {
                     SIGNAL_TOKEN => self.quit |= self.reactor.take_shutdown_signal(),
-                    LISTENER_TOKEN => self.accept_all(now),
+                    LISTENER_TOKEN => {
+                        self.accept_all(now);
+                        accepted = true;
+                    }
                     Token(key) => self.connection_event(key, r.readable, r.writable, now),
                 }
+            }
+            if self.accept_more && !accepted {
+                self.accept_all(now);
             }
             self.handle_timeouts(now);
         }
@@ -197,10 +222,11 @@ impl Server {
     }
 
     fn accept_all(&mut self, now: Instant) {
+        self.accept_more = false;
         if self.accept_paused_until.is_some() {
             return;
         }
-        loop {
+        for _ in 0..MAX_ACCEPTS_PER_TURN {
             match self.listener.accept() {
                 Ok((stream, _)) => self.add_connection(stream, now),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -218,6 +244,9 @@ impl Server {
                 }
             }
         }
+        // Each accepted connection may have been answered on the spot; bounding the pass
+        // keeps a steady stream of them from starving held GETs and timers.
+        self.accept_more = true;
     }
 
     fn add_connection(&mut self, mut stream: TcpStream, now: Instant) {
@@ -230,27 +259,78 @@ impl Server {
             let _ = BufferedStream::new(&mut stream).send(&bytes);
             return;
         }
-        let entry = self.conns.vacant_entry();
-        let key = entry.key();
-        if let Err(e) = self.reactor.registry().register(
-            &mut stream,
-            Token(key),
-            Interest::READABLE | Interest::WRITABLE,
-        ) {
-            log::warn!("cannot register a new connection: {e}");
-            return;
-        }
         let generation = self.next_generation;
         self.next_generation += 1;
         let deadline = now + self.config.request_timeout;
-        entry.insert(Connection {
+        let key = self.conns.insert(Connection {
             stream: BufferedStream::new(stream),
             request: DataSocket::new(),
             state: ConnState::Reading,
             deadline: Some(deadline),
             generation,
+            registered: false,
+            wants_write: false,
         });
         self.deadlines.insert(deadline, (key, generation));
+        // Clients send their request as soon as they connect, so it is usually here already:
+        // read it now, and a connection answered at once never enters the poll. One that
+        // still needs the loop (request incomplete, a held GET, an answer not yet written)
+        // is registered after. Registering an already readable socket reports it at once.
+        self.connection_event(key, true, false, now);
+        self.register(key, generation, now);
+    }
+
+    /// Puts a live connection into the poll if it is not there yet: readable always,
+    /// writable only while its answer waits for room.
+    fn register(&mut self, key: ConnId, generation: u64, now: Instant) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if conn.generation != generation || conn.registered {
+            return;
+        }
+        let wants_write = conn.stream.pending() > 0;
+        let interest = if wants_write {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        };
+        match self
+            .reactor
+            .registry()
+            .register(&mut conn.stream.io, Token(key), interest)
+        {
+            Ok(()) => {
+                conn.registered = true;
+                conn.wants_write = wants_write;
+            }
+            Err(e) => {
+                log::warn!("cannot register connection {key}: {e}");
+                self.close(key, now);
+            }
+        }
+    }
+
+    /// An answer did not fit in the socket: ask the poll for room to write the rest.
+    fn want_write(&mut self, key: ConnId, now: Instant) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if !conn.registered || conn.wants_write {
+            // Not in the poll yet: `register` adds writable interest when it does.
+            return;
+        }
+        match self.reactor.registry().reregister(
+            &mut conn.stream.io,
+            Token(key),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            Ok(()) => conn.wants_write = true,
+            Err(e) => {
+                log::warn!("cannot watch connection {key} for writing: {e}");
+                self.close(key, now);
+            }
+        }
     }
 
     fn connection_event(&mut self, key: ConnId, readable: bool, writable: bool, now: Instant) {
@@ -259,32 +339,44 @@ impl Server {
             return;
         };
         if readable {
-            self.scratch.clear();
-            let limit = self.config.limits.max_header_bytes + self.config.limits.max_body_bytes;
-            let outcome = read_available(&mut conn.stream.io, &mut self.scratch, limit);
+            let limits = self.config.limits;
             match conn.state {
+                // Read until the request is whole, then stop: the connection is answered
+                // and closed (or held) without a last read only to see it would block. The
+                // request's bounds are checked as it grows.
                 ConnState::Reading => {
-                    if outcome.bytes > 0 {
-                        match conn.request.feed(&self.scratch, &self.config.limits) {
-                            Ok(Some(req)) => return self.dispatch(key, &req, now),
-                            Ok(None) => {}
-                            Err(e) => return self.refuse(key, e, now),
+                    let mut chunk = [0u8; READ_CHUNK];
+                    loop {
+                        match read_once(&mut conn.stream.io, &mut chunk) {
+                            ReadStep::Data(n) => match conn.request.feed(&chunk[..n], &limits) {
+                                Ok(Some(req)) => return self.dispatch(key, &req, now),
+                                Ok(None) => {}
+                                Err(e) => return self.refuse(key, e, now),
+                            },
+                            ReadStep::WouldBlock => break,
+                            ReadStep::Closed => {
+                                log::debug!("connection {key} closed before finishing its request");
+                                return self.close(key, now);
+                            }
                         }
                     }
-                    if outcome.closed {
-                        log::debug!("connection {key} closed before finishing its request");
-                        return self.close(key, now);
-                    }
                 }
+                // A held GET has said all it may: more bytes, or its end, close it.
                 ConnState::Held(id) => {
-                    if outcome.closed || outcome.bytes > 0 {
+                    let mut byte = [0u8; 1];
+                    if read_once(&mut conn.stream.io, &mut byte) != ReadStep::WouldBlock {
                         log::debug!(
                             "member {id}: hanging GET connection {key} closed or sent more"
                         );
                         return self.close(key, now);
                     }
                 }
-                ConnState::Closing => {}
+                // Answered: whatever else it sends is read and dropped (bounded per event).
+                ConnState::Closing => {
+                    self.scratch.clear();
+                    let limit = limits.max_header_bytes + limits.max_body_bytes;
+                    read_available(&mut conn.stream.io, &mut self.scratch, limit);
+                }
             }
         }
         if writable {
@@ -339,6 +431,7 @@ impl Server {
                         let deadline = now + self.config.request_timeout;
                         conn.deadline = Some(deadline);
                         self.deadlines.insert(deadline, (key, conn.generation));
+                        self.want_write(key, now);
                     }
                 }
                 Action::Close { conn: key } => {
@@ -368,8 +461,9 @@ impl Server {
         if !self.conns.contains(key) {
             return;
         }
-        let mut conn = self.conns.remove(key);
-        let _ = self.reactor.registry().deregister(&mut conn.stream.io);
+        // Dropping the stream closes it, which also takes it out of the poll: no
+        // deregistering first.
+        let conn = self.conns.remove(key);
         if let ConnState::Held(id) = conn.state {
             self.channel.hanging_get_closed(key, id, now);
         }
