@@ -8,24 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use peerconnection::media::{read_stamp, Y4mSource};
-use procs::{field, free_port, num, Proc, ServerProc};
-
-/// A headless client sending the test pattern at 320x240.
-fn pattern_client(name: &str, port: u16, extra: &[&str]) -> Proc {
-    let args = [
-        &[
-            "--resolution",
-            "320x240",
-            "--bitrate",
-            "400",
-            "--video-source",
-            "test",
-        ][..],
-        extra,
-    ]
-    .concat();
-    procs::client(name, port, &args, &[])
-}
+use procs::{field, free_port, num, pattern_client, ServerProc};
 
 fn temp_dir(test: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("pc-call-{test}-{}", std::process::id()));

@@ -21,21 +21,9 @@ use procs::{free_port, num, Proc, ServerProc};
 const SECS: fn(u64) -> Duration = Duration::from_secs;
 
 /// A headless client sending the test pattern at 320x240, 400 kbit/s, printing STATS; `extra`
-/// flags last. Every client gets a `--duration` cap so none outlives a failed test.
+/// flags last. Dropping the `Proc` kills it, so none outlives a failed test.
 fn client(name: &str, port: u16, extra: &[&str]) -> Proc {
-    let args = [
-        &[
-            "--video-source",
-            "test",
-            "--resolution",
-            "320x240",
-            "--bitrate",
-            "400",
-        ][..],
-        extra,
-    ]
-    .concat();
-    procs::client(name, port, &args, &[])
+    procs::pattern_client(name, port, extra)
 }
 
 /// The id from the client's `SIGNED_IN id=N` line.

@@ -14,21 +14,8 @@ const SECS: fn(u64) -> Duration = Duration::from_secs;
 
 /// A headless chat client (test pattern, 320x240) that stops by itself after 60 s.
 fn client(name: &str, port: u16, extra: &[&str]) -> Proc {
-    let args = [
-        &[
-            "--video-source",
-            "test",
-            "--resolution",
-            "320x240",
-            "--bitrate",
-            "300",
-            "--chat-stdin",
-            "--duration",
-            "60",
-        ][..],
-        extra,
-    ]
-    .concat();
+    let chat = ["--chat-stdin", "--duration", "60"];
+    let args = [&procs::PATTERN_ARGS[..], &chat, extra].concat();
     procs::client_with_stdin(name, port, &args)
 }
 

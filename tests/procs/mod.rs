@@ -258,6 +258,21 @@ pub fn client(name: &str, port: u16, extra: &[&str], env: &[(&str, &str)]) -> Pr
     client_inner(name, port, extra, env, false)
 }
 
+/// The small local video the call tests send: the stamped test pattern at 320x240.
+pub const PATTERN_ARGS: [&str; 6] = [
+    "--video-source",
+    "test",
+    "--resolution",
+    "320x240",
+    "--bitrate",
+    "400",
+];
+
+/// A headless client sending [`PATTERN_ARGS`]; `extra` flags last.
+pub fn pattern_client(name: &str, port: u16, extra: &[&str]) -> Proc {
+    client(name, port, &[&PATTERN_ARGS[..], extra].concat(), &[])
+}
+
 /// Like [`client`], with stdin a pipe ([`Proc::write_stdin`]).
 pub fn client_with_stdin(name: &str, port: u16, extra: &[&str]) -> Proc {
     client_inner(name, port, extra, &[], true)
