@@ -456,21 +456,8 @@ fn g_a_flood_of_huge_offers_does_not_stall_the_client() {
     let offer = member::offer_with_candidates(10_000);
     assert!(offer.len() > 600_000, "{} bytes", offer.len());
     // The log size is part of the check: keep it at info whatever RUST_LOG says.
-    let mut bob = procs::client(
-        "bob",
-        port,
-        &[
-            "--video-source",
-            "test",
-            "--resolution",
-            "320x240",
-            "--bitrate",
-            "400",
-            "--duration",
-            "60",
-        ],
-        &[("RUST_LOG", "info")],
-    );
+    let args = [&procs::PATTERN_ARGS[..], &["--duration", "60"]].concat();
+    let mut bob = procs::client("bob", port, &args, &[("RUST_LOG", "info")]);
     let bob_id = signed_in(&mut bob);
     bob.wait_line("STATS", SECS(3));
     let mut mallory = Member::sign_in(port, "mallory");

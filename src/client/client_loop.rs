@@ -235,7 +235,7 @@ impl ClientLoop {
                     }
                     CAMERA_TOKEN => {
                         let frame = self.video.on_readable();
-                        self.local_frame(frame, now);
+                        self.local_frame(frame, monotonic_us(), now);
                     }
                     // Input from the X server: the window's pump below takes it.
                     WINDOW_TOKEN => {}
@@ -294,8 +294,10 @@ impl ClientLoop {
         if self.video.poll_timeout().is_some_and(|t| t <= now) {
             // Without a window there is no preview: nothing to draw before media flows.
             let wanted = self.window.is_some() || self.conductor.is_sending();
-            let frame = self.video.on_timer(now, monotonic_us(), wanted);
-            self.local_frame(frame, now);
+            // One capture instant: the pattern's stamp and the RTP timestamp agree.
+            let capture_us = monotonic_us();
+            let frame = self.video.on_timer(now, capture_us, wanted);
+            self.local_frame(frame, capture_us, now);
         }
         if self.exit_at.is_some_and(|t| t <= now) {
             self.begin_shutdown("--duration elapsed", now);
@@ -303,7 +305,13 @@ impl ClientLoop {
     }
 
     /// A captured frame: into the preview, and encoded to the peer while media flows.
-    fn local_frame(&mut self, frame: Result<Option<I420Frame>, MediaError>, now: Instant) {
+    /// `capture_us` is its capture instant on the stamp clock.
+    fn local_frame(
+        &mut self,
+        frame: Result<Option<I420Frame>, MediaError>,
+        capture_us: u64,
+        now: Instant,
+    ) {
         let frame = match frame {
             Ok(Some(f)) => f,
             Ok(None) => return,
@@ -313,7 +321,6 @@ impl ClientLoop {
                     .local_track_ended(&format!("video source failed: {e}"))
             }
         };
-        let capture_us = monotonic_us();
         if let Some(w) = self.window.as_mut() {
             w.local_frame(&frame);
         }

@@ -1290,6 +1290,16 @@ mod tests {
         (da, db)
     }
 
+    /// A (port 1000, id 1) calls B (port 2000, id 2); both run until each decoded 10 frames.
+    fn call_until_decoding(t0: Instant, now: &mut Instant) -> (Side, Side) {
+        let (mut a, mut b) = (Side::new(1000), Side::new(2000));
+        a.c.call(2, *now).unwrap();
+        run(&mut a, &mut b, t0, now, Duration::from_secs(10), |a, b| {
+            a >= 10 && b >= 10
+        });
+        (a, b)
+    }
+
     /// Two conductors in one process on a virtual clock, str0m-style: offer, answer,
     /// candidates, ICE, DTLS and H.264 both ways, with no sockets and no sleeps.
     #[test]
@@ -1326,16 +1336,7 @@ mod tests {
     fn chat_channel_carries_text_and_the_hang_up() {
         let t0 = Instant::now();
         let mut now = t0;
-        let (mut a, mut b) = (Side::new(1000), Side::new(2000));
-        a.c.call(2, now).unwrap();
-        run(
-            &mut a,
-            &mut b,
-            t0,
-            &mut now,
-            Duration::from_secs(10),
-            |a, b| a >= 10 && b >= 10,
-        );
+        let (mut a, mut b) = call_until_decoding(t0, &mut now);
         assert_eq!((a.channel_opened, b.channel_opened), (1, 1));
         assert!(a.c.is_chat_open() && b.c.is_chat_open());
 
@@ -1437,16 +1438,7 @@ mod tests {
     fn a_silent_peer_pauses_sending_and_a_dead_one_ends_the_call() {
         let t0 = Instant::now();
         let mut now = t0;
-        let (mut a, mut b) = (Side::new(1000), Side::new(2000));
-        a.c.call(2, now).unwrap();
-        run(
-            &mut a,
-            &mut b,
-            t0,
-            &mut now,
-            Duration::from_secs(10),
-            |a, b| a >= 10 && b >= 10,
-        );
+        let (mut a, _b) = call_until_decoding(t0, &mut now);
         // B vanishes: A hears nothing from now on.
         let last = a.c.call.as_ref().unwrap().last_packet_at.unwrap();
         let mut silent_at = None;
@@ -1477,16 +1469,7 @@ mod tests {
 
         // Again, but B comes back before the end: the call carries on.
         let t1 = now;
-        let (mut a, mut b) = (Side::new(1000), Side::new(2000));
-        a.c.call(2, now).unwrap();
-        run(
-            &mut a,
-            &mut b,
-            t1,
-            &mut now,
-            Duration::from_secs(10),
-            |a, b| a >= 10 && b >= 10,
-        );
+        let (mut a, mut b) = call_until_decoding(t1, &mut now);
         let last = now;
         let mut resumed = false;
         while now < last + SILENT_AFTER + Duration::from_secs(1) {
