@@ -48,6 +48,9 @@ struct Args {
     /// Do not serve the web client at / (then / answers 404).
     #[arg(long)]
     no_web: bool,
+    /// Serve GET /metrics in the Prometheus text format (off: /metrics answers 404).
+    #[arg(long)]
+    metrics: bool,
 }
 
 fn seconds(name: &str, value: f64) -> Result<Duration, String> {
@@ -77,6 +80,7 @@ fn config(args: &Args) -> Result<ServerConfig, String> {
         },
         max_connections: args.max_connections,
         request_timeout: seconds("request-timeout", args.request_timeout)?,
+        metrics: args.metrics,
     })
 }
 

@@ -4,6 +4,7 @@
 //! this loop turns into writes and closes.
 
 pub mod data_socket;
+pub mod metrics;
 pub mod peer_channel;
 pub mod web;
 
@@ -16,13 +17,16 @@ use mio::{Interest, Token};
 use slab::Slab;
 
 pub use data_socket::{DataSocket, HttpError, Limits, Method, Request};
-pub use peer_channel::{Action, ChannelConfig, ChannelMember, ConnId, Disposition, PeerChannel};
+pub use peer_channel::{
+    Action, ChannelConfig, ChannelMember, ChannelStats, ConnId, Disposition, PeerChannel,
+};
 
 use crate::reactor::{
     earliest, read_available, read_once, BufferedStream, Reactor, ReadStep, Timers, LISTENER_TOKEN,
     SIGNAL_TOKEN,
 };
-use crate::signaling::{PeerId, Response, Status};
+use crate::signaling::http::status_code;
+use crate::signaling::{split_target, PeerId, Response, Status};
 
 /// Everything the server can be told on its command line.
 #[derive(Debug, Clone)]
@@ -34,6 +38,8 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Time a connection gets to send its whole request, and to take its answer.
     pub request_timeout: Duration,
+    /// Serve `GET /metrics` (Prometheus text format).
+    pub metrics: bool,
 }
 
 impl Default for ServerConfig {
@@ -48,6 +54,7 @@ impl Default for ServerConfig {
             },
             max_connections: 16_000,
             request_timeout: Duration::from_secs(10),
+            metrics: false,
         }
     }
 }
@@ -75,6 +82,8 @@ struct Connection {
     registered: bool,
     /// Registered for writable readiness too: only while an answer waits for room.
     wants_write: bool,
+    /// The request's path label for metrics, once its head is read.
+    path: &'static str,
 }
 
 /// Bytes asked for per read: a whole request of the protocol's usual size in one call.
@@ -119,6 +128,7 @@ pub struct Server {
     actions: Vec<Action>,
     scratch: Vec<u8>,
     quit: bool,
+    counters: metrics::Counters,
 }
 
 impl Server {
@@ -144,6 +154,7 @@ impl Server {
             actions: Vec::new(),
             scratch: Vec::with_capacity(16 * 1024),
             quit: false,
+            counters: metrics::Counters::default(),
         })
     }
 
@@ -212,6 +223,8 @@ impl Server {
                 let bytes = Response::text(Status::RequestTimeout, b"request not sent in time\n")
                     .to_bytes();
                 let _ = conn.stream.send(&bytes);
+                self.counters
+                    .count_request(metrics::UNPARSED, Status::RequestTimeout.code());
             } else {
                 log::debug!("connection {key}: peer did not take its answer in time, closing");
             }
@@ -257,8 +270,10 @@ impl Server {
             );
             let bytes = Response::text(Status::Unavailable, b"too many connections\n").to_bytes();
             let _ = BufferedStream::new(&mut stream).send(&bytes);
+            self.counters.refused_connections += 1;
             return;
         }
+        self.counters.accepted_connections += 1;
         let generation = self.next_generation;
         self.next_generation += 1;
         let deadline = now + self.config.request_timeout;
@@ -270,6 +285,7 @@ impl Server {
             generation,
             registered: false,
             wants_write: false,
+            path: metrics::UNPARSED,
         });
         self.deadlines.insert(deadline, (key, generation));
         // Clients send their request as soon as they connect, so it is usually here already:
@@ -396,6 +412,32 @@ impl Server {
 
     fn dispatch(&mut self, key: ConnId, req: &Request, now: Instant) {
         log::trace!("connection {key}: {:?} {}", req.method, req.target);
+        if let Some(conn) = self.conns.get_mut(key) {
+            conn.path = metrics::path_label(&req.target);
+        }
+        if self.config.metrics && split_target(&req.target).0 == "/metrics" {
+            let body = metrics::render(&self.counters, &self.gauges());
+            let status = if req.method == Method::Get {
+                Status::Ok
+            } else {
+                Status::MethodNotAllowed
+            };
+            let (content_type, body) = match status {
+                Status::Ok => (metrics::CONTENT_TYPE, body.as_bytes()),
+                _ => (&b"text/plain"[..], &b"GET /metrics\n"[..]),
+            };
+            self.actions.push(Action::Send {
+                conn: key,
+                bytes: Response {
+                    status,
+                    content_type,
+                    pragma: None,
+                    body,
+                }
+                .to_bytes(),
+            });
+            return self.apply_actions(now);
+        }
         match self
             .channel
             .handle_request(key, req, now, &mut self.actions)
@@ -424,6 +466,9 @@ impl Server {
                     let Some(conn) = self.conns.get_mut(key) else {
                         continue;
                     };
+                    if conn.state != ConnState::Closing {
+                        self.counters.count_request(conn.path, status_code(&bytes));
+                    }
                     conn.state = ConnState::Closing;
                     if conn.stream.send(&bytes).is_err() || conn.stream.pending() == 0 {
                         self.close(key, now);
@@ -466,6 +511,34 @@ impl Server {
         let conn = self.conns.remove(key);
         if let ConnState::Held(id) = conn.state {
             self.channel.hanging_get_closed(key, id, now);
+        }
+    }
+
+    /// The gauges of `/metrics`, read from the loop's state.
+    fn gauges(&self) -> metrics::Gauges {
+        let stats = self.channel.stats();
+        let (mut reading, mut held, mut writing) = (0, 0, 0);
+        let mut memory_used = stats.queued_bytes;
+        for (_, conn) in &self.conns {
+            match conn.state {
+                ConnState::Reading => reading += 1,
+                ConnState::Held(_) => held += 1,
+                ConnState::Closing => writing += 1,
+            }
+            memory_used += conn.request.buffered() + conn.stream.pending();
+        }
+        metrics::Gauges {
+            members: stats.members,
+            connections: vec![("reading", reading), ("held", held), ("writing", writing)],
+            queued_bytes: stats.queued_bytes,
+            queued_messages: stats.queued_messages,
+            evictions: vec![
+                (metrics::Eviction::TimedOut, stats.timed_out),
+                (metrics::Eviction::QueueOverflow, stats.queue_overflows),
+                (metrics::Eviction::MemoryBudget, stats.memory_evictions),
+            ],
+            memory_used,
+            memory_budget: 0,
         }
     }
 

@@ -7,6 +7,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use super::data_socket::{Method, Request};
+use super::metrics::Eviction;
 use crate::signaling::peers::write_entry;
 use crate::signaling::{
     find_arg, parse_peer_id, split_target, PeerId, Response, Status, MAX_NAME_LEN,
@@ -128,12 +129,11 @@ impl ChannelMember {
     }
 }
 
-/// Why a member is being removed; only for the log.
+/// Why a member is being removed: for the log, and the server's own removals for metrics.
 #[derive(Debug, Clone, Copy)]
 enum Removal {
     SignedOut,
-    TimedOut,
-    QueueOverflow,
+    Evicted(Eviction),
 }
 
 /// The registry of members.
@@ -144,6 +144,22 @@ pub struct PeerChannel {
     /// Members without a hanging GET, by the time it went away: the time-out order.
     absent: BTreeSet<(Instant, PeerId)>,
     next_id: PeerId,
+    /// Sum of every member's `queued_bytes`, and the number of queued messages.
+    queued_bytes: usize,
+    queued_messages: usize,
+    /// Members removed by the server, by cause (in [`Eviction`] order).
+    evictions: [u64; 3],
+}
+
+/// What the channel holds, for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ChannelStats {
+    pub members: usize,
+    pub queued_bytes: usize,
+    pub queued_messages: usize,
+    pub timed_out: u64,
+    pub queue_overflows: u64,
+    pub memory_evictions: u64,
 }
 
 fn respond(out: &mut Vec<Action>, conn: ConnId, response: Response<'_>) {
@@ -169,6 +185,20 @@ impl PeerChannel {
             members: BTreeMap::new(),
             absent: BTreeSet::new(),
             next_id: 1,
+            queued_bytes: 0,
+            queued_messages: 0,
+            evictions: [0; 3],
+        }
+    }
+
+    pub fn stats(&self) -> ChannelStats {
+        ChannelStats {
+            members: self.members.len(),
+            queued_bytes: self.queued_bytes,
+            queued_messages: self.queued_messages,
+            timed_out: self.evictions[Eviction::TimedOut as usize],
+            queue_overflows: self.evictions[Eviction::QueueOverflow as usize],
+            memory_evictions: self.evictions[Eviction::MemoryBudget as usize],
         }
     }
 
@@ -355,6 +385,8 @@ impl PeerChannel {
             .expect("caller checked membership");
         if let Some(item) = member.queue.pop_front() {
             member.queued_bytes -= item.size();
+            self.queued_bytes -= item.size();
+            self.queued_messages -= usize::from(matches!(item, QueuedItem::Message(_)));
             let bytes = member.render(&item);
             out.push(Action::Send { conn, bytes });
             // Answered at once: no hanging GET, but present now.
@@ -422,11 +454,13 @@ impl PeerChannel {
             return;
         }
         member.queued_bytes += item.size();
+        self.queued_bytes += item.size();
+        self.queued_messages += usize::from(matches!(item, QueuedItem::Message(_)));
         member.queue.push_back(item);
         if member.queue.len() > self.config.max_queue_items
             || member.queued_bytes > self.config.max_queue_bytes
         {
-            self.remove(to, Removal::QueueOverflow, now, out);
+            self.remove(to, Removal::Evicted(Eviction::QueueOverflow), now, out);
         }
     }
 
@@ -458,6 +492,15 @@ impl PeerChannel {
         }
         if let Some(conn) = member.waiting {
             out.push(Action::Close { conn });
+        }
+        self.queued_bytes -= member.queued_bytes;
+        self.queued_messages -= member
+            .queue
+            .iter()
+            .filter(|i| matches!(i, QueuedItem::Message(_)))
+            .count();
+        if let Removal::Evicted(why) = why {
+            self.evictions[why as usize] += 1;
         }
         log::info!(
             "member {id} {:?} removed: {why:?} ({} members, {} queued items dropped)",
@@ -492,7 +535,7 @@ impl PeerChannel {
             if since + self.config.timeout > now {
                 break;
             }
-            self.remove(id, Removal::TimedOut, now, out);
+            self.remove(id, Removal::Evicted(Eviction::TimedOut), now, out);
         }
     }
 

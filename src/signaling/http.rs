@@ -107,6 +107,17 @@ impl<'a> Response<'a> {
     }
 }
 
+/// The status code of a response laid out by [`Response::write_to`] (0 if it is not one):
+/// the loop counts answers by code without keeping the `Response` around.
+pub fn status_code(response: &[u8]) -> u16 {
+    response
+        .strip_prefix(b"HTTP/1.1 ")
+        .and_then(|rest| rest.get(..3))
+        .and_then(|code| std::str::from_utf8(code).ok())
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0)
+}
+
 /// `GET /sign_in?NAME`, byte for byte what the original client sends.
 pub fn sign_in_request(name: &str) -> Vec<u8> {
     format!("GET /sign_in?{name} HTTP/1.0\r\n\r\n").into_bytes()
