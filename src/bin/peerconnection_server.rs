@@ -51,6 +51,9 @@ struct Args {
     /// Serve GET /metrics in the Prometheus text format (off: /metrics answers 404).
     #[arg(long)]
     metrics: bool,
+    /// Seconds an HTTP/1.1 connection kept alive may sit idle between requests.
+    #[arg(long, default_value_t = 15.0)]
+    keep_alive_timeout: f64,
 }
 
 fn seconds(name: &str, value: f64) -> Result<Duration, String> {
@@ -81,6 +84,7 @@ fn config(args: &Args) -> Result<ServerConfig, String> {
         max_connections: args.max_connections,
         request_timeout: seconds("request-timeout", args.request_timeout)?,
         metrics: args.metrics,
+        keep_alive_timeout: seconds("keep-alive-timeout", args.keep_alive_timeout)?,
     })
 }
 

@@ -24,6 +24,10 @@ pub struct Request {
     /// `Content-Type` as the client sent it (empty if none).
     pub content_type: Vec<u8>,
     pub body: Vec<u8>,
+    /// HTTP/1.1 without `Connection: close`: the client may send its next request on the
+    /// same connection. HTTP/1.0 requests (the original client's) never are, so they get
+    /// the original's answer bytes and a closed socket.
+    pub keep_alive: bool,
 }
 
 /// A request the server refuses, with the status to answer and a short reason for the body.
@@ -59,7 +63,12 @@ struct Head {
     content_type: Vec<u8>,
     head_len: usize,
     content_length: usize,
+    keep_alive: bool,
 }
+
+/// Buffer capacity kept between the requests of a kept-alive connection; a large body's
+/// buffer is given back.
+const READ_KEEP: usize = 4096;
 
 /// The reading state of one connection.
 #[derive(Debug, Default)]
@@ -81,7 +90,8 @@ impl DataSocket {
     }
 
     /// Adds bytes; returns the request once it is complete. Bytes beyond the request's
-    /// body (a pipelined second request) are an error: one request per connection.
+    /// body (a pipelined second request) are an error for a request that closes its
+    /// connection; after a kept-alive one they stay here as the start of the next request.
     pub fn feed(&mut self, bytes: &[u8], limits: &Limits) -> Result<Option<Request>, HttpError> {
         self.buf.extend_from_slice(bytes);
         if self.head.is_none() {
@@ -104,7 +114,8 @@ impl DataSocket {
             return Ok(None);
         }
         // Tolerate a stray CRLF after a body, as old clients send; anything else is pipelining.
-        if self.buf[want..].iter().any(|b| !matches!(b, b'\r' | b'\n')) {
+        let pipelined = self.buf[want..].iter().any(|b| !matches!(b, b'\r' | b'\n'));
+        if pipelined && !head.keep_alive {
             return Err(HttpError::new(
                 Status::BadRequest,
                 "one request per connection: bytes after the request",
@@ -112,13 +123,31 @@ impl DataSocket {
         }
         let head = self.head.take().expect("checked above");
         let body = self.buf[head.head_len..want].to_vec();
-        self.buf.clear();
+        if pipelined {
+            self.buf.drain(..want);
+        } else {
+            self.buf.clear();
+        }
+        self.scanned = 0;
+        if self.buf.capacity() > READ_KEEP {
+            self.buf.shrink_to(READ_KEEP);
+        }
         Ok(Some(Request {
             method: head.method,
             target: head.target,
             content_type: head.content_type,
             body,
+            keep_alive: head.keep_alive,
         }))
+    }
+
+    /// The next request from bytes already received (a kept-alive client that sent it
+    /// before its previous answer was written), if they make a whole one.
+    pub fn next_request(&mut self, limits: &Limits) -> Result<Option<Request>, HttpError> {
+        if self.buf.is_empty() {
+            return Ok(None);
+        }
+        self.feed(&[], limits)
     }
 
     fn check_head_size(&self, limits: &Limits) -> Result<(), HttpError> {
@@ -165,7 +194,15 @@ fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<Head>, HttpError> {
     }
     let mut content_length: Option<usize> = None;
     let mut content_type = Vec::new();
+    let mut keep_alive = req.version == Some(1);
     for h in req.headers.iter() {
+        if h.name.eq_ignore_ascii_case("connection")
+            && h.value
+                .split(|&b| b == b',')
+                .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close"))
+        {
+            keep_alive = false;
+        }
         if h.name.eq_ignore_ascii_case("content-length") {
             let value = std::str::from_utf8(h.value).unwrap_or("").trim();
             let parsed = (!value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()))
@@ -209,6 +246,7 @@ fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<Head>, HttpError> {
         content_type,
         head_len,
         content_length,
+        keep_alive,
     }))
 }
 
@@ -271,6 +309,37 @@ mod tests {
         let mut ds = DataSocket::new();
         let err = ds.feed(&[b'a'; 1025], &LIMITS).unwrap_err();
         assert_eq!(err.status, Status::HeadersTooLarge);
+    }
+
+    #[test]
+    fn only_http_1_1_without_close_keeps_the_connection() {
+        let keeps = |raw: &[u8]| feed_all(raw).unwrap().unwrap().keep_alive;
+        assert!(keeps(b"GET /wait?peer_id=1 HTTP/1.1\r\nHost: x\r\n\r\n"));
+        assert!(!keeps(b"GET /wait?peer_id=1 HTTP/1.0\r\n\r\n"));
+        assert!(!keeps(
+            b"GET /wait?peer_id=1 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+        ));
+        assert!(!keeps(
+            b"GET /wait HTTP/1.1\r\nConnection: Upgrade, Close\r\n\r\n"
+        ));
+    }
+
+    #[test]
+    fn a_kept_alive_request_leaves_the_next_one_buffered() {
+        let mut ds = DataSocket::new();
+        let first = ds
+            .feed(
+                b"POST /m HTTP/1.1\r\nContent-Length: 2\r\n\r\nhiGET /wait HTTP/1.1\r\n",
+                &LIMITS,
+            )
+            .unwrap()
+            .unwrap();
+        assert_eq!(first.body, b"hi");
+        assert_eq!(ds.next_request(&LIMITS).unwrap(), None);
+        let second = ds.feed(b"\r\n", &LIMITS).unwrap().unwrap();
+        assert_eq!((second.target.as_str(), second.keep_alive), ("/wait", true));
+        assert_eq!(ds.buffered(), 0);
+        assert_eq!(ds.next_request(&LIMITS).unwrap(), None);
     }
 
     #[test]

@@ -25,7 +25,7 @@ use crate::reactor::{
     earliest, read_available, read_once, BufferedStream, Reactor, ReadStep, Timers, LISTENER_TOKEN,
     SIGNAL_TOKEN,
 };
-use crate::signaling::http::status_code;
+use crate::signaling::http::{self, status_code};
 use crate::signaling::{split_target, PeerId, Response, Status};
 
 /// Everything the server can be told on its command line.
@@ -40,6 +40,8 @@ pub struct ServerConfig {
     pub request_timeout: Duration,
     /// Serve `GET /metrics` (Prometheus text format).
     pub metrics: bool,
+    /// How long a kept-alive connection may sit idle between requests.
+    pub keep_alive_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -55,6 +57,7 @@ impl Default for ServerConfig {
             max_connections: 16_000,
             request_timeout: Duration::from_secs(10),
             metrics: false,
+            keep_alive_timeout: Duration::from_secs(15),
         }
     }
 }
@@ -63,8 +66,12 @@ impl Default for ServerConfig {
 enum ConnState {
     /// Reading the request.
     Reading,
+    /// Kept alive after an answer, waiting for the client's next request.
+    Idle,
     /// Held open as a member's hanging GET.
     Held(PeerId),
+    /// Answered a kept-alive request; writing the response, then idle.
+    Writing,
     /// Answered; writing the response, then closing.
     Closing,
 }
@@ -84,6 +91,10 @@ struct Connection {
     wants_write: bool,
     /// The request's path label for metrics, once its head is read.
     path: &'static str,
+    /// The request being served asked to keep the connection (HTTP/1.1).
+    keep_alive: bool,
+    /// Readable while its answer was being written: read once it is idle again.
+    unread: bool,
 }
 
 /// Bytes asked for per read: a whole request of the protocol's usual size in one call.
@@ -129,6 +140,9 @@ pub struct Server {
     scratch: Vec<u8>,
     quit: bool,
     counters: metrics::Counters,
+    /// Kept-alive connections that may hold their next request already (pipelined, or
+    /// sent while their answer was being written): served after this turn's events.
+    resume: Vec<(ConnId, u64)>,
 }
 
 impl Server {
@@ -155,6 +169,7 @@ impl Server {
             scratch: Vec::with_capacity(16 * 1024),
             quit: false,
             counters: metrics::Counters::default(),
+            resume: Vec::new(),
         })
     }
 
@@ -170,7 +185,7 @@ impl Server {
                 self.deadlines.next_deadline(),
                 self.channel.poll_timeout(),
                 self.accept_paused_until,
-                self.accept_more.then(Instant::now),
+                (self.accept_more || !self.resume.is_empty()).then(Instant::now),
             ]);
             self.reactor.poll_ready(deadline, &mut ready)?;
             let now = Instant::now();
@@ -187,6 +202,15 @@ impl Server {
             }
             if self.accept_more && !accepted {
                 self.accept_all(now);
+            }
+            for (key, generation) in std::mem::take(&mut self.resume) {
+                if self
+                    .conns
+                    .get(key)
+                    .is_some_and(|c| c.generation == generation)
+                {
+                    self.connection_event(key, true, false, now);
+                }
             }
             self.handle_timeouts(now);
         }
@@ -214,7 +238,9 @@ impl Server {
                 }
                 None => continue,
             }
-            if conn.state == ConnState::Reading {
+            if conn.state == ConnState::Idle {
+                log::debug!("connection {key}: kept alive and idle too long, closing");
+            } else if conn.state == ConnState::Reading {
                 log::debug!(
                     "connection {key}: request not complete after {:?} ({} bytes), closing",
                     self.config.request_timeout,
@@ -286,6 +312,8 @@ impl Server {
             registered: false,
             wants_write: false,
             path: metrics::UNPARSED,
+            keep_alive: false,
+            unread: false,
         });
         self.deadlines.insert(deadline, (key, generation));
         // Clients send their request as soon as they connect, so it is usually here already:
@@ -360,15 +388,30 @@ impl Server {
                 // Read until the request is whole, then stop: the connection is answered
                 // and closed (or held) without a last read only to see it would block. The
                 // request's bounds are checked as it grows.
-                ConnState::Reading => {
+                ConnState::Reading | ConnState::Idle => {
+                    // A kept-alive client may have sent its next request already.
+                    match conn.request.next_request(&limits) {
+                        Ok(Some(req)) => return self.dispatch(key, &req, now),
+                        Ok(None) => {}
+                        Err(e) => return self.refuse(key, e, now),
+                    }
                     let mut chunk = [0u8; READ_CHUNK];
                     loop {
                         match read_once(&mut conn.stream.io, &mut chunk) {
-                            ReadStep::Data(n) => match conn.request.feed(&chunk[..n], &limits) {
-                                Ok(Some(req)) => return self.dispatch(key, &req, now),
-                                Ok(None) => {}
-                                Err(e) => return self.refuse(key, e, now),
-                            },
+                            ReadStep::Data(n) => {
+                                if conn.state == ConnState::Idle {
+                                    // The next request has begun: it gets the request time.
+                                    conn.state = ConnState::Reading;
+                                    let deadline = now + self.config.request_timeout;
+                                    conn.deadline = Some(deadline);
+                                    self.deadlines.insert(deadline, (key, conn.generation));
+                                }
+                                match conn.request.feed(&chunk[..n], &limits) {
+                                    Ok(Some(req)) => return self.dispatch(key, &req, now),
+                                    Ok(None) => {}
+                                    Err(e) => return self.refuse(key, e, now),
+                                }
+                            }
                             ReadStep::WouldBlock => break,
                             ReadStep::Closed => {
                                 log::debug!("connection {key} closed before finishing its request");
@@ -387,6 +430,8 @@ impl Server {
                         return self.close(key, now);
                     }
                 }
+                // Its next request waits in the socket until this answer is written.
+                ConnState::Writing => conn.unread = true,
                 // Answered: whatever else it sends is read and dropped (bounded per event).
                 ConnState::Closing => {
                     self.scratch.clear();
@@ -402,6 +447,11 @@ impl Server {
 
     fn refuse(&mut self, key: ConnId, e: HttpError, now: Instant) {
         log::debug!("connection {key}: {e}");
+        if let Some(conn) = self.conns.get_mut(key) {
+            // Counted as an answered request, and the connection closes after it.
+            conn.state = ConnState::Reading;
+            conn.keep_alive = false;
+        }
         let body = format!("{}\n", e.reason);
         self.actions.push(Action::Send {
             conn: key,
@@ -413,7 +463,10 @@ impl Server {
     fn dispatch(&mut self, key: ConnId, req: &Request, now: Instant) {
         log::trace!("connection {key}: {:?} {}", req.method, req.target);
         if let Some(conn) = self.conns.get_mut(key) {
+            // A request taken from what an idle connection had buffered is served as read.
+            conn.state = ConnState::Reading;
             conn.path = metrics::path_label(&req.target);
+            conn.keep_alive = req.keep_alive;
         }
         if self.config.metrics && split_target(&req.target).0 == "/metrics" {
             let body = metrics::render(&self.counters, &self.gauges());
@@ -462,16 +515,35 @@ impl Server {
         let mut actions = std::mem::take(&mut self.actions);
         for action in actions.drain(..) {
             match action {
-                Action::Send { conn: key, bytes } => {
+                Action::Send {
+                    conn: key,
+                    mut bytes,
+                } => {
                     let Some(conn) = self.conns.get_mut(key) else {
                         continue;
                     };
-                    if conn.state != ConnState::Closing {
+                    let answers_request =
+                        matches!(conn.state, ConnState::Reading | ConnState::Held(_));
+                    if answers_request {
                         self.counters.count_request(conn.path, status_code(&bytes));
                     }
-                    conn.state = ConnState::Closing;
-                    if conn.stream.send(&bytes).is_err() || conn.stream.pending() == 0 {
+                    // Only an answer to the connection's own request keeps it; refusals
+                    // and anything unexpected close it.
+                    let keep = answers_request && conn.keep_alive && !self.quit;
+                    if keep {
+                        http::keep_connection(&mut bytes);
+                        conn.state = ConnState::Writing;
+                    } else {
+                        conn.state = ConnState::Closing;
+                    }
+                    if conn.stream.send(&bytes).is_err() {
                         self.close(key, now);
+                    } else if conn.stream.pending() == 0 {
+                        if keep {
+                            self.idle(key, now);
+                        } else {
+                            self.close(key, now);
+                        }
                     } else {
                         let deadline = now + self.config.request_timeout;
                         conn.deadline = Some(deadline);
@@ -497,7 +569,25 @@ impl Server {
         };
         match (conn.state, conn.stream.flush()) {
             (ConnState::Closing, Ok(true)) | (_, Err(_)) => self.close(key, now),
+            (ConnState::Writing, Ok(true)) => self.idle(key, now),
             _ => {}
+        }
+    }
+
+    /// A kept-alive connection's answer is written: it waits for the next request, for
+    /// at most `--keep-alive-timeout`.
+    fn idle(&mut self, key: ConnId, now: Instant) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        conn.state = ConnState::Idle;
+        conn.path = metrics::UNPARSED;
+        conn.keep_alive = false;
+        let deadline = now + self.config.keep_alive_timeout;
+        conn.deadline = Some(deadline);
+        self.deadlines.insert(deadline, (key, conn.generation));
+        if conn.request.buffered() > 0 || std::mem::take(&mut conn.unread) {
+            self.resume.push((key, conn.generation));
         }
     }
 
@@ -509,6 +599,7 @@ impl Server {
         // Dropping the stream closes it, which also takes it out of the poll: no
         // deregistering first.
         let conn = self.conns.remove(key);
+        log::trace!("connection {key}: closed in state {:?}", conn.state);
         if let ConnState::Held(id) = conn.state {
             self.channel.hanging_get_closed(key, id, now);
         }
@@ -517,19 +608,25 @@ impl Server {
     /// The gauges of `/metrics`, read from the loop's state.
     fn gauges(&self) -> metrics::Gauges {
         let stats = self.channel.stats();
-        let (mut reading, mut held, mut writing) = (0, 0, 0);
+        let (mut reading, mut idle, mut held, mut writing) = (0, 0, 0, 0);
         let mut memory_used = stats.queued_bytes;
         for (_, conn) in &self.conns {
             match conn.state {
                 ConnState::Reading => reading += 1,
+                ConnState::Idle => idle += 1,
                 ConnState::Held(_) => held += 1,
-                ConnState::Closing => writing += 1,
+                ConnState::Writing | ConnState::Closing => writing += 1,
             }
             memory_used += conn.request.buffered() + conn.stream.pending();
         }
         metrics::Gauges {
             members: stats.members,
-            connections: vec![("reading", reading), ("held", held), ("writing", writing)],
+            connections: vec![
+                ("reading", reading),
+                ("idle", idle),
+                ("held", held),
+                ("writing", writing),
+            ],
             queued_bytes: stats.queued_bytes,
             queued_messages: stats.queued_messages,
             evictions: vec![

@@ -52,6 +52,9 @@ impl Status {
 const SERVER_HEADERS: &str =
     "Server: PeerConnectionTestServer/0.1\r\nCache-Control: no-cache\r\nConnection: close\r\n";
 
+const CLOSE: &[u8] = b"\r\nConnection: close\r\n";
+const KEEP_ALIVE: &[u8] = b"\r\nConnection: keep-alive\r\n";
+
 const CORS_HEADERS: &str = "Access-Control-Allow-Origin: *\r\n\
 Access-Control-Allow-Credentials: true\r\n\
 Access-Control-Allow-Methods: POST, GET, OPTIONS\r\n\
@@ -104,6 +107,23 @@ impl<'a> Response<'a> {
         let mut out = Vec::new();
         self.write_to(&mut out);
         out
+    }
+}
+
+/// Turns a response laid out by [`Response::write_to`] into the answer for a client that
+/// keeps its connection (HTTP/1.1 without `Connection: close`): the one header that differs
+/// says `keep-alive`. Everything else, and every answer to an HTTP/1.0 request, stays the
+/// original's bytes.
+pub fn keep_connection(response: &mut Vec<u8>) {
+    let head_end = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(response.len());
+    if let Some(at) = response[..head_end]
+        .windows(CLOSE.len())
+        .position(|w| w == CLOSE)
+    {
+        response.splice(at..at + CLOSE.len(), KEEP_ALIVE.iter().copied());
     }
 }
 
@@ -279,6 +299,25 @@ mod tests {
         let text = String::from_utf8(r.to_bytes()).unwrap();
         assert!(text.starts_with("HTTP/1.1 200 Added\r\nServer: PeerConnectionTestServer/0.1\r\nCache-Control: no-cache\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: 6\r\nPragma: 3\r\nAccess-Control-Allow-Origin: *\r\n"));
         assert!(text.ends_with("Access-Control-Expose-Headers: Content-Length\r\n\r\na,3,1\n"));
+    }
+
+    #[test]
+    fn a_kept_connection_changes_one_header_only() {
+        let r = Response::text(Status::Ok, b"Connection: close\r\n");
+        let mut kept = r.to_bytes();
+        keep_connection(&mut kept);
+        let expected = String::from_utf8(r.to_bytes()).unwrap().replacen(
+            "Connection: close",
+            "Connection: keep-alive",
+            1,
+        );
+        assert_eq!(String::from_utf8(kept.clone()).unwrap(), expected);
+        let parsed = parse_response(&kept).unwrap().unwrap();
+        assert_eq!(
+            parsed.body, b"Connection: close\r\n",
+            "the body is untouched"
+        );
+        assert_eq!(status_code(&kept), 200);
     }
 
     #[test]
