@@ -244,11 +244,13 @@ fn counters_follow_a_scripted_run() {
     assert_eq!(m.requests("other", "404"), 1.0);
     assert_eq!(m.requests("/metrics", "200"), 1.0, "the first scrape");
     assert_eq!(m.value("connections", &[("state", "held")]), 1.0);
-    // alice's queue: bob's join line ("bob,2,1\n"), and three messages of 3, 3 and 5
-    // bytes, each with its 10-byte content type.
+    // alice's queue: three messages of 3, 3 and 5 bytes, each with its 10-byte content
+    // type; and bob's join line ("bob,2,1\n") unread.
     assert_eq!(m.value("queued_messages", &[]), 3.0);
-    assert_eq!(m.value("queued_bytes", &[]), 8.0 + 13.0 + 13.0 + 15.0);
-    assert!(m.value("memory_used_bytes", &[]) >= 49.0);
+    assert_eq!(m.value("queued_bytes", &[]), 13.0 + 13.0 + 15.0);
+    // The join line waits in the shared log (with its slot's 32 bytes) until alice reads it.
+    assert_eq!(m.value("presence_log_bytes", &[]), 8.0 + 32.0);
+    assert!(m.value("memory_used_bytes", &[]) >= 81.0);
     // alice takes two items: the counters move, the queue shrinks.
     assert_eq!(get(p, "/wait?peer_id=1").code, 200);
     assert_eq!(get(p, "/wait?peer_id=1").code, 200);
@@ -256,6 +258,7 @@ fn counters_follow_a_scripted_run() {
     assert_eq!(m2.requests("/wait", "200"), 2.0);
     assert_eq!(m2.value("queued_messages", &[]), 2.0);
     assert_eq!(m2.value("queued_bytes", &[]), 13.0 + 15.0);
+    assert_eq!(m2.value("presence_log_bytes", &[]), 0.0);
     assert_eq!(m2.requests("/metrics", "200"), 2.0);
     drop(held);
 }

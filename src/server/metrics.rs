@@ -74,6 +74,8 @@ pub struct Gauges {
     /// Bytes of messages and notices waiting for members' hanging GETs.
     pub queued_bytes: usize,
     pub queued_messages: usize,
+    /// Bytes of the shared presence log.
+    pub presence_log_bytes: usize,
     /// Removals by the server, by cause.
     pub evictions: Vec<(Eviction, u64)>,
     pub memory_used: usize,
@@ -153,6 +155,13 @@ pub fn render(counters: &Counters, g: &Gauges) -> String {
         "Messages waiting for members' hanging GETs.",
     );
     let _ = writeln!(out, "{p}_queued_messages {}", g.queued_messages);
+    family(
+        &mut out,
+        &format!("{p}_presence_log_bytes"),
+        "gauge",
+        "Bytes of join and leave lines some member has yet to read.",
+    );
+    let _ = writeln!(out, "{p}_presence_log_bytes {}", g.presence_log_bytes);
     family(
         &mut out,
         &format!("{p}_evictions_total"),

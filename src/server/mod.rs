@@ -609,7 +609,7 @@ impl Server {
     fn gauges(&self) -> metrics::Gauges {
         let stats = self.channel.stats();
         let (mut reading, mut idle, mut held, mut writing) = (0, 0, 0, 0);
-        let mut memory_used = stats.queued_bytes;
+        let mut memory_used = stats.queued_bytes + stats.presence_log_bytes;
         for (_, conn) in &self.conns {
             match conn.state {
                 ConnState::Reading => reading += 1,
@@ -629,6 +629,7 @@ impl Server {
             ],
             queued_bytes: stats.queued_bytes,
             queued_messages: stats.queued_messages,
+            presence_log_bytes: stats.presence_log_bytes,
             evictions: vec![
                 (metrics::Eviction::TimedOut, stats.timed_out),
                 (metrics::Eviction::QueueOverflow, stats.queue_overflows),

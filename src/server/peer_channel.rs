@@ -1,9 +1,12 @@
 //! The member registry (after the original's `PeerChannel` and `ChannelMember`): sign in,
 //! hanging GETs, message routing, queues, notifications, time-outs. No IO: requests come in
 //! with the connection they arrived on, [`Action`]s go out for the loop to carry out.
+//!
+//! Joins and leaves go into one [`PresenceLog`] that every member reads with its own cursor
+//! (fan-out on read), so a member that never waits costs a cursor, not a copy of every
+//! later entry line: N members that never wait hold O(N) memory, not O(N²).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use super::data_socket::{Method, Request};
@@ -60,29 +63,108 @@ impl Default for ChannelConfig {
     }
 }
 
-/// Something waiting for a member's next hanging GET.
-#[derive(Debug)]
-enum QueuedItem {
-    /// Another member's entry line; shared by everyone told of the same join or leave.
-    Notification(Rc<[u8]>),
-    /// Boxed so a queue slot stays two words: join storms queue millions of items.
-    Message(Box<QueuedMessage>),
-}
-
+/// A message waiting for its recipient's next hanging GET.
 #[derive(Debug)]
 struct QueuedMessage {
     from: PeerId,
+    /// The presence log's end when it was queued: it comes after every entry before that.
+    after: u64,
     content_type: Vec<u8>,
     body: Vec<u8>,
 }
 
-impl QueuedItem {
+impl QueuedMessage {
     fn size(&self) -> usize {
-        match self {
-            QueuedItem::Notification(entry) => entry.len(),
-            QueuedItem::Message(m) => m.content_type.len() + m.body.len(),
+        self.content_type.len() + self.body.len()
+    }
+}
+
+/// Bytes a log entry costs beyond its line (its slot in the deque).
+const NOTICE_OVERHEAD: usize = 32;
+
+/// Every join and leave, in order, from the oldest any member has yet to read. Entry `seq`
+/// is at `entries[seq - base]`; `sizes[i]` is the bytes of entries before `i`, so a
+/// member's unread bytes come from two look-ups.
+#[derive(Debug, Default)]
+struct PresenceLog {
+    entries: VecDeque<Box<[u8]>>,
+    /// Running byte count at each entry (bytes of every entry logged before it).
+    before: VecDeque<u64>,
+    base: u64,
+    /// Bytes of every entry ever logged.
+    total: u64,
+    /// Members' cursors, counted: the smallest says what may be dropped.
+    cursors: BTreeMap<u64, usize>,
+}
+
+impl PresenceLog {
+    fn end(&self) -> u64 {
+        self.base + self.entries.len() as u64
+    }
+
+    fn push(&mut self, entry: Box<[u8]>) {
+        self.before.push_back(self.total);
+        self.total += (entry.len() + NOTICE_OVERHEAD) as u64;
+        self.entries.push_back(entry);
+        self.trim();
+    }
+
+    fn get(&self, seq: u64) -> Option<&[u8]> {
+        let i = usize::try_from(seq.checked_sub(self.base)?).ok()?;
+        self.entries.get(i).map(|e| &e[..])
+    }
+
+    /// Bytes from `seq` to the end: what a member at that cursor has yet to read.
+    fn unread_bytes(&self, seq: u64) -> usize {
+        let i = seq.saturating_sub(self.base) as usize;
+        let at = self.before.get(i).copied().unwrap_or(self.total);
+        (self.total - at) as usize
+    }
+
+    /// Bytes held.
+    fn bytes(&self) -> usize {
+        self.unread_bytes(self.base)
+    }
+
+    fn add_cursor(&mut self, seq: u64) {
+        *self.cursors.entry(seq).or_default() += 1;
+    }
+
+    fn remove_cursor(&mut self, seq: u64) {
+        if let Some(n) = self.cursors.get_mut(&seq) {
+            *n -= 1;
+            if *n == 0 {
+                self.cursors.remove(&seq);
+            }
+        }
+        self.trim();
+    }
+
+    fn move_cursor(&mut self, from: u64, to: u64) {
+        if from != to {
+            self.add_cursor(to);
+            self.remove_cursor(from);
         }
     }
+
+    /// Drops the entries every member has read.
+    fn trim(&mut self) {
+        let keep_from = self
+            .cursors
+            .first_key_value()
+            .map_or(self.end(), |(seq, _)| *seq);
+        while self.base < keep_from && !self.entries.is_empty() {
+            self.entries.pop_front();
+            self.before.pop_front();
+            self.base += 1;
+        }
+    }
+}
+
+/// What a member's next hanging GET is answered with.
+enum Next {
+    Notice(u64),
+    Message,
 }
 
 /// One signed-in member.
@@ -93,7 +175,10 @@ pub struct ChannelMember {
     waiting: Option<ConnId>,
     /// When the hanging GET went away (or the member signed in without one).
     absent_since: Option<Instant>,
-    queue: VecDeque<QueuedItem>,
+    /// The next presence-log entry this member has not been told.
+    cursor: u64,
+    queue: VecDeque<QueuedMessage>,
+    /// Bytes of its queued messages.
     queued_bytes: usize,
 }
 
@@ -102,31 +187,48 @@ impl ChannelMember {
         &self.name
     }
 
-    fn entry(&self, connected: bool) -> Rc<[u8]> {
+    fn entry(&self, connected: bool) -> Box<[u8]> {
         let mut line = Vec::with_capacity(self.name.len() + 14);
         write_entry(&mut line, &self.name, self.id, connected);
         line.into()
     }
 
-    /// Renders a queued item as the response to this member's hanging GET.
-    fn render(&self, item: &QueuedItem) -> Vec<u8> {
-        match item {
-            QueuedItem::Notification(entry) => Response {
-                status: Status::Ok,
-                content_type: b"text/plain",
-                pragma: Some(self.id),
-                body: entry,
-            }
-            .to_bytes(),
-            QueuedItem::Message(m) => Response {
-                status: Status::Ok,
-                content_type: &m.content_type,
-                pragma: Some(m.from),
-                body: &m.body,
-            }
-            .to_bytes(),
+    /// What is due next, in the order it happened: a message queued before the entry at
+    /// the cursor goes first.
+    fn next(&self, log: &PresenceLog) -> Option<Next> {
+        match self.queue.front() {
+            Some(m) if m.after <= self.cursor => Some(Next::Message),
+            _ if self.cursor < log.end() => Some(Next::Notice(self.cursor)),
+            Some(_) => Some(Next::Message),
+            None => None,
         }
     }
+
+    /// Items waiting: messages and unread entries.
+    fn pending(&self, log: &PresenceLog) -> usize {
+        self.queue.len() + (log.end() - self.cursor) as usize
+    }
+
+    /// An entry line as the answer to this member's hanging GET.
+    fn render_notice(&self, entry: &[u8]) -> Vec<u8> {
+        Response {
+            status: Status::Ok,
+            content_type: b"text/plain",
+            pragma: Some(self.id),
+            body: entry,
+        }
+        .to_bytes()
+    }
+}
+
+fn render_message(m: &QueuedMessage) -> Vec<u8> {
+    Response {
+        status: Status::Ok,
+        content_type: &m.content_type,
+        pragma: Some(m.from),
+        body: &m.body,
+    }
+    .to_bytes()
 }
 
 /// Why a member is being removed: for the log, and the server's own removals for metrics.
@@ -144,6 +246,7 @@ pub struct PeerChannel {
     /// Members without a hanging GET, by the time it went away: the time-out order.
     absent: BTreeSet<(Instant, PeerId)>,
     next_id: PeerId,
+    log: PresenceLog,
     /// Sum of every member's `queued_bytes`, and the number of queued messages.
     queued_bytes: usize,
     queued_messages: usize,
@@ -155,7 +258,10 @@ pub struct PeerChannel {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ChannelStats {
     pub members: usize,
+    /// Bytes of queued messages (bodies and content types).
     pub queued_bytes: usize,
+    /// Bytes of the presence log (entries some member has yet to read).
+    pub presence_log_bytes: usize,
     pub queued_messages: usize,
     pub timed_out: u64,
     pub queue_overflows: u64,
@@ -185,6 +291,7 @@ impl PeerChannel {
             members: BTreeMap::new(),
             absent: BTreeSet::new(),
             next_id: 1,
+            log: PresenceLog::default(),
             queued_bytes: 0,
             queued_messages: 0,
             evictions: [0; 3],
@@ -195,11 +302,17 @@ impl PeerChannel {
         ChannelStats {
             members: self.members.len(),
             queued_bytes: self.queued_bytes,
+            presence_log_bytes: self.log.bytes(),
             queued_messages: self.queued_messages,
             timed_out: self.evictions[Eviction::TimedOut as usize],
             queue_overflows: self.evictions[Eviction::QueueOverflow as usize],
             memory_evictions: self.evictions[Eviction::MemoryBudget as usize],
         }
+    }
+
+    /// Bytes of undelivered data: queued messages and the presence log.
+    pub fn memory(&self) -> usize {
+        self.queued_bytes + self.log.bytes()
     }
 
     pub fn len(&self) -> usize {
@@ -321,11 +434,12 @@ impl PeerChannel {
                 *b = b'_';
             }
         }
-        let member = ChannelMember {
+        let mut member = ChannelMember {
             id,
             name: name.into_boxed_slice(),
             waiting: None,
             absent_since: Some(now),
+            cursor: 0,
             queue: VecDeque::new(),
             queued_bytes: 0,
         };
@@ -340,7 +454,10 @@ impl PeerChannel {
             String::from_utf8_lossy(&member.name),
             self.members.len() + 1
         );
-        self.notify_all(id, &entry, now, out);
+        self.notify_all(entry, now, out);
+        // Its own join is behind it: it starts reading after it.
+        member.cursor = self.log.end();
+        self.log.add_cursor(member.cursor);
         self.absent.insert((now, id));
         self.members.insert(id, member);
         respond(
@@ -372,6 +489,26 @@ impl PeerChannel {
         self.absent.insert((now, id));
     }
 
+    /// Takes the member's next item, rendered as the answer to its hanging GET.
+    fn take_next(&mut self, id: PeerId) -> Option<Vec<u8>> {
+        let member = self.members.get_mut(&id)?;
+        match member.next(&self.log)? {
+            Next::Notice(seq) => {
+                let bytes = member.render_notice(self.log.get(seq)?);
+                member.cursor = seq + 1;
+                self.log.move_cursor(seq, seq + 1);
+                Some(bytes)
+            }
+            Next::Message => {
+                let m = member.queue.pop_front()?;
+                member.queued_bytes -= m.size();
+                self.queued_bytes -= m.size();
+                self.queued_messages -= 1;
+                Some(render_message(&m))
+            }
+        }
+    }
+
     fn wait(
         &mut self,
         conn: ConnId,
@@ -379,20 +516,16 @@ impl PeerChannel {
         now: Instant,
         out: &mut Vec<Action>,
     ) -> Disposition {
-        let member = self
-            .members
-            .get_mut(&id)
-            .expect("caller checked membership");
-        if let Some(item) = member.queue.pop_front() {
-            member.queued_bytes -= item.size();
-            self.queued_bytes -= item.size();
-            self.queued_messages -= usize::from(matches!(item, QueuedItem::Message(_)));
-            let bytes = member.render(&item);
+        if let Some(bytes) = self.take_next(id) {
             out.push(Action::Send { conn, bytes });
             // Answered at once: no hanging GET, but present now.
             self.seen(id, now);
             return Disposition::Answered;
         }
+        let member = self
+            .members
+            .get_mut(&id)
+            .expect("caller checked membership");
         if let Some(old) = member.waiting.replace(conn) {
             log::debug!("member {id}: a second hanging GET replaces connection {old}");
             out.push(Action::Close { conn: old });
@@ -430,56 +563,80 @@ impl PeerChannel {
             return Disposition::Answered;
         }
         log::trace!("member {from} sends {} bytes to {to}", req.body.len());
-        let item = QueuedItem::Message(Box::new(QueuedMessage {
+        let message = QueuedMessage {
             from,
+            after: self.log.end(),
             content_type: req.content_type.clone(),
             body: req.body.clone(),
-        }));
-        self.deliver(to, item, now, out);
+        };
+        self.deliver(to, message, now, out);
         respond(out, conn, Response::text(Status::Ok, b""));
         Disposition::Answered
     }
 
-    /// Answers the member's hanging GET with `item`, or queues it. A member whose queue
+    /// A member's hanging GET was answered: it is absent until its next request.
+    fn answered(&mut self, id: PeerId, now: Instant) {
+        if let Some(member) = self.members.get_mut(&id) {
+            member.absent_since = Some(now);
+            self.absent.insert((now, id));
+        }
+    }
+
+    /// Answers the member's hanging GET with `message`, or queues it. A member whose queue
     /// overflows has stopped reading and is removed.
-    fn deliver(&mut self, to: PeerId, item: QueuedItem, now: Instant, out: &mut Vec<Action>) {
+    fn deliver(&mut self, to: PeerId, message: QueuedMessage, now: Instant, out: &mut Vec<Action>) {
         let Some(member) = self.members.get_mut(&to) else {
             return;
         };
         if let Some(conn) = member.waiting.take() {
-            let bytes = member.render(&item);
-            out.push(Action::Send { conn, bytes });
-            member.absent_since = Some(now);
-            self.absent.insert((now, to));
+            // A held GET means nothing was pending: the message is next.
+            out.push(Action::Send {
+                conn,
+                bytes: render_message(&message),
+            });
+            self.answered(to, now);
             return;
         }
-        member.queued_bytes += item.size();
-        self.queued_bytes += item.size();
-        self.queued_messages += usize::from(matches!(item, QueuedItem::Message(_)));
-        member.queue.push_back(item);
-        if member.queue.len() > self.config.max_queue_items
+        member.queued_bytes += message.size();
+        self.queued_bytes += message.size();
+        self.queued_messages += 1;
+        member.queue.push_back(message);
+        if member.pending(&self.log) > self.config.max_queue_items
             || member.queued_bytes > self.config.max_queue_bytes
         {
             self.remove(to, Removal::Evicted(Eviction::QueueOverflow), now, out);
         }
     }
 
-    /// Tells every member but `except` about `entry`.
-    fn notify_all(
-        &mut self,
-        except: PeerId,
-        entry: &Rc<[u8]>,
-        now: Instant,
-        out: &mut Vec<Action>,
-    ) {
-        let ids: Vec<PeerId> = self
-            .members
-            .keys()
-            .copied()
-            .filter(|&id| id != except)
-            .collect();
-        for id in ids {
-            self.deliver(id, QueuedItem::Notification(entry.clone()), now, out);
+    /// Logs `entry` (a join or a leave) and answers every held GET with it; everyone else
+    /// reads it from the log on their next GET. Members whose unread items pass
+    /// `--max-queue` have stopped reading and are removed.
+    fn notify_all(&mut self, entry: Box<[u8]>, now: Instant, out: &mut Vec<Action>) {
+        let seq = self.log.end();
+        self.log.push(entry);
+        let mut answered = Vec::new();
+        let mut overflowed = Vec::new();
+        for member in self.members.values_mut() {
+            if let Some(conn) = member.waiting.take() {
+                // A held GET means nothing else was pending: this entry is next.
+                debug_assert_eq!(member.cursor, seq);
+                let entry = self.log.get(seq).unwrap_or_default();
+                out.push(Action::Send {
+                    conn,
+                    bytes: member.render_notice(entry),
+                });
+                self.log.move_cursor(member.cursor, seq + 1);
+                member.cursor = seq + 1;
+                answered.push(member.id);
+            } else if member.pending(&self.log) > self.config.max_queue_items {
+                overflowed.push(member.id);
+            }
+        }
+        for id in answered {
+            self.answered(id, now);
+        }
+        for id in overflowed {
+            self.remove(id, Removal::Evicted(Eviction::QueueOverflow), now, out);
         }
     }
 
@@ -494,21 +651,49 @@ impl PeerChannel {
             out.push(Action::Close { conn });
         }
         self.queued_bytes -= member.queued_bytes;
-        self.queued_messages -= member
-            .queue
-            .iter()
-            .filter(|i| matches!(i, QueuedItem::Message(_)))
-            .count();
+        self.queued_messages -= member.queue.len();
+        let unread = (self.log.end() - member.cursor) as usize;
+        self.log.remove_cursor(member.cursor);
         if let Removal::Evicted(why) = why {
             self.evictions[why as usize] += 1;
         }
         log::info!(
-            "member {id} {:?} removed: {why:?} ({} members, {} queued items dropped)",
+            "member {id} {:?} removed: {why:?} ({} members, {} queued messages and {unread} unread entries dropped)",
             String::from_utf8_lossy(&member.name),
             self.members.len(),
             member.queue.len()
         );
-        self.notify_all(id, &member.entry(false), now, out);
+        self.notify_all(member.entry(false), now, out);
+    }
+
+    /// Over the memory budget: removes the members holding the most undelivered data
+    /// (queued messages and unread log entries) until the channel holds at most `target`
+    /// bytes. A member that keeps up holds nothing undelivered and is never chosen.
+    /// Returns how many were removed.
+    pub fn evict_heaviest(&mut self, target: usize, now: Instant, out: &mut Vec<Action>) -> usize {
+        if self.memory() <= target {
+            return 0;
+        }
+        let mut heaviest: Vec<(usize, PeerId)> = self
+            .members
+            .values()
+            .map(|m| (m.queued_bytes + self.log.unread_bytes(m.cursor), m.id))
+            .filter(|(bytes, _)| *bytes > 0)
+            .collect();
+        heaviest.sort_unstable_by(|a, b| b.cmp(a));
+        let mut evicted = 0;
+        for (bytes, id) in heaviest {
+            if self.memory() <= target {
+                break;
+            }
+            log::warn!(
+                "memory budget: {} bytes undelivered, evicting member {id}, which holds {bytes}",
+                self.memory()
+            );
+            self.remove(id, Removal::Evicted(Eviction::MemoryBudget), now, out);
+            evicted += 1;
+        }
+        evicted
     }
 
     /// The connection that held `id`'s hanging GET closed.
@@ -544,7 +729,7 @@ impl PeerChannel {
     pub fn shutdown(&mut self, out: &mut Vec<Action>) {
         for member in std::mem::take(&mut self.members).into_values() {
             if let Some(conn) = member.waiting {
-                let bytes = member.render(&QueuedItem::Notification(member.entry(false)));
+                let bytes = member.render_notice(&member.entry(false));
                 out.push(Action::Send { conn, bytes });
             }
         }
@@ -737,6 +922,103 @@ mod tests {
         assert_eq!(f.ch.len(), 3);
         f.ch.handle_timeout(last + timeout, &mut f.out);
         assert_eq!(f.ch.len(), 1, "a and b gone, the watcher stays");
+    }
+
+    #[test]
+    fn notices_and_messages_arrive_in_the_order_they_happened() {
+        let mut f = Fixture::new(ChannelConfig::default());
+        f.get(1, "/sign_in?a");
+        f.get(2, "/sign_in?b");
+        f.req(
+            3,
+            "POST /message?peer_id=2&to=1 HTTP/1.0\r\nContent-Length: 3\r\n\r\none",
+        );
+        f.get(4, "/sign_in?c");
+        f.req(
+            5,
+            "POST /message?peer_id=3&to=1 HTTP/1.0\r\nContent-Length: 3\r\n\r\ntwo",
+        );
+        f.get(6, "/sign_out?peer_id=2");
+        f.take();
+        let mut got = Vec::new();
+        for conn in 10..15 {
+            assert_eq!(f.get(conn, "/wait?peer_id=1"), Disposition::Answered);
+            let (sent, _) = f.take();
+            let r = &sent[0].1;
+            got.push(format!("{:?} {}", r.pragma, body(r)));
+        }
+        assert_eq!(
+            got,
+            [
+                "Some(1) b,2,1\n",
+                "Some(2) one",
+                "Some(1) c,3,1\n",
+                "Some(3) two",
+                "Some(1) b,2,0\n"
+            ]
+        );
+        assert_eq!(f.get(20, "/wait?peer_id=1"), Disposition::Held(1));
+        // Only b's leave is left in the log, for c, which never waited.
+        assert_eq!(f.ch.stats().presence_log_bytes, 6 + NOTICE_OVERHEAD);
+        assert_eq!(f.get(21, "/wait?peer_id=3"), Disposition::Answered);
+        assert_eq!(f.ch.stats().presence_log_bytes, 0);
+    }
+
+    #[test]
+    fn members_that_never_wait_hold_a_cursor_not_copies() {
+        let mut f = Fixture::new(ChannelConfig::default());
+        f.get(1, "/sign_in?first");
+        for i in 0..1000 {
+            f.get(2 + i, &format!("/sign_in?m{i}"));
+        }
+        f.take();
+        // One line per join, whoever has yet to read it: linear, not quadratic.
+        let log = f.ch.stats().presence_log_bytes;
+        assert!(log < 1000 * (12 + NOTICE_OVERHEAD), "{log}");
+        assert!(log > 1000 * 6);
+        // The first member, the furthest behind, leaves: m0's join, which only it had
+        // yet to read, is dropped, and its leave (for all 1000) costs one line.
+        f.get(5000, "/sign_out?peer_id=1");
+        let after = f.ch.stats().presence_log_bytes;
+        assert_eq!(after, log - (7 + NOTICE_OVERHEAD) + (10 + NOTICE_OVERHEAD));
+    }
+
+    #[test]
+    fn eviction_takes_the_heaviest_and_never_a_member_that_keeps_up() {
+        let mut f = Fixture::new(ChannelConfig::default());
+        f.get(1, "/sign_in?keeps_up");
+        f.get(2, "/sign_in?sender");
+        f.get(3, "/sign_in?laggard");
+        f.get(4, "/sign_in?light");
+        // keeps_up reads what it has, then holds its GET.
+        for conn in 10.. {
+            if f.get(conn, "/wait?peer_id=1") == Disposition::Held(1) {
+                break;
+            }
+        }
+        let big = "x".repeat(10_000);
+        f.req(
+            20,
+            &format!(
+                "POST /message?peer_id=2&to=3 HTTP/1.0\r\nContent-Length: {}\r\n\r\n{big}",
+                big.len()
+            ),
+        );
+        f.req(
+            21,
+            "POST /message?peer_id=2&to=4 HTTP/1.0\r\nContent-Length: 1\r\n\r\nx",
+        );
+        f.take();
+        let evicted = f.ch.evict_heaviest(5_000, f.now, &mut f.out);
+        assert_eq!(evicted, 1);
+        assert!(f.ch.member(3).is_none(), "the laggard went");
+        assert!(f.ch.member(1).is_some() && f.ch.member(4).is_some());
+        assert_eq!(f.ch.stats().memory_evictions, 1);
+        // keeps_up's held GET is told of the eviction like any leave.
+        let (sent, _) = f.take();
+        assert!(sent
+            .iter()
+            .any(|(_, r)| r.pragma == Some(1) && body(r) == "laggard,3,0\n"));
     }
 
     #[test]
