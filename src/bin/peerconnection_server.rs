@@ -54,6 +54,10 @@ struct Args {
     /// Seconds an HTTP/1.1 connection kept alive may sit idle between requests.
     #[arg(long, default_value_t = 15.0)]
     keep_alive_timeout: f64,
+    /// Bytes of request buffers, answers, queued messages and notices held at once; past
+    /// it new work gets 503 and the members holding the most undelivered data are removed.
+    #[arg(long, default_value_t = 256 << 20)]
+    max_memory: usize,
 }
 
 fn seconds(name: &str, value: f64) -> Result<Duration, String> {
@@ -66,6 +70,12 @@ fn seconds(name: &str, value: f64) -> Result<Duration, String> {
 fn config(args: &Args) -> Result<ServerConfig, String> {
     if args.max_connections == 0 {
         return Err("--max-connections 0: at least one connection is needed".into());
+    }
+    if args.max_memory < 1 << 20 {
+        return Err(format!(
+            "--max-memory {}: at least 1048576 bytes (1 MiB) are needed",
+            args.max_memory
+        ));
     }
     Ok(ServerConfig {
         bind: args.bind,
@@ -85,6 +95,7 @@ fn config(args: &Args) -> Result<ServerConfig, String> {
         request_timeout: seconds("request-timeout", args.request_timeout)?,
         metrics: args.metrics,
         keep_alive_timeout: seconds("keep-alive-timeout", args.keep_alive_timeout)?,
+        max_memory: args.max_memory,
     })
 }
 

@@ -89,10 +89,27 @@ impl DataSocket {
         self.buf.len()
     }
 
+    /// Bytes of memory the request holds (its buffer's capacity), for the memory budget.
+    pub fn held(&self) -> usize {
+        self.buf.capacity()
+    }
+
     /// Adds bytes; returns the request once it is complete. Bytes beyond the request's
     /// body (a pipelined second request) are an error for a request that closes its
     /// connection; after a kept-alive one they stay here as the start of the next request.
     pub fn feed(&mut self, bytes: &[u8], limits: &Limits) -> Result<Option<Request>, HttpError> {
+        // The buffer grows as bytes arrive, never from what Content-Length promises; once
+        // the head is known it grows at most to the whole request, not to the next power
+        // of two past it.
+        let need = self.buf.len() + bytes.len();
+        if need > self.buf.capacity() {
+            let doubled = (self.buf.capacity() * 2).max(need);
+            let target = match &self.head {
+                Some(head) => doubled.min((head.head_len + head.content_length).max(need)),
+                None => doubled,
+            };
+            self.buf.reserve_exact(target - self.buf.len());
+        }
         self.buf.extend_from_slice(bytes);
         if self.head.is_none() {
             // Re-parse only when a line ended, so a byte-at-a-time sender costs linear time.
@@ -340,6 +357,26 @@ mod tests {
         assert_eq!((second.target.as_str(), second.keep_alive), ("/wait", true));
         assert_eq!(ds.buffered(), 0);
         assert_eq!(ds.next_request(&LIMITS).unwrap(), None);
+    }
+
+    #[test]
+    fn bodies_take_memory_as_they_arrive_never_more_than_the_request() {
+        let limits = Limits {
+            max_header_bytes: 1024,
+            max_body_bytes: 1 << 20,
+        };
+        let head = b"POST /m HTTP/1.0\r\nContent-Length: 1048576\r\n\r\n";
+        let mut ds = DataSocket::new();
+        assert_eq!(ds.feed(head, &limits).unwrap(), None);
+        // A promise of 1 MiB costs what was sent, not what was promised.
+        assert!(ds.held() < 1024, "{}", ds.held());
+        let chunk = [b'x'; 16 * 1024];
+        for _ in 0..63 {
+            assert_eq!(ds.feed(&chunk, &limits).unwrap(), None);
+        }
+        assert!(ds.held() <= head.len() + (1 << 20), "{}", ds.held());
+        let req = ds.feed(&chunk, &limits).unwrap().unwrap();
+        assert_eq!(req.body.len(), 1 << 20);
     }
 
     #[test]

@@ -42,6 +42,9 @@ pub struct ServerConfig {
     pub metrics: bool,
     /// How long a kept-alive connection may sit idle between requests.
     pub keep_alive_timeout: Duration,
+    /// Bytes the process may hold in request buffers, answers being written, queued
+    /// messages and the presence log, all together.
+    pub max_memory: usize,
 }
 
 impl Default for ServerConfig {
@@ -58,6 +61,7 @@ impl Default for ServerConfig {
             request_timeout: Duration::from_secs(10),
             metrics: false,
             keep_alive_timeout: Duration::from_secs(15),
+            max_memory: 256 << 20,
         }
     }
 }
@@ -95,7 +99,18 @@ struct Connection {
     keep_alive: bool,
     /// Readable while its answer was being written: read once it is idle again.
     unread: bool,
+    /// Bytes this connection holds as last counted in `Server::conn_bytes`.
+    counted: usize,
 }
+
+/// A request smaller than this is always read while the process is under its hard budget:
+/// past the soft budget only large bodies are refused, so members that keep up (small
+/// requests) go on being served while the flood that filled the memory is turned away.
+const SMALL_REQUEST: usize = 16 * 1024;
+
+/// The body of a `503` past `--max-memory`.
+const OVER_BUDGET: &str = "server over its memory budget: try again later\n";
+const OVER_BUDGET_REASON: &str = "server over its memory budget: try again later";
 
 /// Bytes asked for per read: a whole request of the protocol's usual size in one call.
 const READ_CHUNK: usize = 16 * 1024;
@@ -143,6 +158,8 @@ pub struct Server {
     /// Kept-alive connections that may hold their next request already (pipelined, or
     /// sent while their answer was being written): served after this turn's events.
     resume: Vec<(ConnId, u64)>,
+    /// Bytes held by connections: request buffers and answers not yet written.
+    conn_bytes: usize,
 }
 
 impl Server {
@@ -170,6 +187,7 @@ impl Server {
             quit: false,
             counters: metrics::Counters::default(),
             resume: Vec::new(),
+            conn_bytes: 0,
         })
     }
 
@@ -299,6 +317,20 @@ impl Server {
             self.counters.refused_connections += 1;
             return;
         }
+        if self.memory_used() > self.config.max_memory {
+            self.relieve_memory(now);
+        }
+        if self.memory_used() > self.config.max_memory {
+            log::warn!(
+                "refusing a connection: {} bytes held, over --max-memory {}",
+                self.memory_used(),
+                self.config.max_memory
+            );
+            let bytes = Response::text(Status::Unavailable, OVER_BUDGET.as_bytes()).to_bytes();
+            let _ = BufferedStream::new(&mut stream).send(&bytes);
+            self.counters.refused_connections += 1;
+            return;
+        }
         self.counters.accepted_connections += 1;
         let generation = self.next_generation;
         self.next_generation += 1;
@@ -314,6 +346,7 @@ impl Server {
             path: metrics::UNPARSED,
             keep_alive: false,
             unread: false,
+            counted: 0,
         });
         self.deadlines.insert(deadline, (key, generation));
         // Clients send their request as soon as they connect, so it is usually here already:
@@ -378,6 +411,11 @@ impl Server {
     }
 
     fn connection_event(&mut self, key: ConnId, readable: bool, writable: bool, now: Instant) {
+        self.serve(key, readable, writable, now);
+        self.account(key);
+    }
+
+    fn serve(&mut self, key: ConnId, readable: bool, writable: bool, now: Instant) {
         // A stale event for a key closed earlier in this round is quietly ignored.
         let Some(conn) = self.conns.get_mut(key) else {
             return;
@@ -397,19 +435,13 @@ impl Server {
                     }
                     let mut chunk = [0u8; READ_CHUNK];
                     loop {
+                        let Some(conn) = self.conns.get_mut(key) else {
+                            return;
+                        };
                         match read_once(&mut conn.stream.io, &mut chunk) {
                             ReadStep::Data(n) => {
-                                if conn.state == ConnState::Idle {
-                                    // The next request has begun: it gets the request time.
-                                    conn.state = ConnState::Reading;
-                                    let deadline = now + self.config.request_timeout;
-                                    conn.deadline = Some(deadline);
-                                    self.deadlines.insert(deadline, (key, conn.generation));
-                                }
-                                match conn.request.feed(&chunk[..n], &limits) {
-                                    Ok(Some(req)) => return self.dispatch(key, &req, now),
-                                    Ok(None) => {}
-                                    Err(e) => return self.refuse(key, e, now),
+                                if !self.take_bytes(key, &chunk[..n], now) {
+                                    return;
                                 }
                             }
                             ReadStep::WouldBlock => break,
@@ -443,6 +475,80 @@ impl Server {
         if writable {
             self.flush(key, now);
         }
+    }
+
+    /// Brings `conn_bytes` up to date with what connection `key` holds now.
+    fn account(&mut self, key: ConnId) {
+        if let Some(conn) = self.conns.get_mut(key) {
+            let holds = conn.request.held() + conn.stream.pending();
+            self.conn_bytes = self.conn_bytes - conn.counted + holds;
+            conn.counted = holds;
+        }
+    }
+
+    /// Bytes counted against `--max-memory`.
+    fn memory_used(&self) -> usize {
+        self.conn_bytes + self.channel.memory()
+    }
+
+    /// Over the budget: the members holding the most undelivered data are evicted until
+    /// the channel holds at most half of the budget (their queues are what grows without
+    /// a per-connection bound; request buffers are refused as they grow).
+    fn relieve_memory(&mut self, now: Instant) {
+        let target = self.config.max_memory / 2;
+        if self.channel.memory() > target {
+            self.channel.evict_heaviest(target, now, &mut self.actions);
+            self.apply_actions(now);
+        }
+    }
+
+    /// Adds bytes read to the connection's request, within the memory budget; serves the
+    /// request once it is whole. False when the connection needs no more reading now.
+    fn take_bytes(&mut self, key: ConnId, bytes: &[u8], now: Instant) -> bool {
+        let Some(conn) = self.conns.get(key) else {
+            return false;
+        };
+        // A request may grow into what the rest of the process leaves of the soft budget;
+        // a small one up to the hard budget.
+        let size = conn.request.buffered() + bytes.len();
+        let limit = if size <= SMALL_REQUEST {
+            self.config.max_memory
+        } else {
+            self.config.max_memory / 8 * 7
+        };
+        let others = |s: &Server| s.conn_bytes - s.conns[key].counted + s.channel.memory();
+        if others(self) + size > limit {
+            // Queues that hold too much give way first; a request that still does not fit
+            // is refused.
+            self.relieve_memory(now);
+            if !self.conns.contains(key) {
+                return false;
+            }
+            if others(self) + size > limit {
+                let e = HttpError {
+                    status: Status::Unavailable,
+                    reason: OVER_BUDGET_REASON,
+                };
+                self.refuse(key, e, now);
+                return false;
+            }
+        }
+        let Some(conn) = self.conns.get_mut(key) else {
+            return false;
+        };
+        if conn.state == ConnState::Idle {
+            // The next request has begun: it gets the request time.
+            conn.state = ConnState::Reading;
+            let deadline = now + self.config.request_timeout;
+            conn.deadline = Some(deadline);
+            self.deadlines.insert(deadline, (key, conn.generation));
+        }
+        match conn.request.feed(bytes, &self.config.limits) {
+            Ok(Some(req)) => self.dispatch(key, &req, now),
+            Ok(None) => return true,
+            Err(e) => self.refuse(key, e, now),
+        }
+        false
     }
 
     fn refuse(&mut self, key: ConnId, e: HttpError, now: Instant) {
@@ -491,6 +597,21 @@ impl Server {
             });
             return self.apply_actions(now);
         }
+        if self.memory_used() > self.config.max_memory {
+            self.relieve_memory(now);
+            let (path, _) = split_target(&req.target);
+            let new_work = matches!(
+                (req.method, path),
+                (Method::Get, "/sign_in") | (Method::Post, "/message")
+            );
+            if new_work && self.memory_used() > self.config.max_memory {
+                let e = HttpError {
+                    status: Status::Unavailable,
+                    reason: OVER_BUDGET_REASON,
+                };
+                return self.refuse(key, e, now);
+            }
+        }
         match self
             .channel
             .handle_request(key, req, now, &mut self.actions)
@@ -508,6 +629,9 @@ impl Server {
             }
         }
         self.apply_actions(now);
+        if self.memory_used() > self.config.max_memory {
+            self.relieve_memory(now);
+        }
     }
 
     /// Carries out what the channel decided.
@@ -550,6 +674,7 @@ impl Server {
                         self.deadlines.insert(deadline, (key, conn.generation));
                         self.want_write(key, now);
                     }
+                    self.account(key);
                 }
                 Action::Close { conn: key } => {
                     if let Some(conn) = self.conns.get_mut(key) {
@@ -572,6 +697,7 @@ impl Server {
             (ConnState::Writing, Ok(true)) => self.idle(key, now),
             _ => {}
         }
+        self.account(key);
     }
 
     /// A kept-alive connection's answer is written: it waits for the next request, for
@@ -599,7 +725,7 @@ impl Server {
         // Dropping the stream closes it, which also takes it out of the poll: no
         // deregistering first.
         let conn = self.conns.remove(key);
-        log::trace!("connection {key}: closed in state {:?}", conn.state);
+        self.conn_bytes -= conn.counted;
         if let ConnState::Held(id) = conn.state {
             self.channel.hanging_get_closed(key, id, now);
         }
@@ -609,7 +735,6 @@ impl Server {
     fn gauges(&self) -> metrics::Gauges {
         let stats = self.channel.stats();
         let (mut reading, mut idle, mut held, mut writing) = (0, 0, 0, 0);
-        let mut memory_used = stats.queued_bytes + stats.presence_log_bytes;
         for (_, conn) in &self.conns {
             match conn.state {
                 ConnState::Reading => reading += 1,
@@ -617,7 +742,6 @@ impl Server {
                 ConnState::Held(_) => held += 1,
                 ConnState::Writing | ConnState::Closing => writing += 1,
             }
-            memory_used += conn.request.buffered() + conn.stream.pending();
         }
         metrics::Gauges {
             members: stats.members,
@@ -635,8 +759,8 @@ impl Server {
                 (metrics::Eviction::QueueOverflow, stats.queue_overflows),
                 (metrics::Eviction::MemoryBudget, stats.memory_evictions),
             ],
-            memory_used,
-            memory_budget: 0,
+            memory_used: self.memory_used(),
+            memory_budget: self.config.max_memory,
         }
     }
 
