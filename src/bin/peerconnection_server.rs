@@ -2,10 +2,12 @@
 
 use std::io::Write;
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use peerconnection::server::tls::TlsFiles;
 use peerconnection::server::{ChannelConfig, Limits, Server, ServerConfig};
 
 /// Signaling server for peerconnection clients (native and browser).
@@ -58,6 +60,16 @@ struct Args {
     /// it new work gets 503 and the members holding the most undelivered data are removed.
     #[arg(long, default_value_t = 256 << 20)]
     max_memory: usize,
+    /// Also serve the protocol and the page over HTTPS on this port (0 picks one); needs
+    /// --tls-cert and --tls-key.
+    #[arg(long, requires_all = ["tls_cert", "tls_key"])]
+    tls_port: Option<u16>,
+    /// PEM file with the certificate chain for --tls-port.
+    #[arg(long, requires = "tls_port")]
+    tls_cert: Option<PathBuf>,
+    /// PEM file with the private key for --tls-port.
+    #[arg(long, requires = "tls_port")]
+    tls_key: Option<PathBuf>,
 }
 
 fn seconds(name: &str, value: f64) -> Result<Duration, String> {
@@ -96,6 +108,16 @@ fn config(args: &Args) -> Result<ServerConfig, String> {
         metrics: args.metrics,
         keep_alive_timeout: seconds("keep-alive-timeout", args.keep_alive_timeout)?,
         max_memory: args.max_memory,
+        tls: match (args.tls_port, &args.tls_cert, &args.tls_key) {
+            (Some(port), Some(cert), Some(key)) => Some((
+                port,
+                TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                },
+            )),
+            _ => None,
+        },
     })
 }
 
@@ -130,6 +152,14 @@ fn main() -> ExitCode {
             eprintln!("peerconnection_server: {e}");
             return ExitCode::FAILURE;
         }
+    }
+    match server.tls_local_addr() {
+        Some(Ok(addr)) => println!("peerconnection_server listening for TLS on {addr}"),
+        Some(Err(e)) => {
+            eprintln!("peerconnection_server: {e}");
+            return ExitCode::FAILURE;
+        }
+        None => {}
     }
     let _ = std::io::stdout().flush();
     match server.run() {

@@ -6,10 +6,12 @@
 pub mod data_socket;
 pub mod metrics;
 pub mod peer_channel;
+pub mod tls;
 pub mod web;
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream};
@@ -22,8 +24,7 @@ pub use peer_channel::{
 };
 
 use crate::reactor::{
-    earliest, read_available, read_once, BufferedStream, Reactor, ReadStep, Timers, LISTENER_TOKEN,
-    SIGNAL_TOKEN,
+    earliest, BufferedStream, Reactor, ReadStep, Timers, LISTENER_TOKEN, SIGNAL_TOKEN,
 };
 use crate::signaling::http::{self, status_code};
 use crate::signaling::{split_target, PeerId, Response, Status};
@@ -45,6 +46,8 @@ pub struct ServerConfig {
     /// Bytes the process may hold in request buffers, answers being written, queued
     /// messages and the presence log, all together.
     pub max_memory: usize,
+    /// Also serve HTTPS on this port with this certificate and key.
+    pub tls: Option<(u16, tls::TlsFiles)>,
 }
 
 impl Default for ServerConfig {
@@ -62,6 +65,7 @@ impl Default for ServerConfig {
             metrics: false,
             keep_alive_timeout: Duration::from_secs(15),
             max_memory: 256 << 20,
+            tls: None,
         }
     }
 }
@@ -81,7 +85,7 @@ enum ConnState {
 }
 
 struct Connection {
-    stream: BufferedStream<TcpStream>,
+    stream: tls::ServerStream,
     request: DataSocket,
     state: ConnState,
     /// When the connection must have finished its request (or taken its answer).
@@ -107,6 +111,16 @@ struct Connection {
 /// past the soft budget only large bodies are refused, so members that keep up (small
 /// requests) go on being served while the flood that filled the memory is turned away.
 const SMALL_REQUEST: usize = 16 * 1024;
+
+/// The HTTPS listener's token (the plain one is the reactor's `LISTENER_TOKEN`).
+const TLS_LISTENER_TOKEN: Token = Token(usize::MAX - 64);
+
+/// Which listening socket a connection came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Listener {
+    Plain = 0,
+    Tls = 1,
+}
 
 /// The body of a `503` past `--max-memory`.
 const OVER_BUDGET: &str = "server over its memory budget: try again later\n";
@@ -143,6 +157,8 @@ pub struct Server {
     config: ServerConfig,
     reactor: Reactor,
     listener: TcpListener,
+    /// The HTTPS listener and the TLS configuration its connections share.
+    tls_listener: Option<(TcpListener, Arc<rustls::ServerConfig>)>,
     conns: Slab<Connection>,
     channel: PeerChannel,
     deadlines: Timers<(ConnId, u64)>,
@@ -150,7 +166,7 @@ pub struct Server {
     accept_paused_until: Option<Instant>,
     /// The last accept pass stopped at its bound with connections possibly still queued:
     /// the next poll does not wait, and the pass continues after the other events.
-    accept_more: bool,
+    accept_more: [bool; 2],
     actions: Vec<Action>,
     scratch: Vec<u8>,
     quit: bool,
@@ -172,16 +188,32 @@ impl Server {
         reactor
             .registry()
             .register(&mut listener, LISTENER_TOKEN, Interest::READABLE)?;
+        let tls_listener = match &config.tls {
+            None => None,
+            Some((port, files)) => {
+                let tls_config = tls::load(files)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+                let addr = SocketAddr::new(config.bind, *port);
+                let mut socket = listen(addr).map_err(|e| {
+                    io::Error::new(e.kind(), format!("cannot listen on {addr} (TLS): {e}"))
+                })?;
+                reactor
+                    .registry()
+                    .register(&mut socket, TLS_LISTENER_TOKEN, Interest::READABLE)?;
+                Some((socket, tls_config))
+            }
+        };
         Ok(Server {
             channel: PeerChannel::new(config.channel),
             config,
             reactor,
             listener,
+            tls_listener,
             conns: Slab::with_capacity(1024),
             deadlines: Timers::new(),
             next_generation: 0,
             accept_paused_until: None,
-            accept_more: false,
+            accept_more: [false; 2],
             actions: Vec::new(),
             scratch: Vec::with_capacity(16 * 1024),
             quit: false,
@@ -195,6 +227,11 @@ impl Server {
         self.listener.local_addr()
     }
 
+    /// The HTTPS listener's address, when `--tls-port` is given.
+    pub fn tls_local_addr(&self) -> Option<io::Result<SocketAddr>> {
+        self.tls_listener.as_ref().map(|(l, _)| l.local_addr())
+    }
+
     /// Runs until SIGINT/SIGTERM (or an allowed `/quit`), then tells members and closes.
     pub fn run(&mut self) -> io::Result<()> {
         let mut ready = Vec::with_capacity(1024);
@@ -203,23 +240,29 @@ impl Server {
                 self.deadlines.next_deadline(),
                 self.channel.poll_timeout(),
                 self.accept_paused_until,
-                (self.accept_more || !self.resume.is_empty()).then(Instant::now),
+                (self.accept_more.contains(&true) || !self.resume.is_empty()).then(Instant::now),
             ]);
             self.reactor.poll_ready(deadline, &mut ready)?;
             let now = Instant::now();
-            let mut accepted = false;
+            let mut accepted = [false; 2];
             for r in &ready {
                 match r.token {
                     SIGNAL_TOKEN => self.quit |= self.reactor.take_shutdown_signal(),
                     LISTENER_TOKEN => {
-                        self.accept_all(now);
-                        accepted = true;
+                        self.accept_all(Listener::Plain, now);
+                        accepted[0] = true;
+                    }
+                    TLS_LISTENER_TOKEN => {
+                        self.accept_all(Listener::Tls, now);
+                        accepted[1] = true;
                     }
                     Token(key) => self.connection_event(key, r.readable, r.writable, now),
                 }
             }
-            if self.accept_more && !accepted {
-                self.accept_all(now);
+            for which in [Listener::Plain, Listener::Tls] {
+                if self.accept_more[which as usize] && !accepted[which as usize] {
+                    self.accept_all(which, now);
+                }
             }
             for (key, generation) in std::mem::take(&mut self.resume) {
                 if self
@@ -239,7 +282,8 @@ impl Server {
     fn handle_timeouts(&mut self, now: Instant) {
         if self.accept_paused_until.is_some_and(|t| t <= now) {
             self.accept_paused_until = None;
-            self.accept_all(now);
+            self.accept_all(Listener::Plain, now);
+            self.accept_all(Listener::Tls, now);
         }
         while let Some((key, generation)) = self.deadlines.pop_due(now) {
             let Some(conn) = self.conns.get_mut(key) else {
@@ -278,14 +322,19 @@ impl Server {
         self.apply_actions(now);
     }
 
-    fn accept_all(&mut self, now: Instant) {
-        self.accept_more = false;
+    fn accept_all(&mut self, which: Listener, now: Instant) {
+        self.accept_more[which as usize] = false;
         if self.accept_paused_until.is_some() {
             return;
         }
         for _ in 0..MAX_ACCEPTS_PER_TURN {
-            match self.listener.accept() {
-                Ok((stream, _)) => self.add_connection(stream, now),
+            let accepted = match (which, &self.tls_listener) {
+                (Listener::Plain, _) => self.listener.accept(),
+                (Listener::Tls, Some((listener, _))) => listener.accept(),
+                (Listener::Tls, None) => return,
+            };
+            match accepted {
+                Ok((stream, _)) => self.add_connection(stream, which, now),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
@@ -303,17 +352,22 @@ impl Server {
         }
         // Each accepted connection may have been answered on the spot; bounding the pass
         // keeps a steady stream of them from starving held GETs and timers.
-        self.accept_more = true;
+        self.accept_more[which as usize] = true;
     }
 
-    fn add_connection(&mut self, mut stream: TcpStream, now: Instant) {
+    fn add_connection(&mut self, mut stream: TcpStream, which: Listener, now: Instant) {
+        // A refusal is a plain-text 503 only where the client speaks plain text; a TLS
+        // client is refused by closing.
+        let refuse_plainly = which == Listener::Plain;
         if self.conns.len() >= self.config.max_connections {
             log::warn!(
                 "refusing a connection: --max-connections {} reached",
                 self.config.max_connections
             );
             let bytes = Response::text(Status::Unavailable, b"too many connections\n").to_bytes();
-            let _ = BufferedStream::new(&mut stream).send(&bytes);
+            if refuse_plainly {
+                let _ = BufferedStream::new(&mut stream).send(&bytes);
+            }
             self.counters.refused_connections += 1;
             return;
         }
@@ -327,16 +381,28 @@ impl Server {
                 self.config.max_memory
             );
             let bytes = Response::text(Status::Unavailable, OVER_BUDGET.as_bytes()).to_bytes();
-            let _ = BufferedStream::new(&mut stream).send(&bytes);
+            if refuse_plainly {
+                let _ = BufferedStream::new(&mut stream).send(&bytes);
+            }
             self.counters.refused_connections += 1;
             return;
         }
+        let stream = match (which, &self.tls_listener) {
+            (Listener::Tls, Some((_, config))) => match tls::ServerStream::tls(stream, config) {
+                Ok(s) => s,
+                Err(e) => {
+                    log::warn!("cannot start a TLS session: {e}");
+                    return;
+                }
+            },
+            _ => tls::ServerStream::plain(stream),
+        };
         self.counters.accepted_connections += 1;
         let generation = self.next_generation;
         self.next_generation += 1;
         let deadline = now + self.config.request_timeout;
         let key = self.conns.insert(Connection {
-            stream: BufferedStream::new(stream),
+            stream,
             request: DataSocket::new(),
             state: ConnState::Reading,
             deadline: Some(deadline),
@@ -375,7 +441,7 @@ impl Server {
         match self
             .reactor
             .registry()
-            .register(&mut conn.stream.io, Token(key), interest)
+            .register(conn.stream.socket(), Token(key), interest)
         {
             Ok(()) => {
                 conn.registered = true;
@@ -398,7 +464,7 @@ impl Server {
             return;
         }
         match self.reactor.registry().reregister(
-            &mut conn.stream.io,
+            conn.stream.socket(),
             Token(key),
             Interest::READABLE | Interest::WRITABLE,
         ) {
@@ -438,7 +504,7 @@ impl Server {
                         let Some(conn) = self.conns.get_mut(key) else {
                             return;
                         };
-                        match read_once(&mut conn.stream.io, &mut chunk) {
+                        match conn.stream.read(&mut chunk) {
                             ReadStep::Data(n) => {
                                 if !self.take_bytes(key, &chunk[..n], now) {
                                     return;
@@ -455,7 +521,7 @@ impl Server {
                 // A held GET has said all it may: more bytes, or its end, close it.
                 ConnState::Held(id) => {
                     let mut byte = [0u8; 1];
-                    if read_once(&mut conn.stream.io, &mut byte) != ReadStep::WouldBlock {
+                    if conn.stream.read(&mut byte) != ReadStep::WouldBlock {
                         log::debug!(
                             "member {id}: hanging GET connection {key} closed or sent more"
                         );
@@ -466,9 +532,8 @@ impl Server {
                 ConnState::Writing => conn.unread = true,
                 // Answered: whatever else it sends is read and dropped (bounded per event).
                 ConnState::Closing => {
-                    self.scratch.clear();
                     let limit = limits.max_header_bytes + limits.max_body_bytes;
-                    read_available(&mut conn.stream.io, &mut self.scratch, limit);
+                    conn.stream.discard(&mut self.scratch, limit);
                 }
             }
         }
@@ -480,7 +545,12 @@ impl Server {
     /// Brings `conn_bytes` up to date with what connection `key` holds now.
     fn account(&mut self, key: ConnId) {
         if let Some(conn) = self.conns.get_mut(key) {
-            let holds = conn.request.held() + conn.stream.pending();
+            let tls_cost = if conn.stream.is_tls() {
+                tls::TLS_CONNECTION_COST
+            } else {
+                0
+            };
+            let holds = conn.request.held() + conn.stream.pending() + tls_cost;
             self.conn_bytes = self.conn_bytes - conn.counted + holds;
             conn.counted = holds;
         }
@@ -660,7 +730,11 @@ impl Server {
                     } else {
                         conn.state = ConnState::Closing;
                     }
-                    if conn.stream.send(&bytes).is_err() {
+                    let sent = conn.stream.send(&bytes);
+                    if !keep {
+                        conn.stream.close_notify();
+                    }
+                    if sent.is_err() {
                         self.close(key, now);
                     } else if conn.stream.pending() == 0 {
                         if keep {
@@ -712,7 +786,8 @@ impl Server {
         let deadline = now + self.config.keep_alive_timeout;
         conn.deadline = Some(deadline);
         self.deadlines.insert(deadline, (key, conn.generation));
-        if conn.request.buffered() > 0 || std::mem::take(&mut conn.unread) {
+        // rustls may hold the next request's plaintext already: look at TLS ones each time.
+        if conn.request.buffered() > 0 || std::mem::take(&mut conn.unread) || conn.stream.is_tls() {
             self.resume.push((key, conn.generation));
         }
     }
