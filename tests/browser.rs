@@ -16,6 +16,11 @@ use procs::num;
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 fn run(scenario: &str) -> String {
+    run_with(scenario, &[])
+}
+
+/// Runs a scenario with extra environment variables for run.js.
+fn run_with(scenario: &str, env: &[(&str, &str)]) -> String {
     let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let root = env!("CARGO_MANIFEST_DIR");
     assert!(
@@ -35,6 +40,7 @@ fn run(scenario: &str) -> String {
     );
     let out = Command::new("unshare")
         .args(["--net", "sh", "-c", &script])
+        .envs(env.iter().copied())
         .output()
         .expect("run unshare (util-linux); the browser tests need root for a network namespace");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -76,4 +82,27 @@ fn browser_calls_browser() {
 fn a_browser_call_holds_for_more_than_a_minute() {
     let line = run("long-call");
     assert!(num(&line, "native_decoded") >= 60.0 * 20.0, "{line}");
+}
+
+#[test]
+fn browser_calls_browser_over_https_from_a_non_localhost_address() {
+    // A certificate made now for the address the page is served from.
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.2".to_string()]).expect("a certificate");
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("browser-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+    let line = run_with(
+        "https-browser-calls-browser",
+        &[
+            ("TLS_CERT", cert.to_str().unwrap()),
+            ("TLS_KEY", key.to_str().unwrap()),
+        ],
+    );
+    assert!(line.contains("page=https:,127.0.0.2,true"), "{line}");
+    assert!(num(&line, "a_decoded") >= 60.0 && num(&line, "b_decoded") >= 60.0);
 }

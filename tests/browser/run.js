@@ -2,8 +2,10 @@
 // tests/browser.rs: starts our server, native clients and Debian's Chromium (headless, fake
 // camera), drives the web page, and prints one RESULT line per scenario. Exits non-zero on
 // any failed check. Usage: node run.js SCENARIO SERVER_BIN CLIENT_BIN
+// The https-* scenarios also need TLS_CERT and TLS_KEY (PEM files) in the environment.
 'use strict';
 const { spawn } = require('child_process');
+const crypto = require('crypto');
 const fs = require('fs');
 const os = require('os');
 const path = require('path');
@@ -73,7 +75,7 @@ async function openPage(browser, port, name) {
   const context = await browser.newContext({ permissions: ['camera'] });
   const page = await context.newPage();
   page.on('pageerror', (e) => console.error(`[page ${name}] ${e}`));
-  await page.goto(`http://127.0.0.1:${port}/`);
+  await page.goto(pageUrl || `http://127.0.0.1:${port}/`);
   await page.fill('#name', name);
   await page.click('#signin button');
   await until(page, () => window.pcState.myId !== null, null, `${name} signs in`);
@@ -83,9 +85,29 @@ async function openPage(browser, port, name) {
 const peerIdByName = (page, name) =>
   page.evaluate((n) => Number(Object.entries(window.pcState.peers).find(([, v]) => v === n)?.[0]), name);
 
+/// The page's address: plain HTTP on 127.0.0.1 unless a scenario serves it over HTTPS.
+let pageUrl = null;
+
 async function main() {
-  const server = start('server', serverBin, ['--bind', '127.0.0.1', '--port', '0']);
-  const port = field((await server.waitLine('peerconnection_server listening')).replace(/.*:/, 'port='), 'port');
+  const https = scenario.startsWith('https-');
+  // Over HTTPS the page comes from 127.0.0.2: not `localhost`, so only HTTPS makes it a
+  // secure context that may open the camera.
+  const tlsArgs = https
+    ? ['--tls-port', '0', '--tls-cert', process.env.TLS_CERT, '--tls-key', process.env.TLS_KEY]
+    : [];
+  const server = start('server', serverBin,
+    ['--bind', https ? '127.0.0.2' : '127.0.0.1', '--port', '0', ...tlsArgs]);
+  const port = field((await server.waitLine('peerconnection_server listening on')).replace(/.*:/, 'port='), 'port');
+  // Chromium trusts the test's certificate by its public key (SPKI SHA-256), as it would a
+  // pinned key, rather than ignoring every certificate error.
+  const trust = [];
+  if (https) {
+    const line = await server.waitLine('peerconnection_server listening for TLS on');
+    pageUrl = `https://127.0.0.2:${line.replace(/.*:/, '')}/`;
+    const cert = new crypto.X509Certificate(fs.readFileSync(process.env.TLS_CERT));
+    const spki = cert.publicKey.export({ type: 'spki', format: 'der' });
+    trust.push(`--ignore-certificate-errors-spki-list=${crypto.createHash('sha256').update(spki).digest('base64')}`);
+  }
   const native = (name, extra) => start(name, clientBin, ['--headless', '--server', '127.0.0.1', '--port', port,
     '--ice-ip', '127.0.0.1', '--name', name, '--resolution', '640x480', '--video-source', 'test', '--stats', ...extra]);
   const browser = await chromium.launch({
@@ -94,7 +116,7 @@ async function main() {
     args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
       '--disable-background-networking', '--disable-component-update', '--disable-sync',
       '--use-fake-device-for-media-stream=fps=30', '--use-fake-ui-for-media-stream',
-      '--allow-loopback-in-peer-connection', '--disable-features=WebRtcHideLocalIpsWithMdns'],
+      '--allow-loopback-in-peer-connection', '--disable-features=WebRtcHideLocalIpsWithMdns', ...trust],
   });
   const result = { scenario };
   if (scenario === 'browser-calls-native') {
@@ -157,7 +179,7 @@ async function main() {
       held_s: held.toFixed(1), page_fps: pageFps.toFixed(1), page_decoded: st.framesDecoded,
       native_decoded: field(end, 'frames_decoded'), codec: st.codec,
     });
-  } else if (scenario === 'browser-calls-browser') {
+  } else if (scenario === 'browser-calls-browser' || scenario === 'https-browser-calls-browser') {
     const a = await openPage(browser, port, 'web-a');
     const b = await openPage(browser, port, 'web-b');
     await until(a, () => Object.values(window.pcState.peers).includes('web-b'), null, 'b on a\'s list');
@@ -172,6 +194,11 @@ async function main() {
     }
     const sa = await a.evaluate(() => window.pcState);
     const sb = await b.evaluate(() => window.pcState);
+    if (https) {
+      const where = await a.evaluate(() => [location.protocol, location.hostname, window.isSecureContext].join(','));
+      check(where === 'https:,127.0.0.2,true', `the page is a secure context on 127.0.0.2: ${where}`);
+      result.page = where;
+    }
     Object.assign(result, {
       a_decoded: sa.framesDecoded, b_decoded: sb.framesDecoded, codec: sa.codec,
       a_first_frame_ms: sa.firstFrameMs, b_first_frame_ms: sb.firstFrameMs,
