@@ -90,6 +90,10 @@ struct Connection {
     state: ConnState,
     /// When the connection must have finished its request (or taken its answer).
     deadline: Option<Instant>,
+    /// The earliest entry this connection has in the timer heap. A later deadline adds
+    /// no entry: the earlier one re-arms at the deadline when it fires, so a kept-alive
+    /// connection serving many requests keeps one or two entries, not one per request.
+    timer: Option<Instant>,
     /// Distinguishes this connection from later ones that reuse its slab key.
     generation: u64,
     /// In the poll. A connection whose request came with it is answered and closed
@@ -150,6 +154,20 @@ fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
     socket.bind(&addr.into())?;
     socket.listen(LISTEN_BACKLOG)?;
     Ok(TcpListener::from_std(socket.into()))
+}
+
+/// Sets when the connection must have moved on (see [`Connection::timer`]).
+fn set_deadline(
+    conn: &mut Connection,
+    timers: &mut Timers<(ConnId, u64)>,
+    key: ConnId,
+    at: Instant,
+) {
+    conn.deadline = Some(at);
+    if conn.timer.is_none_or(|t| at < t) {
+        timers.insert(at, (key, conn.generation));
+        conn.timer = Some(at);
+    }
 }
 
 /// The server: its loop state. Create with [`Server::bind`], then [`Server::run`].
@@ -292,10 +310,13 @@ impl Server {
             if conn.generation != generation {
                 continue;
             }
+            if conn.timer.is_some_and(|t| t <= now) {
+                conn.timer = None;
+            }
             match conn.deadline {
                 Some(d) if d <= now => {}
                 Some(d) => {
-                    self.deadlines.insert(d, (key, generation));
+                    set_deadline(conn, &mut self.deadlines, key, d);
                     continue;
                 }
                 None => continue,
@@ -406,6 +427,7 @@ impl Server {
             request: DataSocket::new(),
             state: ConnState::Reading,
             deadline: Some(deadline),
+            timer: Some(deadline),
             generation,
             registered: false,
             wants_write: false,
@@ -609,9 +631,12 @@ impl Server {
         if conn.state == ConnState::Idle {
             // The next request has begun: it gets the request time.
             conn.state = ConnState::Reading;
-            let deadline = now + self.config.request_timeout;
-            conn.deadline = Some(deadline);
-            self.deadlines.insert(deadline, (key, conn.generation));
+            set_deadline(
+                conn,
+                &mut self.deadlines,
+                key,
+                now + self.config.request_timeout,
+            );
         }
         match conn.request.feed(bytes, &self.config.limits) {
             Ok(Some(req)) => self.dispatch(key, &req, now),
@@ -744,8 +769,7 @@ impl Server {
                         }
                     } else {
                         let deadline = now + self.config.request_timeout;
-                        conn.deadline = Some(deadline);
-                        self.deadlines.insert(deadline, (key, conn.generation));
+                        set_deadline(conn, &mut self.deadlines, key, deadline);
                         self.want_write(key, now);
                     }
                     self.account(key);
@@ -783,9 +807,12 @@ impl Server {
         conn.state = ConnState::Idle;
         conn.path = metrics::UNPARSED;
         conn.keep_alive = false;
-        let deadline = now + self.config.keep_alive_timeout;
-        conn.deadline = Some(deadline);
-        self.deadlines.insert(deadline, (key, conn.generation));
+        set_deadline(
+            conn,
+            &mut self.deadlines,
+            key,
+            now + self.config.keep_alive_timeout,
+        );
         // rustls may hold the next request's plaintext already: look at TLS ones each time.
         if conn.request.buffered() > 0 || std::mem::take(&mut conn.unread) || conn.stream.is_tls() {
             self.resume.push((key, conn.generation));
