@@ -12,6 +12,8 @@ pub enum AudioError {
     },
     /// libopus refused (creating a coder, encoding, decoding).
     Opus(String),
+    /// A sound device that cannot be opened or used.
+    Device { device: String, detail: String },
 }
 
 impl fmt::Display for AudioError {
@@ -20,6 +22,7 @@ impl fmt::Display for AudioError {
             AudioError::Wav { path, detail } => write!(f, "{}: {detail}", path.display()),
             AudioError::Io { path, source } => write!(f, "{}: {source}", path.display()),
             AudioError::Opus(e) => write!(f, "opus: {e}"),
+            AudioError::Device { device, detail } => write!(f, "audio device {device}: {detail}"),
         }
     }
 }
