@@ -19,7 +19,7 @@ use peerconnection::client::{ClientConfig, ClientLoop, MediaConfig, SourceSpec};
 /// test pattern; `--headless` (or no display) runs with no window and signs in at once.
 /// Machine-readable lines (SIGNED_IN, PEER_CONNECTED, PEER_DISCONNECTED, INCOMING_CALL,
 /// CALL_STARTED, CALL_REFUSED, PEER_NOT_ANSWERING, PEER_ANSWERING, CHAT_OPEN, CHAT,
-/// CALL_ENDED, SERVER_LOST, STATS, UI) go to stdout; warnings and errors go to stderr (-v, -vv or RUST_LOG for more). Bad
+/// CALL_ENDED, SERVER_LOST, STATS, AUDIO_PLAYOUT_STARTED, UI) go to stdout; warnings and errors go to stderr (-v, -vv or RUST_LOG for more). Bad
 /// settings exit with code 2 before signing in.
 #[derive(Parser, Debug)]
 #[command(version, about)]

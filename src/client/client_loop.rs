@@ -381,6 +381,11 @@ impl ClientLoop {
             }
         }
         if let Some(a) = self.audio.as_mut() {
+            if a.poll_timeout().is_some_and(|t| t <= now) && a.frames_played() == 0 {
+                // Where the recording's timeline starts on the capture clock, for
+                // measuring mouth-to-ear latency and lip-sync from it.
+                println!("AUDIO_PLAYOUT_STARTED mono_us={}", monotonic_us());
+            }
             while let Some(pcm) = a.play(now) {
                 self.audio_out.play(&pcm);
             }
@@ -496,11 +501,14 @@ impl ClientLoop {
                         return self.conductor.hang_up(EndReason::Local(why), now);
                     }
                 }
-                match AudioSession::new((now, SystemTime::now())) {
+                // Fresh readings: `now` is stale by the time it took to set the call up
+                // (making its DTLS certificate takes tens of ms), and these three must agree.
+                let (fresh, fresh_us, wall) = (Instant::now(), monotonic_us(), SystemTime::now());
+                match AudioSession::new((fresh, wall)) {
                     Ok(a) => self.audio = Some(a),
                     Err(e) => log::warn!("no audio in this call: {e}"),
                 }
-                self.local_audio.start(now, monotonic_us());
+                self.local_audio.start(fresh, fresh_us);
                 self.app.call_event(CallEvent::Started { peer });
             }
             CallOutput::Connected { peer } => {
