@@ -205,12 +205,14 @@ impl AudioSession {
         }
         self.remote_level = frame_level(&pcm);
         if matches!(frame, PlayoutFrame::Packet(_)) {
-            self.measure_offset(now);
+            let due = self.playout.last_due().unwrap_or(now);
+            self.measure_offset(due);
         }
         Some(pcm)
     }
 
-    /// The offset of the frame just played against the video's delay.
+    /// The offset of the frame just played (at `now` on the playout timeline) against the
+    /// video's delay.
     fn measure_offset(&mut self, now: Instant) {
         let (Some(ts), Some((ref_ts, ref_clock)), Some(video)) = (
             self.playout.last_played_ts(),

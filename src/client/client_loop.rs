@@ -381,10 +381,15 @@ impl ClientLoop {
             }
         }
         if let Some(a) = self.audio.as_mut() {
-            if a.poll_timeout().is_some_and(|t| t <= now) && a.frames_played() == 0 {
-                // Where the recording's timeline starts on the capture clock, for
-                // measuring mouth-to-ear latency and lip-sync from it.
-                println!("AUDIO_PLAYOUT_STARTED mono_us={}", monotonic_us());
+            if let Some(due) = a
+                .poll_timeout()
+                .filter(|t| *t <= now && a.frames_played() == 0)
+            {
+                // Where the recording's timeline starts on the capture clock (the first
+                // frame's due time), for measuring mouth-to-ear latency and lip-sync.
+                let late = Instant::now().saturating_duration_since(due);
+                let start_us = monotonic_us().saturating_sub(late.as_micros() as u64);
+                println!("AUDIO_PLAYOUT_STARTED mono_us={start_us}");
             }
             while let Some(pcm) = a.play(now) {
                 self.audio_out.play(&pcm);

@@ -12,7 +12,7 @@ pub use error::AudioError;
 pub use opus::{OpusDecoder, OpusEncoder, DEFAULT_OPUS_BITRATE};
 pub use playout::{PlayoutBuffer, PlayoutFrame, PlayoutStats};
 pub use tone::{burst_onsets, ToneSource, BURST_HZ, BURST_US};
-pub use wav::{read_wav, write_wav, WavWriter};
+pub use wav::{read_wav, resample, write_wav, WavWriter};
 
 use std::time::Duration;
 

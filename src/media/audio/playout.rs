@@ -103,6 +103,8 @@ pub struct PlayoutBuffer {
     next_ts: Option<u64>,
     next_play_at: Option<Instant>,
     concealed_run: u32,
+    /// When the frame returned last was due (its place on the playout timeline).
+    last_due: Option<Instant>,
     /// A frame has been played: earlier packets are late from now on.
     started: bool,
     min_delay: Duration,
@@ -125,6 +127,7 @@ impl PlayoutBuffer {
             next_ts: None,
             next_play_at: None,
             concealed_run: 0,
+            last_due: None,
             started: false,
             min_delay: Duration::ZERO,
             stats: PlayoutStats {
@@ -147,6 +150,12 @@ impl PlayoutBuffer {
     /// When the next frame is due (none before the first packet).
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.next_play_at
+    }
+
+    /// When the frame [`pop`](Self::pop) returned last was due: where it sits on the
+    /// playout timeline (the loop may have popped it a little later).
+    pub fn last_due(&self) -> Option<Instant> {
+        self.last_due
     }
 
     /// The RTP timestamp (32-bit) of the frame [`pop`](Self::pop) returned last.
@@ -274,6 +283,7 @@ impl PlayoutBuffer {
             self.next_play_at = Some(now);
         }
         let due = self.next_play_at.unwrap_or(due);
+        self.last_due = Some(due);
         if let Some(at) = self.scheduled(next) {
             let late_by = due.saturating_duration_since(at);
             let early_by = at.saturating_duration_since(due);
