@@ -1,11 +1,16 @@
 //! The client's audio devices as the loop drives them: the local sound (the `tone`, a
-//! looped WAV file, or nothing), paced by the loop's timer at one 20 ms frame per tick,
-//! and where received sound goes (the `--audio-record` WAV file). They do IO (files), so
-//! they live beside the loop, not in the state machines.
+//! looped WAV file, or nothing, paced by the loop's timer at one 20 ms frame per tick; or
+//! an ALSA capture device, read when its descriptors are ready and on that timer), and
+//! where received sound goes (an ALSA playback device, the `--audio-record` WAV file).
+//! They do IO, so they live beside the loop, not in the state machines.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+use mio::Registry;
+
+use super::audio_alsa::{AlsaPcm, AUDIO_CAPTURE_TOKEN, AUDIO_PLAYBACK_TOKEN};
 
 use crate::media::audio::{
     read_wav, AudioError, PcmFrame, ToneSource, WavWriter, FRAME_DURATION, FRAME_SAMPLES,
@@ -78,9 +83,6 @@ impl Default for AudioConfig {
     }
 }
 
-/// Why ALSA cannot be used in this build.
-const NO_ALSA: &str = "ALSA is not supported by this build yet";
-
 enum Sound {
     None,
     Tone(ToneSource),
@@ -89,6 +91,12 @@ enum Sound {
         samples: Vec<i16>,
         at: usize,
         name: String,
+    },
+    /// A capture device; `pending` holds samples short of a whole frame.
+    Alsa {
+        pcm: AlsaPcm,
+        pending: Vec<i16>,
+        registered: bool,
     },
 }
 
@@ -104,6 +112,7 @@ impl fmt::Display for Sound {
                     samples.len() as f64 / 48_000.0
                 )
             }
+            Sound::Alsa { pcm, .. } => write!(f, "alsa:{}", pcm.device()),
         }
     }
 }
@@ -138,16 +147,22 @@ impl LocalAudio {
                 at: 0,
                 name: path.display().to_string(),
             },
-            AudioSourceSpec::Alsa(device) => {
-                return Err(AudioError::Device {
-                    device: format!("alsa:{device}"),
-                    detail: NO_ALSA.into(),
-                })
-            }
-            AudioSourceSpec::Auto => {
-                log::warn!("no ALSA capture device ({NO_ALSA}): sending the tone");
-                Sound::Tone(ToneSource::new())
-            }
+            AudioSourceSpec::Alsa(device) => Sound::Alsa {
+                pcm: AlsaPcm::open(device, true)?,
+                pending: Vec::new(),
+                registered: false,
+            },
+            AudioSourceSpec::Auto => match AlsaPcm::open("default", true) {
+                Ok(pcm) => Sound::Alsa {
+                    pcm,
+                    pending: Vec::new(),
+                    registered: false,
+                },
+                Err(e) => {
+                    log::warn!("no ALSA capture device ({e}): sending the tone");
+                    Sound::Tone(ToneSource::new())
+                }
+            },
         };
         Ok(LocalAudio {
             sound,
@@ -160,18 +175,37 @@ impl LocalAudio {
         self.sound.to_string()
     }
 
-    /// Starts the frame clock. `capture_us` is `now` on the capture clock
-    /// ([`crate::media::monotonic_us`]).
-    pub fn start(&mut self, now: Instant, capture_us: u64) {
-        if matches!(self.sound, Sound::None) {
-            return;
+    /// Starts the frame clock (and a capture device's descriptors in the poll).
+    /// `capture_us` is `now` on the capture clock ([`crate::media::monotonic_us`]).
+    pub fn start(&mut self, now: Instant, capture_us: u64, registry: &Registry) {
+        match &mut self.sound {
+            Sound::None => return,
+            Sound::Alsa {
+                pcm,
+                pending,
+                registered,
+            } => {
+                pending.clear();
+                // Drop what was captured between calls.
+                let _ = pcm.read_available(&mut Vec::new());
+                *registered = pcm.register(registry, AUDIO_CAPTURE_TOKEN);
+            }
+            _ => {}
         }
         self.started = Some((now, capture_us));
         self.frames = 0;
     }
 
-    pub fn stop(&mut self) {
+    pub fn stop(&mut self, registry: &Registry) {
         self.started = None;
+        if let Sound::Alsa {
+            pcm, registered, ..
+        } = &mut self.sound
+        {
+            if std::mem::take(registered) {
+                pcm.deregister(registry);
+            }
+        }
     }
 
     /// When the next frame is due.
@@ -180,7 +214,7 @@ impl LocalAudio {
             .map(|(t, _)| t + FRAME_DURATION * self.frames as u32)
     }
 
-    /// Every frame due by `now`, in order.
+    /// Every frame due by `now` (or captured by then), in order.
     pub fn on_timer(&mut self, now: Instant) -> Vec<CapturedAudio> {
         let mut out = Vec::new();
         let Some((t0, us0)) = self.started else {
@@ -194,6 +228,37 @@ impl LocalAudio {
                 behind - self.frames
             );
             self.frames = behind;
+        }
+        if let Sound::Alsa { pcm, pending, .. } = &mut self.sound {
+            if let Err(e) = pcm.read_available(pending) {
+                log::warn!("{e}");
+            }
+            // Frames go out as the device captures them, but never ahead of our clock
+            // (the RTP clock must follow real time; a device that delivers faster, as
+            // `null` does, loses its oldest samples past 200 ms).
+            let max = 10 * FRAME_SAMPLES;
+            if pending.len() > max {
+                let excess = pending.len() - max;
+                pending.drain(..excess);
+            }
+            let mut taken = 0;
+            while pending.len() - taken >= FRAME_SAMPLES && due(self.frames) <= now {
+                let mut frame = [0i16; FRAME_SAMPLES];
+                frame.copy_from_slice(&pending[taken..taken + FRAME_SAMPLES]);
+                taken += FRAME_SAMPLES;
+                let after_us = (pending.len() - taken) as u64 * 1_000_000 / 48_000;
+                let capture_us = us0 + self.frames * 20_000;
+                out.push(CapturedAudio {
+                    pcm: frame,
+                    rtp_ticks: capture_us * 48 / 1000,
+                    captured: now
+                        .checked_sub(FRAME_DURATION + Duration::from_micros(after_us))
+                        .unwrap_or(now),
+                });
+                self.frames += 1;
+            }
+            pending.drain(..taken);
+            return out;
         }
         while due(self.frames) <= now {
             let capture_us = us0 + self.frames * 20_000;
@@ -212,6 +277,7 @@ impl LocalAudio {
         match &mut self.sound {
             Sound::None => [0; FRAME_SAMPLES],
             Sound::Tone(t) => t.frame(capture_us),
+            Sound::Alsa { .. } => [0; FRAME_SAMPLES],
             Sound::Wav { samples, at, .. } => {
                 let mut pcm = [0i16; FRAME_SAMPLES];
                 for s in pcm.iter_mut() {
@@ -224,9 +290,10 @@ impl LocalAudio {
     }
 }
 
-/// Where received sound goes: the `--audio-record` file (every call into the same file,
-/// frame by frame as it is played).
+/// Where received sound goes: an ALSA playback device and the `--audio-record` file
+/// (every call into the same file, frame by frame as it is played).
 pub struct AudioOut {
+    device: Option<AlsaPcm>,
     record: Option<(PathBuf, WavWriter)>,
     since_header: u32,
 }
@@ -237,30 +304,57 @@ const HEADER_EVERY: u32 = 50;
 
 impl AudioOut {
     pub fn open(sink: &AudioSinkSpec, record: Option<&Path>) -> Result<AudioOut, AudioError> {
-        match sink {
-            AudioSinkSpec::None => {}
-            AudioSinkSpec::Auto => {
-                log::warn!("no ALSA playback device ({NO_ALSA}): received sound is not played")
-            }
-            AudioSinkSpec::Alsa(device) => {
-                return Err(AudioError::Device {
-                    device: format!("alsa:{device}"),
-                    detail: NO_ALSA.into(),
-                })
-            }
-        }
+        let device = match sink {
+            AudioSinkSpec::None => None,
+            AudioSinkSpec::Auto => match AlsaPcm::open("default", false) {
+                Ok(pcm) => Some(pcm),
+                Err(e) => {
+                    log::warn!("no ALSA playback device ({e}): received sound is not played");
+                    None
+                }
+            },
+            AudioSinkSpec::Alsa(device) => Some(AlsaPcm::open(device, false)?),
+        };
         let record = match record {
             Some(p) => Some((p.to_path_buf(), WavWriter::create(p)?)),
             None => None,
         };
         Ok(AudioOut {
+            device,
             record,
             since_header: 0,
         })
     }
 
+    /// Puts the playback device's descriptors in the poll (or leaves it on the playout
+    /// timer, with one warning, when they cannot be polled).
+    pub fn register(&mut self, registry: &Registry) {
+        if let Some(d) = &mut self.device {
+            d.register(registry, AUDIO_PLAYBACK_TOKEN);
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match &self.device {
+            Some(d) => format!("alsa:{}", d.device()),
+            None => "none".into(),
+        }
+    }
+
+    /// The playback device has room: write what waits.
+    pub fn on_writable(&mut self) {
+        if let Some(Err(e)) = self.device.as_mut().map(AlsaPcm::flush) {
+            log::warn!("{e}; playback off");
+            self.device = None;
+        }
+    }
+
     /// One played frame.
     pub fn play(&mut self, pcm: &PcmFrame) {
+        if let Some(Err(e)) = self.device.as_mut().map(|d| d.write(pcm)) {
+            log::warn!("{e}; playback off");
+            self.device = None;
+        }
         let Some((path, w)) = self.record.as_mut() else {
             return;
         };
@@ -325,7 +419,8 @@ mod tests {
         let mut a = LocalAudio::open(&AudioSourceSpec::Tone).unwrap();
         let t0 = Instant::now();
         assert_eq!(a.poll_timeout(), None);
-        a.start(t0, 5_000_000);
+        let poll = mio::Poll::new().unwrap();
+        a.start(t0, 5_000_000, poll.registry());
         let f = a.on_timer(t0 + Duration::from_millis(45));
         assert_eq!(f.len(), 3);
         assert_eq!(f[1].rtp_ticks - f[0].rtp_ticks, 960);

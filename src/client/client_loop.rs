@@ -14,6 +14,7 @@ use mio::unix::SourceFd;
 use mio::{Interest, Token};
 use slab::Slab;
 
+use super::audio_alsa::{AUDIO_CAPTURE_TOKEN, AUDIO_PLAYBACK_TOKEN};
 use super::audio_devices::{AudioOut, LocalAudio};
 use super::audio_session::AudioSession;
 use super::chat_input::StdinReader;
@@ -105,8 +106,10 @@ impl ClientLoop {
         };
         let local_audio = LocalAudio::open(&config.audio.source).map_err(ClientError::Audio)?;
         log::info!("local audio: {}", local_audio.describe());
-        let audio_out = AudioOut::open(&config.audio.sink, config.audio.record.as_deref())
+        let mut audio_out = AudioOut::open(&config.audio.sink, config.audio.record.as_deref())
             .map_err(ClientError::Audio)?;
+        audio_out.register(reactor.registry());
+        log::info!("audio playback: {}", audio_out.describe());
         let mut config = config;
         let window = if config.headless {
             None
@@ -258,6 +261,8 @@ impl ClientLoop {
                     // Input from the X server: the window's pump below takes it.
                     WINDOW_TOKEN => {}
                     STDIN_TOKEN => self.read_stdin(),
+                    AUDIO_CAPTURE_TOKEN => self.audio_tick(now, true),
+                    AUDIO_PLAYBACK_TOKEN => self.audio_out.on_writable(),
                     Token(key) => self.source_event(key, r.readable, r.writable, now),
                 }
             }
@@ -318,7 +323,7 @@ impl ClientLoop {
             let frame = self.video.on_timer(now, capture_us, wanted);
             self.local_frame(frame, capture_us, now);
         }
-        self.audio_tick(now);
+        self.audio_tick(now, false);
         if self.exit_at.is_some_and(|t| t <= now) {
             self.begin_shutdown("--duration elapsed", now);
         }
@@ -364,8 +369,8 @@ impl ClientLoop {
     }
 
     /// Captured sound to the peer while media flows; received sound played when due.
-    fn audio_tick(&mut self, now: Instant) {
-        if self.local_audio.poll_timeout().is_some_and(|t| t <= now) {
+    fn audio_tick(&mut self, now: Instant, capture_ready: bool) {
+        if capture_ready || self.local_audio.poll_timeout().is_some_and(|t| t <= now) {
             for frame in self.local_audio.on_timer(now) {
                 let sending = self.conductor.is_sending();
                 let Some(a) = self.audio.as_mut().filter(|_| sending) else {
@@ -513,7 +518,8 @@ impl ClientLoop {
                     Ok(a) => self.audio = Some(a),
                     Err(e) => log::warn!("no audio in this call: {e}"),
                 }
-                self.local_audio.start(fresh, fresh_us);
+                self.local_audio
+                    .start(fresh, fresh_us, self.reactor.registry());
                 self.app.call_event(CallEvent::Started { peer });
             }
             CallOutput::Connected { peer } => {
@@ -579,7 +585,7 @@ impl ClientLoop {
             } => {
                 let media = self.media.take();
                 let m = media.as_ref().map(MediaSession::stats);
-                self.local_audio.stop();
+                self.local_audio.stop(self.reactor.registry());
                 self.audio = None;
                 self.audio_out.flush();
                 if let Some(r) = self.recorder.as_mut() {

@@ -3,6 +3,7 @@
 //! window ([`MainWnd`]), the devices, and the loop that carries their bytes
 //! ([`ClientLoop`]).
 
+pub mod audio_alsa;
 pub mod audio_devices;
 pub mod audio_session;
 pub mod chat_input;
