@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use peerconnection::client::audio_devices::{AudioConfig, AudioSinkSpec, AudioSourceSpec};
 use peerconnection::client::main_wnd::RendererChoice;
 use peerconnection::client::{ClientConfig, ClientLoop, MediaConfig, SourceSpec};
 
@@ -18,7 +19,7 @@ use peerconnection::client::{ClientConfig, ClientLoop, MediaConfig, SourceSpec};
 /// test pattern; `--headless` (or no display) runs with no window and signs in at once.
 /// Machine-readable lines (SIGNED_IN, PEER_CONNECTED, PEER_DISCONNECTED, INCOMING_CALL,
 /// CALL_STARTED, CALL_REFUSED, PEER_NOT_ANSWERING, PEER_ANSWERING, CHAT_OPEN, CHAT,
-/// CALL_ENDED, SERVER_LOST, STATS, UI) go to stdout; warnings and errors go to stderr (-v, -vv or RUST_LOG for more). Bad
+/// CALL_ENDED, SERVER_LOST, STATS, AUDIO_PLAYOUT_STARTED, UI) go to stdout; warnings and errors go to stderr (-v, -vv or RUST_LOG for more). Bad
 /// settings exit with code 2 before signing in.
 #[derive(Parser, Debug)]
 #[command(version, about)]
@@ -100,6 +101,20 @@ struct Args {
     /// escaped as a Rust string literal: \", \\, \n, \u{..}).
     #[arg(long)]
     chat_stdin: bool,
+    /// Local sound: `none`, `tone` (a 1 kHz burst at the start of each second, with the
+    /// test pattern's flash), a 16-bit PCM .wav file (looped; other rates and channel
+    /// counts are resampled and mixed to 48 kHz mono), or `alsa[:DEVICE]`. Default: the
+    /// ALSA capture device if one opens, else `tone` with a warning.
+    #[arg(long, value_name = "SOURCE", value_parser = AudioSourceSpec::parse)]
+    audio_source: Option<AudioSourceSpec>,
+    /// Where received sound is played: `alsa[:DEVICE]` or `none`. Default: the ALSA
+    /// playback device if one opens, else none with a warning.
+    #[arg(long, value_name = "SINK", value_parser = AudioSinkSpec::parse)]
+    audio_sink: Option<AudioSinkSpec>,
+    /// Record the received sound (decoded, 48 kHz mono, 16-bit) to this .wav file as it
+    /// is played, with concealment or silence where packets were lost or late.
+    #[arg(long, value_name = "FILE.wav")]
+    audio_record: Option<PathBuf>,
 }
 
 fn parse_renderer(s: &str) -> Result<RendererChoice, String> {
@@ -199,6 +214,11 @@ fn config(args: Args) -> Result<ClientConfig, String> {
         stats: args.stats,
         ice_ips: args.ice_ips,
         chat_stdin: args.chat_stdin,
+        audio: AudioConfig {
+            source: args.audio_source.unwrap_or(AudioSourceSpec::Auto),
+            sink: args.audio_sink.unwrap_or(AudioSinkSpec::Auto),
+            record: args.audio_record,
+        },
     })
 }
 

@@ -22,6 +22,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
+use super::audio_session::AudioSample;
 use super::conductor::{check_codecs, CallError, EndReason, ANSWER_TIMEOUT, MAX_REMOTE_CANDIDATES};
 use super::peer_connection_client::{ClientEvent, ClientState, RECONNECT_DELAY};
 use crate::signaling::message::{excerpt, PeerMessage, SdpKind};
@@ -202,6 +203,8 @@ pub struct StatsSample {
     pub rtt: Option<Duration>,
     pub remote_size: Option<(u32, u32)>,
     pub silent_for: Option<Duration>,
+    /// The call's audio counters (none outside a call or without audio).
+    pub audio: Option<AudioSample>,
 }
 
 #[derive(Debug)]
@@ -886,7 +889,7 @@ impl ClientApp {
                 s.last_latency_us
                     .map_or("-".into(), |l| format!("{:.1}", l as f64 / 1000.0)),
                 s.silent_for.map_or("-".into(), |d| d.as_millis().to_string()),
-            ));
+            ) + &audio_stats(s.audio.as_ref()));
         }
         if call.is_some() {
             let size = s
@@ -920,6 +923,22 @@ fn describe(msg: &PeerMessage) -> String {
         }
         PeerMessage::Bye => "BYE".into(),
     }
+}
+
+/// The STATS line's audio fields (`-` where unknown).
+fn audio_stats(a: Option<&AudioSample>) -> String {
+    let field = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+    format!(
+        " audio_recv={} audio_lost={} concealed_ms={} playout_ms={} av_offset_ms={}",
+        field(a.map(|a| a.packets_received.to_string())),
+        field(a.map(|a| a.lost.to_string())),
+        field(a.map(|a| a.concealed_ms.to_string())),
+        field(
+            a.filter(|a| a.packets_received > 0)
+                .map(|a| a.playout_ms.to_string())
+        ),
+        field(a.and_then(|a| a.av_offset_ms).map(|o| o.to_string())),
+    )
 }
 
 fn ms(d: Option<Duration>) -> String {
@@ -1474,7 +1493,33 @@ mod tests {
             ),
             "{l}"
         );
-        assert!(l.ends_with("silent_ms=3000"), "{l}");
+        assert!(
+            l.ends_with(
+                "silent_ms=3000 audio_recv=- audio_lost=- concealed_ms=- playout_ms=- av_offset_ms=-"
+            ),
+            "{l}"
+        );
         assert_eq!(t.app.poll_timeout(), Some(at + STATS_INTERVAL));
+        // In a call with audio: its fields, appended after every older one.
+        let s = StatsSample {
+            audio: Some(AudioSample {
+                packets_received: 50,
+                lost: 1,
+                concealed_ms: 20,
+                playout_ms: 30,
+                av_offset_ms: Some(-12),
+                ..AudioSample::default()
+            }),
+            ..s
+        };
+        t.app.handle_timeout(at + STATS_INTERVAL, &s);
+        let outs = t.drain();
+        let l = lines(&outs)[0];
+        assert!(
+            l.ends_with(
+                "silent_ms=3000 audio_recv=50 audio_lost=1 concealed_ms=20 playout_ms=30 av_offset_ms=-12"
+            ),
+            "{l}"
+        );
     }
 }

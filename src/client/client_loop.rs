@@ -7,13 +7,16 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use mio::net::UdpSocket;
 use mio::unix::SourceFd;
 use mio::{Interest, Token};
 use slab::Slab;
 
+use super::audio_alsa::{AUDIO_CAPTURE_TOKEN, AUDIO_PLAYBACK_TOKEN};
+use super::audio_devices::{AudioOut, LocalAudio};
+use super::audio_session::AudioSession;
 use super::chat_input::StdinReader;
 use super::client_app::{
     AppConfig, AppOutput, CallEvent, CallSummary, ClientApp, StatsSample, WindowUpdate,
@@ -64,6 +67,12 @@ pub struct ClientLoop {
     app: ClientApp,
     video: LocalVideo,
     recorder: Option<Recorder>,
+    /// The local sound, where received sound goes, and the call's audio.
+    local_audio: LocalAudio,
+    audio_out: AudioOut,
+    audio: Option<AudioSession>,
+    /// The sender's capture time of the video frame being decoded, for lip-sync.
+    video_sender_clock: Option<SystemTime>,
     window: Option<MainWnd>,
     /// Stdin while `--chat-stdin` reads it (gone at its end).
     stdin: Option<StdinReader>,
@@ -95,6 +104,12 @@ impl ClientLoop {
             })?),
             None => None,
         };
+        let local_audio = LocalAudio::open(&config.audio.source).map_err(ClientError::Audio)?;
+        log::info!("local audio: {}", local_audio.describe());
+        let mut audio_out = AudioOut::open(&config.audio.sink, config.audio.record.as_deref())
+            .map_err(ClientError::Audio)?;
+        audio_out.register(reactor.registry());
+        log::info!("audio playback: {}", audio_out.describe());
         let mut config = config;
         let window = if config.headless {
             None
@@ -189,6 +204,10 @@ impl ClientLoop {
             dns: None,
             video,
             recorder,
+            local_audio,
+            audio_out,
+            audio: None,
+            video_sender_clock: None,
             shutdown_deadline: None,
             encode_errors: 0,
             scratch: Vec::with_capacity(64 * 1024),
@@ -218,6 +237,8 @@ impl ClientLoop {
                 self.conductor.poll_timeout(),
                 self.app.poll_timeout(),
                 self.video.poll_timeout(),
+                self.local_audio.poll_timeout(),
+                self.audio.as_ref().and_then(AudioSession::poll_timeout),
                 self.exit_at,
                 self.shutdown_deadline,
                 self.window.as_ref().map(MainWnd::deadline),
@@ -240,6 +261,8 @@ impl ClientLoop {
                     // Input from the X server: the window's pump below takes it.
                     WINDOW_TOKEN => {}
                     STDIN_TOKEN => self.read_stdin(),
+                    AUDIO_CAPTURE_TOKEN => self.audio_tick(now, true),
+                    AUDIO_PLAYBACK_TOKEN => self.audio_out.on_writable(),
                     Token(key) => self.source_event(key, r.readable, r.writable, now),
                 }
             }
@@ -252,6 +275,7 @@ impl ClientLoop {
         }
         let registry = self.reactor.registry();
         self.video.stop(registry);
+        self.audio_out.flush();
         log::info!(
             "exiting after {:.1} s",
             self.started.elapsed().as_secs_f64()
@@ -299,6 +323,7 @@ impl ClientLoop {
             let frame = self.video.on_timer(now, capture_us, wanted);
             self.local_frame(frame, capture_us, now);
         }
+        self.audio_tick(now, false);
         if self.exit_at.is_some_and(|t| t <= now) {
             self.begin_shutdown("--duration elapsed", now);
         }
@@ -339,6 +364,40 @@ impl ClientLoop {
                 } else {
                     log::debug!("encode failed: {e}");
                 }
+            }
+        }
+    }
+
+    /// Captured sound to the peer while media flows; received sound played when due.
+    fn audio_tick(&mut self, now: Instant, capture_ready: bool) {
+        if capture_ready || self.local_audio.poll_timeout().is_some_and(|t| t <= now) {
+            for frame in self.local_audio.on_timer(now) {
+                let sending = self.conductor.is_sending();
+                let Some(a) = self.audio.as_mut().filter(|_| sending) else {
+                    continue;
+                };
+                match a.encode(&frame.pcm) {
+                    Ok(data) => {
+                        self.conductor
+                            .send_audio(data, frame.rtp_ticks, frame.captured, now);
+                    }
+                    Err(e) => log::debug!("audio encode failed: {e}"),
+                }
+            }
+        }
+        if let Some(a) = self.audio.as_mut() {
+            if let Some(due) = a
+                .poll_timeout()
+                .filter(|t| *t <= now && a.frames_played() == 0)
+            {
+                // Where the recording's timeline starts on the capture clock (the first
+                // frame's due time), for measuring mouth-to-ear latency and lip-sync.
+                let late = Instant::now().saturating_duration_since(due);
+                let start_us = monotonic_us().saturating_sub(late.as_micros() as u64);
+                println!("AUDIO_PLAYOUT_STARTED mono_us={start_us}");
+            }
+            while let Some(pcm) = a.play(now) {
+                self.audio_out.play(&pcm);
             }
         }
     }
@@ -452,6 +511,15 @@ impl ClientLoop {
                         return self.conductor.hang_up(EndReason::Local(why), now);
                     }
                 }
+                // Fresh readings: `now` is stale by the time it took to set the call up
+                // (making its DTLS certificate takes tens of ms), and these three must agree.
+                let (fresh, fresh_us, wall) = (Instant::now(), monotonic_us(), SystemTime::now());
+                match AudioSession::new((fresh, wall)) {
+                    Ok(a) => self.audio = Some(a),
+                    Err(e) => log::warn!("no audio in this call: {e}"),
+                }
+                self.local_audio
+                    .start(fresh, fresh_us, self.reactor.registry());
                 self.app.call_event(CallEvent::Started { peer });
             }
             CallOutput::Connected { peer } => {
@@ -464,17 +532,27 @@ impl ClientLoop {
                 let Some(m) = self.media.as_mut() else {
                     return;
                 };
+                let sender_clock = self.video_sender_clock.take();
                 let decoded = m.decode(&data, now, monotonic_us());
                 if decoded.request_keyframe {
                     self.conductor.request_keyframe(now);
                 }
                 if let Some(frame) = decoded.frame {
+                    if let Some((a, t)) = self.audio.as_mut().zip(sender_clock) {
+                        a.video_shown(t, now);
+                    }
                     if let Some(w) = self.window.as_mut() {
                         w.remote_frame(&frame);
                     }
                     if let Some(r) = self.recorder.as_mut() {
                         r.record(&frame);
                     }
+                }
+            }
+            CallOutput::VideoSenderClock(t) => self.video_sender_clock = Some(t),
+            CallOutput::AudioData(packet) => {
+                if let Some(a) = self.audio.as_mut() {
+                    a.receive(packet, now);
                 }
             }
             CallOutput::KeyframeRequested => {
@@ -507,6 +585,9 @@ impl ClientLoop {
             } => {
                 let media = self.media.take();
                 let m = media.as_ref().map(MediaSession::stats);
+                self.local_audio.stop(self.reactor.registry());
+                self.audio = None;
+                self.audio_out.flush();
                 if let Some(r) = self.recorder.as_mut() {
                     r.flush();
                 }
@@ -539,6 +620,7 @@ impl ClientLoop {
             rtt: call.and_then(|c| c.rtt),
             remote_size: media.and_then(|m| m.remote_size),
             silent_for: call.and_then(|c| c.silent_for),
+            audio: self.audio.as_ref().map(AudioSession::sample),
         }
     }
 

@@ -25,16 +25,19 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use str0m::bwe::{Bitrate, BweKind};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::channel::{ChannelData, ChannelId};
 use str0m::format::Codec;
-use str0m::media::{Direction, KeyframeRequestKind, MediaKind, MediaTime, Mid};
+use str0m::media::{
+    Direction, Frequency, KeyframeRequestKind, MediaData, MediaKind, MediaTime, Mid,
+};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 
+use super::audio_session::AudioPacket;
 use super::media_session::{MediaConfig, MIN_BITRATE_BPS};
 use crate::signaling::message::{excerpt, PeerMessage, SdpKind};
 use crate::signaling::PeerId;
@@ -193,6 +196,11 @@ pub enum CallOutput {
     },
     /// A received video frame (Annex-B), for the media session.
     MediaData(std::sync::Arc<[u8]>),
+    /// When the video frame handed out next was captured, on the sender's wall clock
+    /// (known once a sender report came), for lip-sync.
+    VideoSenderClock(SystemTime),
+    /// A received Opus packet.
+    AudioData(AudioPacket),
     /// The peer asked for a keyframe.
     KeyframeRequested,
     /// str0m's send-side bandwidth estimate, in bit/s.
@@ -258,6 +266,8 @@ struct Call {
     peer: PeerId,
     rtc: Rtc,
     mid: Option<Mid>,
+    /// The audio m-line (Opus), beside the video.
+    audio_mid: Option<Mid>,
     /// The `chat` data channel: its id once known (ours from the offer, or the peer's
     /// when it opens), and whether it is open.
     chat: Option<ChannelId>,
@@ -357,13 +367,16 @@ impl Conductor {
         let mut config = Rtc::builder()
             .clear_codecs()
             .enable_bwe(Some(configured))
-            .set_stats_interval(Some(Duration::from_secs(1)));
+            .set_stats_interval(Some(Duration::from_secs(1)))
+            // The default 5 s makes lip-sync wait 10-15 s for its first sender reports.
+            .set_rtcp_report_interval_audio(Duration::from_secs(1));
         config.codec_config().add_h264(
             H264_PT.into(),
             Some(H264_RTX_PT.into()),
             true,
             H264_PROFILE_LEVEL_ID,
         );
+        config.codec_config().enable_opus(true, false);
         let mut rtc = config.build(now);
         rtc.bwe()
             .set_bitrate(Bitrate::bps(MIN_BITRATE_BPS.into()), configured);
@@ -382,6 +395,7 @@ impl Conductor {
             peer,
             rtc,
             mid: None,
+            audio_mid: None,
             chat: None,
             chat_open: false,
             pending_offer: None,
@@ -413,9 +427,11 @@ impl Conductor {
         let mut call = self.new_call(peer, now);
         let mut api = call.rtc.sdp_api();
         let mid = api.add_media(MediaKind::Video, Direction::SendRecv, None, None, None);
+        let audio_mid = api.add_media(MediaKind::Audio, Direction::SendRecv, None, None, None);
         let chat = api.add_channel(CHAT_LABEL.into());
         let (offer, pending) = api.apply().ok_or(CallError::NoOffer)?;
         call.mid = Some(mid);
+        call.audio_mid = Some(audio_mid);
         call.chat = Some(chat);
         call.pending_offer = Some(pending);
         log::info!("calling peer {peer}");
@@ -794,6 +810,41 @@ impl Conductor {
         true
     }
 
+    /// Sends an Opus frame: `rtp_ticks` on the 48 kHz clock (960 more each 20 ms frame),
+    /// `captured` its capture instant (what the sender reports map the RTP clock to).
+    /// False when not sent (not connected, the peer silent, or no Opus agreed).
+    pub fn send_audio(
+        &mut self,
+        data: Vec<u8>,
+        rtp_ticks: u64,
+        captured: Instant,
+        now: Instant,
+    ) -> bool {
+        let Some(call) = self.call.as_mut() else {
+            return false;
+        };
+        let Some(mid) = call.audio_mid.filter(|_| call.connected && !call.silent) else {
+            return false;
+        };
+        let Some(writer) = call.rtc.writer(mid) else {
+            return false;
+        };
+        let Some(pt) = writer
+            .payload_params()
+            .find(|p| p.spec().codec == Codec::Opus)
+            .map(|p| p.pt())
+        else {
+            return false;
+        };
+        let rtp_time = MediaTime::new(rtp_ticks, Frequency::FORTY_EIGHT_KHZ);
+        if let Err(e) = writer.write(pt, captured, rtp_time, data) {
+            log::debug!("cannot send an audio frame: {e}");
+            return false;
+        }
+        self.drain(now);
+        true
+    }
+
     /// Asks the peer for a keyframe (our decoder lost the stream).
     pub fn request_keyframe(&mut self, now: Instant) {
         let Some(call) = self.call.as_mut() else {
@@ -1069,7 +1120,28 @@ fn handle_event(
                 send_candidates(call, out);
             }
         }
-        Event::MediaData(data) => out.push_back(CallOutput::MediaData(data.data)),
+        Event::MediaAdded(m) if m.kind == MediaKind::Audio && call.audio_mid.is_none() => {
+            log::info!(
+                "call with peer {}: audio {:?} {:?}",
+                call.peer,
+                m.mid,
+                m.direction
+            );
+            call.audio_mid = Some(m.mid);
+        }
+        Event::MediaData(data) if Some(data.mid) == call.audio_mid => {
+            out.push_back(CallOutput::AudioData(AudioPacket {
+                rtp_time: data.time.numer() as u32,
+                sender_clock: sender_clock(&data),
+                payload: data.data.to_vec(),
+            }))
+        }
+        Event::MediaData(data) => {
+            if let Some(t) = sender_clock(&data) {
+                out.push_back(CallOutput::VideoSenderClock(t));
+            }
+            out.push_back(CallOutput::MediaData(data.data))
+        }
         Event::ChannelOpen(id, label) => {
             if label == CHAT_LABEL && !call.chat_open && call.chat.is_none_or(|c| c == id) {
                 log::info!(
@@ -1118,6 +1190,21 @@ fn handle_event(
         _ => {}
     }
     None
+}
+
+/// When `data` was captured on the sender's wall clock: its RTP time placed against the
+/// latest sender report's RTP/NTP pair (none before the first report).
+fn sender_clock(data: &MediaData) -> Option<SystemTime> {
+    let sr = data.last_sender_info.as_ref()?;
+    let hz = data.time.denom() as i64;
+    let ticks = (data.time.numer() as u32).wrapping_sub(sr.rtp_time.numer() as u32) as i32 as i64;
+    let us = ticks * 1_000_000 / hz.max(1);
+    if us >= 0 {
+        sr.ntp_time.checked_add(Duration::from_micros(us as u64))
+    } else {
+        sr.ntp_time
+            .checked_sub(Duration::from_micros(us.unsigned_abs()))
+    }
 }
 
 /// A message on the `chat` channel: chat text, or a control message.

@@ -6,8 +6,10 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::audio_devices::AudioConfig;
 use super::main_wnd::RendererChoice;
 use super::media_session::MediaConfig;
+use crate::media::audio::AudioError;
 use crate::media::{MediaError, SourceSpec};
 
 /// Everything the client can be told on its command line.
@@ -37,6 +39,8 @@ pub struct ClientConfig {
     pub ice_ips: Vec<IpAddr>,
     /// Send each line typed on stdin as chat on the call's data channel.
     pub chat_stdin: bool,
+    /// `--audio-source`, `--audio-sink`, `--audio-record`.
+    pub audio: AudioConfig,
 }
 
 /// Why the client could not start or had to stop.
@@ -44,6 +48,8 @@ pub struct ClientConfig {
 pub enum ClientError {
     /// The local video source cannot be opened.
     Video(MediaError),
+    /// An audio source, sink or recording that cannot be opened (the text names it).
+    Audio(AudioError),
     /// `--record`'s file cannot be created.
     Record {
         path: PathBuf,
@@ -73,6 +79,7 @@ impl fmt::Display for ClientError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ClientError::Video(e) => write!(f, "{e}"),
+            ClientError::Audio(e) => write!(f, "{e}"),
             ClientError::Record { path, source } => {
                 write!(f, "--record {}: {source}", path.display())
             }

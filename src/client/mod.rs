@@ -3,6 +3,9 @@
 //! window ([`MainWnd`]), the devices, and the loop that carries their bytes
 //! ([`ClientLoop`]).
 
+pub mod audio_alsa;
+pub mod audio_devices;
+pub mod audio_session;
 pub mod chat_input;
 pub mod client_app;
 pub mod client_loop;

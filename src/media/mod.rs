@@ -7,6 +7,7 @@
 //! [`convert`]ers of its pixel layouts, [`H264Encoder`]/[`H264Decoder`] on OpenH264,
 //! [`scale_i420`]/[`fit_i420`], and the SDL2 video renderer ([`render`]).
 
+pub mod audio;
 pub mod camera;
 pub mod convert;
 mod error;
@@ -24,8 +25,8 @@ pub use error::MediaError;
 pub use frame::{check_dimensions, i420_len, monotonic_us, I420Frame, MAX_DIMENSION};
 pub use h264::{EncoderConfig, H264Decoder, H264Encoder};
 pub use pattern::{
-    read_stamp, rgb_to_yuv601, PatternColour, Stamp, TestPattern, BAR_COLOURS, BOX_COLOUR,
-    STAMP_BAND, STAMP_COLUMNS, STAMP_ONE, STAMP_ROWS, STAMP_ZERO,
+    is_flash, read_stamp, rgb_to_yuv601, PatternColour, Stamp, TestPattern, BAR_COLOURS,
+    BOX_COLOUR, STAMP_BAND, STAMP_COLUMNS, STAMP_ONE, STAMP_ROWS, STAMP_ZERO,
 };
 pub use scale::{fit_i420, scale_i420};
 pub use source::{SourceSpec, VideoSource};

@@ -19,6 +19,10 @@
 //!                       motion to track everywhere in that band
 //! ```
 //!
+//! Once a second, on the first frame captured in a new second of the capture clock, the
+//! stripe band is white instead ([`is_flash`]): the video half of the lip-sync probe, whose
+//! audio half is the `tone` source's burst at the start of each second.
+//!
 //! The 96 stamp bits, most significant bit first: `frame_number` (32), `capture_time_us`
 //! (32, the low 32 bits of [`monotonic_us`](super::monotonic_us)), then the CRC-32 (IEEE) of
 //! those 8 bytes in little-endian order (32). A white block is 1, a black block 0; the reader
@@ -78,6 +82,22 @@ pub const STAMP_BAND: PatternColour = colour("grey", 128, 128, 128);
 pub const STAMP_ONE: PatternColour = colour("white", 255, 255, 255);
 /// A stamp bit of 0.
 pub const STAMP_ZERO: PatternColour = colour("black", 0, 0, 0);
+
+/// The stripe band of a flash frame.
+pub const FLASH: PatternColour = colour("white", 255, 255, 255);
+
+/// True for a flash frame: the stripe band (the bottom eighth) is nearly white. Stripes
+/// average mid-grey, so H.264's losses cannot turn one into the other.
+pub fn is_flash(frame: &I420Frame) -> bool {
+    if frame.validate().is_err() || StampGeometry::for_size(frame.width, frame.height).is_none() {
+        return false;
+    }
+    let band = ((frame.height / 8) & !1) as usize;
+    let w = frame.width as usize;
+    let rows = &frame.y()[(frame.height as usize - band) * w..frame.height as usize * w];
+    let mean = rows.iter().map(|&v| v as u64).sum::<u64>() / rows.len().max(1) as u64;
+    mean > 200
+}
 
 /// Columns and rows of stamp blocks.
 pub const STAMP_COLUMNS: u32 = 32;
@@ -190,6 +210,9 @@ pub struct TestPattern {
     box_size: u32,
     /// One period of stripe luma, repeated to cover a row at any phase.
     stripes: Vec<u8>,
+    /// The second of the capture clock the last frame was in (the next one to start
+    /// another second flashes).
+    last_second: Option<u64>,
 }
 
 /// Length of one stripe period in pixels.
@@ -257,6 +280,7 @@ impl TestPattern {
             bars_bottom,
             box_size,
             stripes,
+            last_second: None,
         }
     }
 
@@ -289,7 +313,21 @@ impl TestPattern {
         }
         let w = width as usize;
         let shift = frame_number.wrapping_mul(STRIPE_SPEED) as usize;
-        for row in self.bars_bottom as usize..height as usize {
+        let second = capture_time_us / 1_000_000;
+        let flash = self.last_second.is_some_and(|s| s != second);
+        self.last_second = Some(second);
+        if flash {
+            let rows = self.bars_bottom..height;
+            fill_rect(
+                &mut frame,
+                0,
+                rows.start,
+                width,
+                rows.len() as u32,
+                FLASH.yuv,
+            );
+        }
+        for row in (self.bars_bottom as usize..height as usize).filter(|_| !flash) {
             // Stripes run diagonally (phase grows with the row) and scroll left.
             let phase = (row + shift) % STRIPE_PERIOD;
             frame.y_mut()[row * w..row * w + w].copy_from_slice(&self.stripes[phase..phase + w]);
@@ -443,6 +481,20 @@ mod tests {
         }
         let orange = a.y().iter().filter(|&&p| p == BOX_COLOUR.yuv[0]).count();
         assert!(orange >= 64 * 64, "box not drawn: {orange}");
+    }
+
+    #[test]
+    fn the_first_frame_of_each_second_flashes() {
+        let mut p = TestPattern::new(320, 240);
+        let flashes: Vec<u32> = (0..100u32)
+            .filter(|&i| is_flash(&p.frame(i, 500_000 + i as u64 * 33_333)))
+            .collect();
+        // Frame 15 is at 0.99999 s, 16 at 1.03 s: the first of the second.
+        assert_eq!(flashes, vec![16, 46, 76]);
+        assert!(
+            read_stamp(&p.frame(200, 10_000_000)).is_some(),
+            "the stamp survives a flash"
+        );
     }
 
     #[test]

@@ -1,0 +1,252 @@
+//! Audio, black-box: the real server and two headless clients on loopback, each sending
+//! a WAV file and recording what it plays. Each recording must hold the other side's
+//! signal (normalized cross-correlation after alignment) with little concealed; and with
+//! the tone and the flashing test pattern, the sound must be played within the lip-sync
+//! window of the video.
+
+mod procs;
+
+use std::f64::consts::PI;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use peerconnection::media::audio::{burst_onsets, read_wav, write_wav};
+use procs::{field, num, pattern_client, Proc, ServerProc};
+
+fn temp_dir(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("pc-audio-{test}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A "melody": 120 ms notes of pseudo-random pitch (200-2000 Hz) and loudness, phase
+/// continuous, `seconds` long at `rate`. Each seed is a different tune, and no stretch
+/// of it looks like another (so alignment is unambiguous).
+fn melody(seed: u64, seconds: f64, rate: u32) -> Vec<f64> {
+    let mut rng = seed;
+    let mut next = move || {
+        rng = rng
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (rng >> 33) as f64 / (1u64 << 31) as f64
+    };
+    let n = (seconds * rate as f64) as usize;
+    let note = (0.12 * rate as f64) as usize;
+    let (mut freq, mut amp, mut phase) = (440.0, 0.3, 0.0);
+    (0..n)
+        .map(|i| {
+            if i % note == 0 {
+                freq = 200.0 + 1800.0 * next();
+                amp = 0.15 + 0.35 * next();
+            }
+            phase += 2.0 * PI * freq / rate as f64;
+            amp * phase.sin()
+        })
+        .collect()
+}
+
+fn to_i16(v: &[f64]) -> Vec<i16> {
+    v.iter().map(|x| (x * 32767.0) as i16).collect()
+}
+
+/// The best normalized cross-correlation of `segment` against the looped `reference` over
+/// every alignment: coarse on 1 ms envelopes, then sample by sample around the best.
+fn best_ncc(segment: &[i16], reference: &[i16]) -> (f64, usize) {
+    const W: usize = 48;
+    let env = |v: &[i16]| -> Vec<f64> {
+        v.chunks(W)
+            .map(|c| c.iter().map(|&s| (s as f64).abs()).sum::<f64>() / W as f64)
+            .collect()
+    };
+    let (es, er) = (env(segment), env(reference));
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    let (ms, mr) = (mean(&es), mean(&er));
+    let mut best = (f64::MIN, 0);
+    for lag in 0..er.len() {
+        let mut dot = 0.0;
+        for (i, s) in es.iter().enumerate() {
+            dot += (s - ms) * (er[(i + lag) % er.len()] - mr);
+        }
+        if dot > best.0 {
+            best = (dot, lag);
+        }
+    }
+    let coarse = best.1 * W;
+    let n = reference.len();
+    let ncc_at = |lag: usize| -> f64 {
+        let (mut dot, mut ss, mut rr) = (0.0, 0.0, 0.0);
+        for (i, &s) in segment.iter().enumerate() {
+            let r = reference[(i + lag) % n] as f64;
+            dot += s as f64 * r;
+            ss += s as f64 * s as f64;
+            rr += r * r;
+        }
+        dot / (ss.sqrt() * rr.sqrt()).max(1.0)
+    };
+    (0..4 * W)
+        .map(|d| (coarse + n - 2 * W + d) % n)
+        .map(|lag| (ncc_at(lag), lag))
+        .fold((f64::MIN, 0), |a, b| if b.0 > a.0 { b } else { a })
+}
+
+fn last_stats_in_call(p: &Proc) -> String {
+    p.seen_with("STATS")
+        .into_iter()
+        .rev()
+        .find(|l| field(l, "audio_recv").is_some_and(|v| v != "-"))
+        .cloned()
+        .unwrap_or_else(|| panic!("no STATS line with audio:\n{}", p.transcript()))
+}
+
+/// Seconds of each call in the WAV test: the proof asks for at least 20.
+const CALL_SECONDS: u64 = 22;
+
+#[test]
+fn each_side_records_the_others_wav_with_little_concealed() {
+    let dir = temp_dir("wav");
+    // Alice's file is CD-style (44.1 kHz stereo: resampled and mixed on reading); Bob's is
+    // 48 kHz mono. Loops of 7 and 5 s.
+    let alice_tune = melody(1, 7.0, 48_000);
+    let bob_tune = melody(2, 5.0, 48_000);
+    let alice_wav = dir.join("alice-in.wav");
+    let bob_wav = dir.join("bob-in.wav");
+    let alice_44k = melody(1, 7.0, 44_100);
+    let stereo: Vec<i16> = to_i16(&alice_44k).iter().flat_map(|&s| [s, s]).collect();
+    write_wav(&alice_wav, &stereo, 44_100, 2).unwrap();
+    write_wav(&bob_wav, &to_i16(&bob_tune), 48_000, 1).unwrap();
+    let (alice_rec, bob_rec) = (dir.join("alice-out.wav"), dir.join("bob-out.wav"));
+
+    let server = ServerProc::start(&[]);
+    let duration = (CALL_SECONDS + 3).to_string();
+    let side = |name: &str, input: &Path, rec: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "--audio-source",
+            input.to_str().unwrap(),
+            "--audio-record",
+            rec.to_str().unwrap(),
+            "--audio-sink",
+            "none",
+            "--duration",
+            &duration,
+        ];
+        args.extend(extra);
+        pattern_client(name, server.port, &args)
+    };
+    let mut bob = side("bob", &bob_wav, &bob_rec, &[]);
+    bob.wait_line("SIGNED_IN", Duration::from_secs(10));
+    let mut alice = side("alice", &alice_wav, &alice_rec, &["--autocall"]);
+    alice.wait_line("CALL_STARTED", Duration::from_secs(10));
+    alice.wait_line("AUDIO_PLAYOUT_STARTED", Duration::from_secs(10));
+    alice.lines_until_exit(Duration::from_secs(CALL_SECONDS + 15));
+    bob.lines_until_exit(Duration::from_secs(15));
+    assert_eq!(alice.wait_exit(Duration::from_secs(5)), Some(0));
+    assert_eq!(bob.wait_exit(Duration::from_secs(5)), Some(0));
+
+    for (who, p, rec, tune) in [
+        ("alice", &alice, &alice_rec, &bob_tune),
+        ("bob", &bob, &bob_rec, &alice_tune),
+    ] {
+        let stats = last_stats_in_call(p);
+        let received = num(&stats, "audio_recv");
+        let concealed_ms = num(&stats, "concealed_ms");
+        let recorded = read_wav(rec).unwrap();
+        let seconds = recorded.len() as f64 / 48_000.0;
+        assert!(seconds >= 20.0, "{who} recorded {seconds:.1} s: {stats}");
+        // The file's timeline is the call's: one 20 ms frame per packet, give or take
+        // the STATS line's second.
+        assert!(
+            (seconds - received * 0.02).abs() < 1.5,
+            "{who}: {seconds:.1} s recorded for {received} packets"
+        );
+        let concealed = concealed_ms / 1000.0 / seconds;
+        assert!(concealed < 0.01, "{who} concealed {concealed:.3}: {stats}");
+        // Ten seconds from the middle of the recording, against the other's tune.
+        let mid = recorded.len() / 2;
+        let segment = &recorded[mid - 240_000..mid + 240_000];
+        let (ncc, lag) = best_ncc(segment, &to_i16(tune));
+        eprintln!("{who}: ncc {ncc:.3} at lag {lag}, concealed {concealed:.4}, {seconds:.1} s");
+        assert!(
+            ncc > 0.8,
+            "{who}'s recording vs the other's signal: ncc {ncc:.3}"
+        );
+        let own = if who == "alice" {
+            &alice_tune
+        } else {
+            &bob_tune
+        };
+        let (self_ncc, _) = best_ncc(&segment[..96_000], &to_i16(own));
+        assert!(self_ncc < 0.3, "{who} hears itself? ncc {self_ncc:.3}");
+    }
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Lip-sync on loopback, from the outside: each burst's arrival in the recording (whose
+/// start is on the capture clock) against its capture at the start of a second, minus the
+/// video's capture-to-shown latency, must stay in ITU-R BT.1359's window, and so must
+/// the offset the client measures itself (`av_offset_ms`).
+#[test]
+fn the_burst_plays_with_the_flash_within_the_lip_sync_window() {
+    let dir = temp_dir("sync");
+    let rec = dir.join("bob-out.wav");
+    let server = ServerProc::start(&[]);
+    let common = ["--audio-source", "tone", "--audio-sink", "none"];
+    let mut bob = pattern_client(
+        "bob",
+        server.port,
+        &[
+            &common[..],
+            &["--audio-record", rec.to_str().unwrap(), "--duration", "16"],
+        ]
+        .concat(),
+    );
+    bob.wait_line("SIGNED_IN", Duration::from_secs(10));
+    let mut alice = pattern_client(
+        "alice",
+        server.port,
+        &[&common[..], &["--autocall", "--duration", "15"]].concat(),
+    );
+    let started = bob.wait_line("AUDIO_PLAYOUT_STARTED", Duration::from_secs(15));
+    let start_us = num(&started, "mono_us");
+    alice.lines_until_exit(Duration::from_secs(30));
+    bob.lines_until_exit(Duration::from_secs(15));
+    assert_eq!(alice.wait_exit(Duration::from_secs(5)), Some(0));
+
+    let samples = read_wav(&rec).unwrap();
+    let video_ms: Vec<f64> = bob
+        .seen_with("STATS")
+        .iter()
+        .filter_map(|l| field(l, "latency_ms")?.parse().ok())
+        .collect();
+    let offsets_stats: Vec<f64> = bob
+        .seen_with("STATS")
+        .iter()
+        .filter_map(|l| field(l, "av_offset_ms")?.parse().ok())
+        .collect();
+    let video = procs_median(&video_ms);
+    let offsets: Vec<f64> = burst_onsets(&samples)
+        .iter()
+        .map(|&n| {
+            let played_us = start_us + n as f64 * 1e6 / 48_000.0;
+            let audio_ms = (played_us % 1e6) / 1000.0;
+            audio_ms - video
+        })
+        .collect();
+    eprintln!("video latency {video:.1} ms; burst-to-flash offsets {offsets:?}; av_offset_ms {offsets_stats:?}");
+    assert!(offsets.len() >= 8, "bursts found: {}", offsets.len());
+    assert!(offsets_stats.len() >= 5, "{}", bob.transcript());
+    for o in offsets.iter().chain(&offsets_stats) {
+        assert!(
+            (-45.0..=125.0).contains(o),
+            "offset {o} ms is outside -45..125 ms"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn procs_median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
