@@ -37,6 +37,8 @@ pub struct ClientConfig {
     pub ice_ips: Vec<IpAddr>,
     /// Send each line typed on stdin as chat on the call's data channel.
     pub chat_stdin: bool,
+    /// `--stun`, `--turn` and `--ice-policy`.
+    pub ice_servers: super::nat::IceServers,
 }
 
 /// Why the client could not start or had to stop.
@@ -55,6 +57,8 @@ pub enum ClientError {
         source: io::Error,
     },
     NoLocalAddress,
+    /// A `--stun`/`--turn` server name that does not resolve (the flag and why).
+    IceServer(String),
     /// The event loop itself failed.
     Io {
         what: &'static str,
@@ -82,6 +86,7 @@ impl fmt::Display for ClientError {
             ClientError::NoLocalAddress => {
                 f.write_str("no usable local address for ICE host candidates")
             }
+            ClientError::IceServer(why) => f.write_str(why),
             ClientError::Io { what, source } => write!(f, "{what}: {source}"),
         }
     }
