@@ -202,6 +202,8 @@ pub struct StatsSample {
     pub rtt: Option<Duration>,
     pub remote_size: Option<(u32, u32)>,
     pub silent_for: Option<Duration>,
+    /// The candidate types of the pair carrying the call, `LOCAL/REMOTE`.
+    pub pair: Option<String>,
 }
 
 #[derive(Debug)]
@@ -878,7 +880,7 @@ impl ClientApp {
         let call = self.call.as_ref().map(|c| c.peer);
         if self.config.stats {
             self.line(format!(
-                "STATS t={:.1} state={} call={} sent_fps={sent_fps:.1} recv_fps={recv_fps:.1} sent_kbps={sent_kbps:.0} recv_kbps={recv_kbps:.0} decoded={} latency_ms={} rtt_ms={rtt_ms} silent_ms={}",
+                "STATS t={:.1} state={} call={} sent_fps={sent_fps:.1} recv_fps={recv_fps:.1} sent_kbps={sent_kbps:.0} recv_kbps={recv_kbps:.0} decoded={} latency_ms={} rtt_ms={rtt_ms} silent_ms={} pair={}",
                 (now - self.started).as_secs_f64(),
                 self.state,
                 call.map_or("-".into(), |p| p.to_string()),
@@ -886,6 +888,7 @@ impl ClientApp {
                 s.last_latency_us
                     .map_or("-".into(), |l| format!("{:.1}", l as f64 / 1000.0)),
                 s.silent_for.map_or("-".into(), |d| d.as_millis().to_string()),
+                s.pair.as_deref().unwrap_or("-"),
             ));
         }
         if call.is_some() {
@@ -894,7 +897,11 @@ impl ClientApp {
                 .map_or("-".into(), |(w, h)| format!("{w}x{h}"));
             self.window(WindowUpdate::Overlay(vec![
                 format!("in  {recv_fps:.1} fps  {recv_kbps:.0} kbit/s  {size}"),
-                format!("out {sent_fps:.1} fps  {sent_kbps:.0} kbit/s  RTT {rtt_ms} ms"),
+                // The pair on this line, not a line of its own: the overlay stays as tall.
+                format!(
+                    "out {sent_fps:.1} fps  {sent_kbps:.0} kbit/s  RTT {rtt_ms} ms  pair {}",
+                    s.pair.as_deref().unwrap_or("-")
+                ),
             ]));
         }
         self.mark = s.clone();
@@ -1463,6 +1470,7 @@ mod tests {
             bytes_sent: 125_000,
             frames_decoded: 29,
             silent_for: Some(Duration::from_millis(3000)),
+            pair: Some("srflx/prflx".into()),
             ..StatsSample::default()
         };
         t.app.handle_timeout(at, &s);
@@ -1474,7 +1482,7 @@ mod tests {
             ),
             "{l}"
         );
-        assert!(l.ends_with("silent_ms=3000"), "{l}");
+        assert!(l.ends_with("silent_ms=3000 pair=srflx/prflx"), "{l}");
         assert_eq!(t.app.poll_timeout(), Some(at + STATS_INTERVAL));
     }
 }

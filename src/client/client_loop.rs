@@ -23,6 +23,7 @@ use super::config::{io_error, ClientConfig, ClientError};
 use super::devices::{LocalVideo, Recorder};
 use super::main_wnd::{MainWnd, DEFAULT_SIZE};
 use super::media_session::MediaSession;
+use super::nat::{Delivery, GatherOutput, IceGatherer, IcePolicy};
 use super::peer_connection_client::{Channel, ClientOutput, ClientState, PeerConnectionClient};
 use super::resolver::Resolver;
 use crate::media::{monotonic_us, I420Frame, MediaError, VideoSource};
@@ -60,6 +61,8 @@ pub struct ClientLoop {
     dns: Option<usize>,
     client: PeerConnectionClient,
     conductor: Conductor,
+    /// Server-reflexive and relayed candidates, and the TURN wrapping.
+    gatherer: IceGatherer,
     media: Option<MediaSession>,
     app: ClientApp,
     video: LocalVideo,
@@ -157,6 +160,12 @@ impl ClientLoop {
             None
         };
         let now = Instant::now();
+        let gatherer = super::nat::gatherer::start(&config.ice_servers, &local_addrs, now)
+            .map_err(ClientError::IceServer)?;
+        let mut conductor = Conductor::new(config.media, local_addrs);
+        if config.ice_servers.policy == IcePolicy::Relay {
+            conductor.set_relay_only();
+        }
         let app = ClientApp::new(
             AppConfig {
                 name: config.name.clone(),
@@ -173,7 +182,8 @@ impl ClientLoop {
         );
         Ok(ClientLoop {
             client: PeerConnectionClient::new(&config.name),
-            conductor: Conductor::new(config.media, local_addrs),
+            conductor,
+            gatherer,
             media: None,
             app,
             exit_at: config.duration.map(|d| now + d),
@@ -216,6 +226,7 @@ impl ClientLoop {
                 self.client.poll_timeout(),
                 self.resolver.poll_timeout(),
                 self.conductor.poll_timeout(),
+                self.gatherer.poll_timeout(),
                 self.app.poll_timeout(),
                 self.video.poll_timeout(),
                 self.exit_at,
@@ -289,6 +300,7 @@ impl ClientLoop {
         self.client.handle_timeout(now);
         self.resolver.handle_timeout(now);
         self.conductor.handle_timeout(now);
+        self.gatherer.handle_timeout(now);
         let sample = self.stats_sample();
         self.app.handle_timeout(now, &sample);
         if self.video.poll_timeout().is_some_and(|t| t <= now) {
@@ -355,6 +367,15 @@ impl ClientLoop {
             while let Some(out) = self.conductor.poll_output() {
                 progressed = true;
                 self.call_output(out, now);
+            }
+            while let Some(out) = self.gatherer.poll_output() {
+                progressed = true;
+                match out {
+                    GatherOutput::Transmit(t) => {
+                        self.transmit(t.source, t.destination, &t.contents)
+                    }
+                    GatherOutput::Candidate(c) => self.conductor.add_local_candidate(c, now),
+                }
             }
             // One app output at a time: what it makes the conductor say (a BYE) reaches
             // the signaling client before the app's next output (a sign-out) does.
@@ -443,7 +464,15 @@ impl ClientLoop {
                 source,
                 destination,
                 contents,
-            } => self.transmit(source, destination, &contents),
+            } => {
+                // From a relayed address: wrapped to the TURN server by the gatherer.
+                if !self
+                    .gatherer
+                    .send_relayed(source, destination, &contents, now)
+                {
+                    self.transmit(source, destination, &contents)
+                }
+            }
             CallOutput::CallStarted { peer } => {
                 match MediaSession::new(self.config.media, now) {
                     Ok(m) => self.media = Some(m),
@@ -539,6 +568,7 @@ impl ClientLoop {
             rtt: call.and_then(|c| c.rtt),
             remote_size: media.and_then(|m| m.remote_size),
             silent_for: call.and_then(|c| c.silent_for),
+            pair: call.and_then(|c| c.pair.clone()),
         }
     }
 
@@ -644,7 +674,19 @@ impl ClientLoop {
             Source::Udp { socket, local } => {
                 let local = *local;
                 while let Some((n, from)) = receive(socket, &mut buf, &local.to_string()) {
-                    self.conductor.handle_datagram(from, local, &buf[..n], now);
+                    match self.gatherer.handle_datagram(from, local, &buf[..n], now) {
+                        Delivery::Consumed => {}
+                        Delivery::Relayed {
+                            source,
+                            destination,
+                            contents,
+                        } => self
+                            .conductor
+                            .handle_datagram(source, destination, &contents, now),
+                        Delivery::Direct => {
+                            self.conductor.handle_datagram(from, local, &buf[..n], now)
+                        }
+                    }
                 }
             }
             Source::Dns { socket } => {

@@ -36,6 +36,7 @@ use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 
 use super::media_session::{MediaConfig, MIN_BITRATE_BPS};
+use super::nat::pair_label;
 use crate::signaling::message::{excerpt, PeerMessage, SdpKind};
 use crate::signaling::PeerId;
 
@@ -242,6 +243,8 @@ pub struct CallStats {
     pub channel_messages_dropped: u64,
     /// Since the last packet from the peer, when it passed [`SILENT_AFTER`].
     pub silent_for: Option<Duration>,
+    /// The pair carrying the call as `LOCAL/REMOTE` candidate types (`host/srflx`).
+    pub pair: Option<String>,
 }
 
 /// Where the call is in its negotiation.
@@ -267,6 +270,8 @@ struct Call {
     /// Remote candidates that came before the description they belong to.
     early_candidates: Vec<Candidate>,
     remote_candidates: usize,
+    /// The peer's candidates (from its description and trickled), to name the pair.
+    remote_seen: Vec<Candidate>,
     local_candidates: Vec<Candidate>,
     candidates_sent: bool,
     started: Instant,
@@ -304,6 +309,10 @@ impl Call {
 pub struct Conductor {
     media: MediaConfig,
     local_addrs: Vec<SocketAddr>,
+    /// Offer the host sockets as candidates (not under `--ice-policy relay`).
+    offer_host: bool,
+    /// Server-reflexive and relayed candidates found so far (see [`Conductor::add_local_candidate`]).
+    gathered: Vec<Candidate>,
     call: Option<Call>,
     out: VecDeque<CallOutput>,
 }
@@ -314,9 +323,43 @@ impl Conductor {
         Conductor {
             media,
             local_addrs,
+            offer_host: true,
+            gathered: Vec::new(),
             call: None,
             out: VecDeque::new(),
         }
+    }
+
+    /// Under `--ice-policy relay`: the host sockets are not offered, only relayed
+    /// candidates.
+    pub fn set_relay_only(&mut self) {
+        self.offer_host = false;
+    }
+
+    /// A candidate found after start (server-reflexive or relayed): offered in every call
+    /// from now on, and added to the current call and trickled to its peer at once.
+    pub fn add_local_candidate(&mut self, candidate: Candidate, now: Instant) {
+        self.gathered.push(candidate.clone());
+        let Some(call) = self.call.as_mut() else {
+            return;
+        };
+        let Some(c) = call.rtc.add_local_candidate(candidate) else {
+            return;
+        };
+        let c = c.clone();
+        call.local_candidates.push(c.clone());
+        if let Some(mid) = call.mid.filter(|_| call.candidates_sent) {
+            self.out.push_back(CallOutput::Signal {
+                to: call.peer,
+                body: PeerMessage::Candidate {
+                    mid: Some(mid.to_string()),
+                    mline_index: Some(0),
+                    candidate: c.to_sdp_string(),
+                }
+                .to_body(),
+            });
+        }
+        self.drain(now);
     }
 
     pub fn is_idle(&self) -> bool {
@@ -368,7 +411,8 @@ impl Conductor {
         rtc.bwe()
             .set_bitrate(Bitrate::bps(MIN_BITRATE_BPS.into()), configured);
         let mut local_candidates = Vec::new();
-        for addr in &self.local_addrs {
+        let hosts = self.local_addrs.iter().filter(|_| self.offer_host);
+        for addr in hosts {
             match Candidate::host(*addr, "udp") {
                 Ok(c) => {
                     if let Some(c) = rtc.add_local_candidate(c) {
@@ -376,6 +420,11 @@ impl Conductor {
                     }
                 }
                 Err(e) => log::warn!("no host candidate for {addr}: {e}"),
+            }
+        }
+        for c in &self.gathered {
+            if let Some(c) = rtc.add_local_candidate(c.clone()) {
+                local_candidates.push(c.clone());
             }
         }
         Call {
@@ -388,6 +437,7 @@ impl Conductor {
             remote_description_at: None,
             early_candidates: Vec::new(),
             remote_candidates: 0,
+            remote_seen: Vec::new(),
             local_candidates,
             candidates_sent: false,
             started: now,
@@ -457,6 +507,7 @@ impl Conductor {
                 })?;
         call.remote_description_at = Some(now);
         call.remote_candidates = count_candidates(&sdp);
+        call.remote_seen = crate::client::nat::pair::candidates_in_sdp(&sdp);
         if let Some(old) = self.call.take().filter(|_| replacing) {
             // The call goes on from the user's point of view: same peer, same start.
             call.started = old.started;
@@ -861,6 +912,8 @@ fn accept_answer(call: &mut Call, sdp: &str, now: Instant) -> Result<(), CallErr
         })?;
     call.remote_description_at = Some(now);
     call.remote_candidates += count_candidates(&sdp);
+    call.remote_seen
+        .extend(crate::client::nat::pair::candidates_in_sdp(&sdp));
     Ok(())
 }
 
@@ -923,6 +976,7 @@ fn remote_candidate(
     }
     log::debug!("remote candidate {}", candidate.addr());
     call.remote_candidates += 1;
+    call.remote_seen.push(candidate.clone());
     if call.remote_description_at.is_some() {
         call.rtc.add_remote_candidate(candidate);
     } else {
@@ -1113,7 +1167,22 @@ fn handle_event(
         Event::EgressBitrateEstimate(
             BweKind::Twcc { estimate, .. } | BweKind::Remb { estimate, .. },
         ) => out.push_back(CallOutput::BandwidthEstimate(estimate.as_u64())),
-        Event::PeerStats(s) if s.rtt.is_some() => call.stats.rtt = s.rtt,
+        Event::PeerStats(s) => {
+            if let Some(p) = &s.selected_candidate_pair {
+                let (local, remote) = (p.local.addr, p.remote.addr);
+                let label = pair_label(&call.local_candidates, &call.remote_seen, local, remote);
+                if call.stats.pair.as_ref() != Some(&label) {
+                    log::info!(
+                        "call with peer {}: pair {label} ({local} -> {remote})",
+                        call.peer
+                    );
+                }
+                call.stats.pair = Some(label);
+            }
+            if s.rtt.is_some() {
+                call.stats.rtt = s.rtt;
+            }
+        }
         Event::MediaEgressStats(s) if s.rtt.is_some() => call.stats.rtt = s.rtt,
         _ => {}
     }
