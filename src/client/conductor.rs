@@ -348,11 +348,15 @@ impl Conductor {
         };
         let c = c.clone();
         call.local_candidates.push(c.clone());
-        if let Some(mid) = call.mid.filter(|_| call.candidates_sent) {
+        // The answering side may not know its mid yet (str0m names the media later):
+        // m-line 0 is enough, every section shares the one bundled transport.
+        let trickle = call.candidates_sent || call.remote_description_at.is_some();
+        log::debug!("local candidate {} (trickled: {trickle})", c.addr());
+        if trickle {
             self.out.push_back(CallOutput::Signal {
                 to: call.peer,
                 body: PeerMessage::Candidate {
-                    mid: Some(mid.to_string()),
+                    mid: call.mid.map(|m| m.to_string()),
                     mline_index: Some(0),
                     candidate: c.to_sdp_string(),
                 }
@@ -541,6 +545,7 @@ impl Conductor {
         let Some(call) = self.call.as_mut() else {
             return;
         };
+        log::debug!("call with peer {}: message {msg:?}", call.peer);
         let result = match msg {
             PeerMessage::Bye => {
                 let reason = if call.remote_description_at.is_none() {
@@ -1367,6 +1372,34 @@ mod tests {
             a >= 10 && b >= 10
         });
         (a, b)
+    }
+
+    /// A candidate found after the call started (a STUN or TURN answer that came late)
+    /// is trickled to the peer, on the calling and on the answering side alike.
+    #[test]
+    fn late_local_candidates_are_trickled_by_both_sides() {
+        let now = Instant::now();
+        let (mut a, mut b) = (Side::new(1000), Side::new(2000));
+        a.c.call(2, now).unwrap();
+        pump(&mut a, 1, &mut b, now);
+        let late = |port| {
+            let base = SocketAddr::from(([127, 0, 0, 1], port));
+            let addr = SocketAddr::from(([203, 0, 113, 1], port + 1));
+            Candidate::server_reflexive(addr, base, "udp").unwrap()
+        };
+        for (side, port) in [(&mut a, 1000), (&mut b, 2000)] {
+            while side.c.poll_output().is_some() {}
+            side.c.add_local_candidate(late(port), now);
+            let mut trickled = false;
+            while let Some(out) = side.c.poll_output() {
+                if let CallOutput::Signal { body, .. } = out {
+                    let msg = PeerMessage::parse(&body).unwrap();
+                    trickled |= matches!(msg, PeerMessage::Candidate { candidate, .. }
+                        if candidate.contains(&format!("{}", port + 1)));
+                }
+            }
+            assert!(trickled, "side on port {port} trickles its late candidate");
+        }
     }
 
     /// Two conductors in one process on a virtual clock, str0m-style: offer, answer,

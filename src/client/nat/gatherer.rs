@@ -169,10 +169,19 @@ impl IceGatherer {
         bytes: &[u8],
         now: Instant,
     ) -> Delivery {
+        // A binding's answer first: a STUN server that is also the TURN server answers
+        // both on the same 5-tuple.
+        let binding_answer = Message::decode(bytes, None).is_some_and(|m| {
+            self.bindings.iter().any(|b| {
+                b.server == source
+                    && b.base == destination
+                    && b.tx.as_ref().is_some_and(|t| t.txid == m.txid)
+            })
+        });
         if let Some(a) = self
             .allocations
             .iter_mut()
-            .find(|a| a.server() == source && a.base() == destination)
+            .find(|a| !binding_answer && a.server() == source && a.base() == destination)
         {
             let relayed = a.relayed();
             let got = a.handle_datagram(bytes, now);
