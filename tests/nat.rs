@@ -1,0 +1,428 @@
+//! Calls across NATs, in a lab of network namespaces this test makes and removes: two hosts,
+//! each behind its own router namespace, and a "wan" namespace between the routers holding
+//! the signaling server and a coturn TURN/STUN server. The routers either route (no NAT) or
+//! masquerade with nft: plain `masquerade` keeps a socket's mapped port for every
+//! destination (hole punching works), `masquerade fully-random` maps each destination to a
+//! new port (only the relay gets through). Each scenario is a real two-client call that
+//! must decode at least 60 frames each way, and the STATS line's `pair=` must name the
+//! candidate types the topology allows.
+//!
+//! Every address exists only inside the namespaces: 203.0.113.0/24 (a documentation range)
+//! for the wan, 10.N.0.0/24 behind the routers. Needs root, `ip`, `nft` and `turnserver`
+//! (Debian's iproute2, nftables, coturn); without them each test says why and passes.
+
+mod procs;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use procs::{field, num, Proc, CLIENT, PATTERN_ARGS, SERVER};
+
+const WAN_IP: &str = "203.0.113.1";
+const SIGNALING_PORT: &str = "8888";
+const TURN_PORT: &str = "3478";
+const TURN_USER: &str = "alice:secret";
+
+/// What the routers do to the hosts' packets.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Nat {
+    /// Plain routing: the wan knows the routes to both private networks.
+    None,
+    /// nft `masquerade`: the mapped port is kept across destinations.
+    PortPreserving,
+    /// nft `masquerade fully-random`: a new mapping for each destination.
+    FullyRandom,
+}
+
+/// Why the lab cannot run here, if it cannot.
+fn missing_prerequisite() -> Option<String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("not root (network namespaces need it)".into());
+    }
+    let path = std::env::var("PATH").unwrap_or_default();
+    for tool in ["ip", "nft", "turnserver"] {
+        let found = path
+            .split(':')
+            .chain(["/usr/sbin", "/sbin", "/usr/bin"])
+            .any(|d| Path::new(d).join(tool).exists());
+        if !found {
+            return Some(format!("no `{tool}` (make deps installs it)"));
+        }
+    }
+    None
+}
+
+/// Runs `args` (a command line) and panics with its output if it fails.
+fn run(args: &[&str]) {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// One scenario's namespaces; whatever runs in them is killed and they are deleted on
+/// drop, also when the test fails.
+struct Lab {
+    tag: String,
+    namespaces: Vec<String>,
+    /// The private network behind router A is 10.`net`.0.0/24, behind B 10.`net+1`.0.0/24.
+    net: u8,
+}
+
+impl Lab {
+    fn ns(&self, name: &str) -> String {
+        format!("{}-{name}", self.tag)
+    }
+
+    fn exec(&self, ns: &str, args: &[&str]) {
+        let ns = self.ns(ns);
+        let mut full = vec!["ip", "netns", "exec", &ns];
+        full.extend_from_slice(args);
+        run(&full);
+    }
+
+    /// A veth pair with one end in each namespace.
+    fn link(&self, a: &str, a_if: &str, b: &str, b_if: &str) {
+        let (na, nb) = (self.ns(a), self.ns(b));
+        run(&[
+            "ip", "link", "add", a_if, "netns", &na, "type", "veth", "peer", "name", b_if, "netns",
+            &nb,
+        ]);
+    }
+
+    fn addr(&self, ns: &str, ifname: &str, cidr: &str) {
+        self.exec(ns, &["ip", "addr", "add", cidr, "dev", ifname]);
+        self.exec(ns, &["ip", "link", "set", ifname, "up"]);
+    }
+
+    /// Builds: ha --lan-- ra --wan-- wan --wan-- rb --lan-- hb.
+    fn build(scenario: &str, net: u8, nat: Nat) -> Lab {
+        let mut lab = Lab {
+            tag: format!("pcnat{}{scenario}", std::process::id()),
+            namespaces: Vec::new(),
+            net,
+        };
+        for ns in ["wan", "ra", "rb", "ha", "hb"] {
+            let name = lab.ns(ns);
+            run(&["ip", "netns", "add", &name]);
+            lab.namespaces.push(name);
+            lab.exec(ns, &["ip", "link", "set", "lo", "up"]);
+        }
+        // wan: 203.0.113.1/28 towards A, 203.0.113.17/28 towards B; it routes between them.
+        lab.link("wan", "toa", "ra", "wan");
+        lab.link("wan", "tob", "rb", "wan");
+        lab.addr("wan", "toa", &format!("{WAN_IP}/28"));
+        lab.addr("wan", "tob", "203.0.113.17/28");
+        lab.addr("ra", "wan", "203.0.113.2/28");
+        lab.addr("rb", "wan", "203.0.113.18/28");
+        for (router, host, gw_wan, lan) in [
+            ("ra", "ha", "203.0.113.1", net),
+            ("rb", "hb", "203.0.113.17", net + 1),
+        ] {
+            lab.link(router, "lan", host, "eth0");
+            lab.addr(router, "lan", &format!("10.{lan}.0.1/24"));
+            lab.addr(host, "eth0", &format!("10.{lan}.0.2/24"));
+            lab.exec(
+                host,
+                &[
+                    "ip",
+                    "route",
+                    "add",
+                    "default",
+                    "via",
+                    &format!("10.{lan}.0.1"),
+                ],
+            );
+            lab.exec(router, &["ip", "route", "add", "default", "via", gw_wan]);
+            lab.exec(router, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+            let rule = match nat {
+                Nat::None => None,
+                Nat::PortPreserving => Some("masquerade"),
+                Nat::FullyRandom => Some("masquerade fully-random"),
+            };
+            if let Some(rule) = rule {
+                // As a home router's firewall: unsolicited packets from the wan are dropped
+                // before conntrack confirms them. Answered with an ICMP error instead, each
+                // would leave a conntrack entry that clashes with the mapping the host's
+                // own later packet to that peer needs, and masquerade would then pick
+                // another port: hole punching would depend on who sends first.
+                lab.exec(router, &["nft", "add", "table", "ip", "filter"]);
+                lab.exec(
+                    router,
+                    &[
+                        "nft",
+                        "add chain ip filter input { type filter hook input priority 0 ; }",
+                    ],
+                );
+                lab.exec(
+                    router,
+                    &[
+                        "nft",
+                        "add rule ip filter input iifname \"wan\" ct state new drop",
+                    ],
+                );
+                lab.exec(router, &["nft", "add", "table", "ip", "nat"]);
+                lab.exec(
+                    router,
+                    &[
+                        "nft",
+                        "add chain ip nat post { type nat hook postrouting priority 100 ; }",
+                    ],
+                );
+                let rule = format!("add rule ip nat post oifname \"wan\" {rule}");
+                lab.exec(router, &["nft", &rule]);
+            }
+        }
+        lab.exec("wan", &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+        // Like the internet, the wan swallows packets for private addresses silently (a
+        // default route into a veth whose other end answers nothing): with no route at
+        // all, coturn's send to a peer's private host candidate fails and it closes the
+        // whole allocation.
+        lab.link("wan", "sink", "wan", "sink1");
+        lab.exec("wan", &["ip", "link", "set", "sink", "up"]);
+        lab.exec("wan", &["ip", "link", "set", "sink1", "up"]);
+        lab.exec("wan", &["ip", "route", "add", "default", "dev", "sink"]);
+        if nat == Nat::None {
+            // Routed: the private networks are reachable across the wan.
+            lab.exec(
+                "wan",
+                &[
+                    "ip",
+                    "route",
+                    "add",
+                    &format!("10.{net}.0.0/24"),
+                    "via",
+                    "203.0.113.2",
+                ],
+            );
+            let b = format!("10.{}.0.0/24", net + 1);
+            lab.exec("wan", &["ip", "route", "add", &b, "via", "203.0.113.18"]);
+        }
+        lab
+    }
+
+    fn host_ip(&self, host: &str) -> String {
+        let net = if host == "ha" { self.net } else { self.net + 1 };
+        format!("10.{net}.0.2")
+    }
+
+    /// A process inside the namespace `ns`.
+    fn spawn(&self, ns: &str, name: &str, bin: &str, args: &[&str]) -> Proc {
+        let ns = self.ns(ns);
+        let mut full = vec!["netns", "exec", &ns, bin];
+        full.extend_from_slice(args);
+        Proc::spawn(&format!("{}-{name}", self.tag), "ip", &full)
+    }
+
+    /// The signaling server and coturn in the wan namespace.
+    fn start_servers(&self) -> (Proc, Proc) {
+        let pidfile = std::env::temp_dir().join(format!("{}-turn.pid", self.tag));
+        let pidfile = format!("--pidfile={}", pidfile.display());
+        let log = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join("test-logs")
+            .join(format!("{}-coturn.log", self.tag));
+        let log = format!("--log-file={}", log.display());
+        // Its own user database: coturn's default one is shared by every instance.
+        let userdb = std::env::temp_dir().join(format!("{}-turndb", self.tag));
+        let userdb = format!("--userdb={}", userdb.display());
+        let turn = self.spawn(
+            "wan",
+            "turnserver",
+            "turnserver",
+            &[
+                "-n",
+                &format!("--listening-ip={WAN_IP}"),
+                &format!("--relay-ip={WAN_IP}"),
+                &format!("--listening-port={TURN_PORT}"),
+                "--min-port=49160",
+                "--max-port=49200",
+                "--lt-cred-mech",
+                &format!("--user={TURN_USER}"),
+                "--realm=test.local",
+                "--fingerprint",
+                "--no-tls",
+                "--no-dtls",
+                "--no-cli",
+                &pidfile,
+                &log,
+                &userdb,
+                "-v",
+                "--simple-log",
+            ],
+        );
+        let mut server = self.spawn(
+            "wan",
+            "server",
+            SERVER,
+            &["--bind", WAN_IP, "--port", SIGNALING_PORT],
+        );
+        server.wait_line(
+            "peerconnection_server listening on",
+            Duration::from_secs(10),
+        );
+        (server, turn)
+    }
+
+    /// A headless client on host `host` sending the test pattern; `extra` flags last.
+    fn client(&self, host: &str, name: &str, extra: &[&str]) -> Proc {
+        let ip = self.host_ip(host);
+        let mut args: Vec<&str> = PATTERN_ARGS.to_vec();
+        args.extend_from_slice(&[
+            "--server",
+            WAN_IP,
+            "--port",
+            SIGNALING_PORT,
+            "--ice-ip",
+            &ip,
+            "--name",
+            name,
+            "--stats",
+            "--headless",
+        ]);
+        args.extend_from_slice(extra);
+        self.spawn(host, name, CLIENT, &args)
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for ns in &self.namespaces {
+            // Anything still running in the namespace was started by this test.
+            if let Ok(out) = Command::new("ip").args(["netns", "pids", ns]).output() {
+                for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                    if let Ok(pid) = pid.parse::<i32>() {
+                        // SAFETY: kill has no memory preconditions.
+                        unsafe { libc::kill(pid, libc::SIGKILL) };
+                    }
+                }
+            }
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+/// What one side saw of a call.
+#[derive(Debug)]
+struct Side {
+    pair: String,
+    frames_decoded: f64,
+    connect_ms: f64,
+    rtt_ms: Option<f64>,
+}
+
+/// Alice (on host A) calls Bob (on host B) for a few seconds; both report.
+fn call(lab: &Lab, flags: &[&str]) -> (Side, Side) {
+    let (_server, _turn) = lab.start_servers();
+    let mut bob = lab.client("hb", "bob", &[flags, &["--duration", "30"]].concat());
+    bob.wait_line("SIGNED_IN", Duration::from_secs(10));
+    let mut alice = lab.client(
+        "ha",
+        "alice",
+        &[flags, &["--call", "bob", "--duration", "7"]].concat(),
+    );
+    let alice_end = alice.wait_line("CALL_ENDED", Duration::from_secs(25));
+    let bob_end = bob.wait_line("CALL_ENDED", Duration::from_secs(10));
+    let side = |p: &Proc, end: &str| {
+        let stats: Vec<&String> = p.seen_with("STATS");
+        let last = stats
+            .iter()
+            .rev()
+            .find(|l| field(l, "pair").is_some_and(|v| v != "-"))
+            .unwrap_or_else(|| panic!("{}: no STATS with a pair: {stats:?}", p.name));
+        Side {
+            pair: field(last, "pair").unwrap_or("-").to_string(),
+            frames_decoded: num(end, "frames_decoded"),
+            connect_ms: num(end, "connect_ms"),
+            rtt_ms: field(last, "rtt_ms").and_then(|v| v.parse().ok()),
+        }
+    };
+    let (a, b) = (side(&alice, &alice_end), side(&bob, &bob_end));
+    // The figures for the README: connect time and the pair's round trip, each side.
+    for (who, s) in [("alice", &a), ("bob", &b)] {
+        eprintln!(
+            "NAT-LAB {} {who}: pair={} connect_ms={} rtt_ms={} decoded={}",
+            lab.tag,
+            s.pair,
+            s.connect_ms,
+            s.rtt_ms.map_or("-".into(), |r| r.to_string()),
+            s.frames_decoded
+        );
+    }
+    assert!(a.frames_decoded >= 60.0, "alice: {alice_end}");
+    assert!(b.frames_decoded >= 60.0, "bob: {bob_end}");
+    (a, b)
+}
+
+fn turn_flags() -> Vec<String> {
+    vec![
+        "--stun".into(),
+        format!("{WAN_IP}:{TURN_PORT}"),
+        "--turn".into(),
+        format!("{TURN_USER}@{WAN_IP}:{TURN_PORT}"),
+    ]
+}
+
+/// The scenarios run at once, each in its own namespaces and private networks.
+#[test]
+fn calls_connect_through_routes_nats_and_the_relay() {
+    if let Some(why) = missing_prerequisite() {
+        eprintln!("SKIPPED nat lab: {why}");
+        return;
+    }
+    let turn = turn_flags();
+    let turn: Vec<&str> = turn.iter().map(String::as_str).collect();
+    let stun_only = &turn[..2];
+    let relay: Vec<&str> = [&turn[..], &["--ice-policy", "relay"]].concat();
+    std::thread::scope(|s| {
+        let routed = s.spawn(|| {
+            let lab = Lab::build("r", 10, Nat::None);
+            call(&lab, stun_only)
+        });
+        let masq = s.spawn(|| {
+            let lab = Lab::build("m", 20, Nat::PortPreserving);
+            call(&lab, stun_only)
+        });
+        let random = s.spawn(|| {
+            let lab = Lab::build("f", 30, Nat::FullyRandom);
+            call(&lab, &turn)
+        });
+        let forced = s.spawn(|| {
+            let lab = Lab::build("p", 40, Nat::None);
+            call(&lab, &relay)
+        });
+        let (a, b) = routed.join().expect("routed scenario");
+        // No NAT: the host addresses reach each other (the STUN answer equals the host
+        // address, so there is no srflx candidate).
+        assert_eq!(
+            (a.pair.as_str(), b.pair.as_str()),
+            ("host/host", "host/host")
+        );
+        let (a, b) = masq.join().expect("port-preserving NAT scenario");
+        // Through both NATs without a relay: our side leaves through the NAT (srflx) and
+        // the peer is its reflexive address, told (srflx) or learnt from checks (prflx).
+        for p in [&a.pair, &b.pair] {
+            assert!(
+                p == "srflx/srflx" || p == "srflx/prflx",
+                "hole punching through masquerade: {p}"
+            );
+        }
+        let (a, b) = random.join().expect("fully-random NAT scenario");
+        // Only the relay gets through: at least one end of each side's pair is relayed.
+        for p in [&a.pair, &b.pair] {
+            assert!(p.contains("relay"), "fully-random NAT needs the relay: {p}");
+        }
+        let (a, b) = forced.join().expect("--ice-policy relay scenario");
+        assert_eq!(
+            (a.pair.as_str(), b.pair.as_str()),
+            ("relay/relay", "relay/relay")
+        );
+    });
+}
