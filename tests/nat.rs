@@ -397,6 +397,60 @@ fn call(lab: &Lab, flags: &[&str]) -> (Side, Side) {
     (a, b)
 }
 
+/// Alice calls Bob on the routed lab; 5 s in, router A drops every forwarded UDP packet
+/// for 4 s (the pair dies, the signaling's TCP goes on), then lets them through again.
+/// The call must survive through an ICE restart and decode video again afterwards.
+fn restart_call(lab: &Lab) {
+    let (_server, _turn) = lab.start_servers();
+    let mut bob = lab.client("hb", "bob", &["--duration", "30"]);
+    bob.wait_line("SIGNED_IN", Duration::from_secs(10));
+    let started = std::time::Instant::now();
+    let mut alice = lab.client("ha", "alice", &["--call", "bob", "--duration", "14"]);
+    let until = |secs: u64| {
+        let at = started + Duration::from_secs(secs);
+        std::thread::sleep(at.saturating_duration_since(std::time::Instant::now()));
+    };
+    until(5);
+    lab.exec("ra", &["nft", "add", "table", "ip", "outage"]);
+    lab.exec(
+        "ra",
+        &[
+            "nft",
+            "add chain ip outage block { type filter hook forward priority 0 ; }",
+        ],
+    );
+    lab.exec(
+        "ra",
+        &["nft", "add rule ip outage block meta l4proto udp drop"],
+    );
+    until(9);
+    lab.exec("ra", &["nft", "delete", "table", "ip", "outage"]);
+    let decoded_then = bob
+        .drain()
+        .iter()
+        .rev()
+        .find(|l| l.starts_with("STATS"))
+        .map_or(0.0, |l| num(l, "decoded"));
+    let alice_end = alice.wait_line("CALL_ENDED", Duration::from_secs(20));
+    let bob_end = bob.wait_line("CALL_ENDED", Duration::from_secs(10));
+    let alice_log = std::fs::read_to_string(&alice.log).unwrap_or_default();
+    let bob_log = std::fs::read_to_string(&bob.log).unwrap_or_default();
+    eprintln!("NAT-LAB {} restart: {alice_end} / {bob_end}", lab.tag);
+    assert!(
+        alice_end.contains("--duration"),
+        "the call lasted: {alice_end}"
+    );
+    assert!(alice_log.contains("restarting ICE"), "alice restarted ICE");
+    assert!(
+        bob_log.contains("answering its new offer"),
+        "bob answered it"
+    );
+    assert!(
+        num(&bob_end, "frames_decoded") >= decoded_then + 60.0,
+        "video again after the cut: {decoded_then} then {bob_end}"
+    );
+}
+
 fn turn_flags() -> Vec<String> {
     vec![
         "--stun".into(),
@@ -434,6 +488,10 @@ fn calls_connect_through_routes_nats_and_the_relay() {
             let lab = Lab::build("p", 40, Nat::None);
             call(&lab, &relay)
         });
+        let restart = s.spawn(|| {
+            let lab = Lab::build("i", 60, Nat::None);
+            restart_call(&lab)
+        });
         let (a, b) = routed.join().expect("routed scenario");
         // No NAT: the host addresses reach each other (the STUN answer equals the host
         // address, so there is no srflx candidate).
@@ -460,6 +518,7 @@ fn calls_connect_through_routes_nats_and_the_relay() {
             (a.pair.as_str(), b.pair.as_str()),
             ("relay/relay", "relay/relay")
         );
+        restart.join().expect("ICE restart scenario");
     });
 }
 

@@ -278,6 +278,11 @@ struct Call {
     connected: bool,
     last_packet_at: Option<Instant>,
     silent: bool,
+    /// We made the first offer: on a dead pair we send the restart offer (the callee
+    /// waits for it, so the two never restart at once).
+    caller: bool,
+    /// An ICE restart is under way since then (one per silence).
+    restart_at: Option<Instant>,
     next_timeout: Option<Instant>,
     stats: CallStats,
 }
@@ -448,6 +453,8 @@ impl Conductor {
             connected: false,
             last_packet_at: None,
             silent: false,
+            caller: false,
+            restart_at: None,
             next_timeout: Some(now),
             stats: CallStats::default(),
         }
@@ -472,6 +479,7 @@ impl Conductor {
         call.mid = Some(mid);
         call.chat = Some(chat);
         call.pending_offer = Some(pending);
+        call.caller = true;
         log::info!("calling peer {peer}");
         self.out.push_back(CallOutput::CallStarted { peer });
         self.signal(
@@ -561,10 +569,23 @@ impl Conductor {
             } => accept_answer(call, &sdp, now),
             PeerMessage::Sdp {
                 kind: SdpKind::Offer,
+                sdp,
+            } if call.remote_description_at.is_some() && call.pending_offer.is_none() => {
+                // The caller's ICE restart (new credentials); other changes str0m applies
+                // as it can.
+                accept_reoffer(call, &sdp, now).map(|answer| {
+                    self.out.push_back(CallOutput::Signal {
+                        to: call.peer,
+                        body: answer.to_body(),
+                    })
+                })
+            }
+            PeerMessage::Sdp {
+                kind: SdpKind::Offer,
                 ..
             } => {
                 log::info!(
-                    "peer {} sent a new offer during the call: renegotiation is not supported, ignored",
+                    "peer {} sent a new offer while ours is pending: ignored",
                     call.peer
                 );
                 Ok(())
@@ -760,6 +781,13 @@ impl Conductor {
             call.last_packet_at = Some(now);
             call.stats.silent_for = None;
             if std::mem::take(&mut call.silent) {
+                if let Some(t) = call.restart_at.take() {
+                    log::info!(
+                        "call with peer {}: ICE restart done after {} ms",
+                        call.peer,
+                        (now - t).as_millis()
+                    );
+                }
                 log::info!("call with peer {}: packets again", call.peer);
                 self.out
                     .push_back(CallOutput::PeerResumed { peer: call.peer });
@@ -805,6 +833,9 @@ impl Conductor {
                         peer: call.peer,
                         silent,
                     });
+                    // The pair may be dead while signaling still works (an address or
+                    // a NAT mapping changed): new checks may find another.
+                    self.restart_ice(now);
                 }
             }
         }
@@ -888,6 +919,7 @@ impl Conductor {
                     None => {}
                     Some(Verdict::HangUp(reason)) => return self.hang_up(reason, now),
                     Some(Verdict::PeerHungUp) => return self.end_call(EndReason::PeerHungUp, now),
+                    Some(Verdict::RestartIce) => self.restart_ice(now),
                 },
             }
         }
@@ -896,6 +928,74 @@ impl Conductor {
     pub fn poll_output(&mut self) -> Option<CallOutput> {
         self.out.pop_front()
     }
+
+    /// The connected pair died (the peer fell silent, or str0m's ICE disconnected) while
+    /// signaling may still work: the caller offers new ICE credentials (keeping its
+    /// candidates), the callee waits for that offer. Media resumes on the pair the new
+    /// checks find; the dead-peer rule ([`DEAD_AFTER`]) still ends a call that does not.
+    fn restart_ice(&mut self, now: Instant) {
+        let Some(call) = self.call.as_mut() else {
+            return;
+        };
+        if call.restart_at.is_some() {
+            return;
+        }
+        call.restart_at = Some(now);
+        if !call.caller || call.pending_offer.is_some() {
+            log::info!(
+                "call with peer {}: ICE disconnected, waiting for the caller's restart",
+                call.peer
+            );
+            return;
+        }
+        let mut api = call.rtc.sdp_api();
+        api.ice_restart(true);
+        let Some((offer, pending)) = api.apply() else {
+            return self.hang_up(EndReason::IceDisconnected, now);
+        };
+        call.pending_offer = Some(pending);
+        call.remote_candidates = 0;
+        log::info!(
+            "call with peer {}: ICE disconnected, restarting ICE",
+            call.peer
+        );
+        let peer = call.peer;
+        self.signal(
+            peer,
+            PeerMessage::Sdp {
+                kind: SdpKind::Offer,
+                sdp: offer.to_sdp_string(),
+            },
+        );
+    }
+}
+
+/// A new offer from the peer inside a call (its ICE restart): applied, and our answer.
+fn accept_reoffer(call: &mut Call, sdp: &str, now: Instant) -> Result<PeerMessage, CallError> {
+    let sdp = prepare_offer(sdp)?;
+    let offer = SdpOffer::from_sdp_string(&sdp).map_err(|e| CallError::BadSdp {
+        kind: SdpKind::Offer,
+        detail: excerpt(&e.to_string(), REASON_EXCERPT),
+    })?;
+    let answer = call
+        .rtc
+        .sdp_api()
+        .accept_offer(offer)
+        .map_err(|e| CallError::SdpRejected {
+            kind: SdpKind::Offer,
+            detail: excerpt(&e.to_string(), REASON_EXCERPT),
+        })?;
+    log::info!(
+        "call with peer {}: answering its new offer (ICE restart)",
+        call.peer
+    );
+    call.restart_at.get_or_insert(now);
+    call.remote_candidates = count_candidates(&sdp);
+    call.remote_seen = crate::client::nat::pair::candidates_in_sdp(&sdp);
+    Ok(PeerMessage::Sdp {
+        kind: SdpKind::Answer,
+        sdp: answer.to_sdp_string(),
+    })
 }
 
 fn accept_answer(call: &mut Call, sdp: &str, now: Instant) -> Result<(), CallError> {
@@ -1088,6 +1188,8 @@ enum Verdict {
     HangUp(EndReason),
     /// The peer hung up over the data channel.
     PeerHungUp,
+    /// The connected pair died: restart ICE.
+    RestartIce,
 }
 
 /// Acts on one str0m event; returns a verdict when the call must end.
@@ -1113,7 +1215,23 @@ fn handle_event(
         Event::IceConnectionStateChange(state) => {
             log::info!("call with peer {}: ICE {state:?}", call.peer);
             if state == IceConnectionState::Disconnected {
-                return Some(Verdict::HangUp(EndReason::IceDisconnected));
+                // Before media flowed there is nothing to restore: give up as before.
+                if !call.connected {
+                    return Some(Verdict::HangUp(EndReason::IceDisconnected));
+                }
+                return Some(Verdict::RestartIce);
+            }
+            let up = matches!(
+                state,
+                IceConnectionState::Connected | IceConnectionState::Completed
+            );
+            if let Some(t) = call.restart_at.filter(|_| up) {
+                log::info!(
+                    "call with peer {}: ICE connected again {} ms after the restart began",
+                    call.peer,
+                    (now - t).as_millis()
+                );
+                call.restart_at = None;
             }
         }
         Event::MediaAdded(m) if m.kind == MediaKind::Video && call.mid.is_none() => {
@@ -1264,6 +1382,10 @@ mod tests {
         chat: Vec<String>,
         /// Drop this side's signaling messages (the server is down).
         mute_signals: bool,
+        /// Drop this side's datagrams (the pair died).
+        mute_datagrams: bool,
+        /// Offers this side sent.
+        offers: usize,
     }
 
     impl Side {
@@ -1276,6 +1398,8 @@ mod tests {
                 channel_opened: 0,
                 chat: Vec::new(),
                 mute_signals: false,
+                mute_datagrams: false,
+                offers: 0,
             }
         }
     }
@@ -1291,9 +1415,22 @@ mod tests {
                     PeerMessage::Sdp {
                         kind: SdpKind::Offer,
                         sdp,
-                    } if to.c.is_idle() => to.c.accept_offer(from_id, &sdp, now).unwrap(),
-                    msg => to.c.handle_message(msg, now),
+                    } if to.c.is_idle() => {
+                        from.offers += 1;
+                        to.c.accept_offer(from_id, &sdp, now).unwrap()
+                    }
+                    msg => {
+                        if let PeerMessage::Sdp {
+                            kind: SdpKind::Offer,
+                            ..
+                        } = msg
+                        {
+                            from.offers += 1;
+                        }
+                        to.c.handle_message(msg, now)
+                    }
                 },
+                CallOutput::Transmit { .. } if from.mute_datagrams => {}
                 CallOutput::Transmit {
                     source,
                     destination,
@@ -1301,7 +1438,11 @@ mod tests {
                 } => to.c.handle_datagram(source, destination, &contents, now),
                 CallOutput::MediaData(data) => {
                     let m = from.media.as_mut().unwrap();
-                    decoded += m.decode(&data, now, 0).frame.is_some() as usize;
+                    let d = m.decode(&data, now, 0);
+                    if d.request_keyframe {
+                        from.c.request_keyframe(now);
+                    }
+                    decoded += d.frame.is_some() as usize;
                 }
                 CallOutput::CallStarted { .. } => {
                     from.started += 1;
@@ -1372,6 +1513,65 @@ mod tests {
             a >= 10 && b >= 10
         });
         (a, b)
+    }
+
+    /// The pair dies (every datagram lost) while signaling works: the caller, hearing
+    /// nothing, restarts ICE with a new offer; the callee answers it; video flows again
+    /// in the same call.
+    #[test]
+    fn a_dead_pair_is_restarted_and_the_call_goes_on() {
+        let t0 = Instant::now();
+        let mut now = t0;
+        let (mut a, mut b) = call_until_decoding(t0, &mut now);
+        assert_eq!(a.offers, 1);
+        a.mute_datagrams = true;
+        b.mute_datagrams = true;
+        let t1 = now;
+        run(
+            &mut a,
+            &mut b,
+            t1,
+            &mut now,
+            SILENT_AFTER + Duration::from_millis(500),
+            |_, _| false,
+        );
+        assert_eq!(a.offers, 2, "the caller sent a restart offer");
+        assert_eq!(b.offers, 0, "the callee only answers");
+        a.mute_datagrams = false;
+        b.mute_datagrams = false;
+        let t2 = now;
+        let (da, db) = run(
+            &mut a,
+            &mut b,
+            t2,
+            &mut now,
+            Duration::from_secs(4),
+            |a, b| a >= 10 && b >= 10,
+        );
+        let st = |s: &Side| {
+            s.c.call.as_ref().map(|c| {
+                (
+                    c.connected,
+                    c.silent,
+                    c.restart_at.is_some(),
+                    c.pending_offer.is_some(),
+                )
+            })
+        };
+        assert!(
+            da >= 10 && db >= 10,
+            "video again both ways: {da} {db}; {:?} {:?}",
+            st(&a),
+            st(&b)
+        );
+        assert!(
+            a.ended.is_empty() && b.ended.is_empty(),
+            "{:?} {:?}",
+            a.ended,
+            b.ended
+        );
+        assert_eq!((a.started, b.started), (1, 1), "the same call");
+        assert!(a.c.call.as_ref().unwrap().restart_at.is_none());
     }
 
     /// A candidate found after the call started (a STUN or TURN answer that came late)
