@@ -160,8 +160,13 @@ impl ClientLoop {
             None
         };
         let now = Instant::now();
-        let gatherer = super::nat::gatherer::start(&config.ice_servers, &local_addrs, now)
-            .map_err(ClientError::IceServer)?;
+        let gatherer = super::nat::gatherer::start(
+            &config.ice_servers,
+            &local_addrs,
+            Resolver::from_system(),
+            now,
+        )
+        .map_err(ClientError::IceServer)?;
         let mut conductor = Conductor::new(config.media, local_addrs);
         if config.ice_servers.policy == IcePolicy::Relay {
             conductor.set_relay_only();
@@ -375,6 +380,7 @@ impl ClientLoop {
                         self.transmit(t.source, t.destination, &t.contents)
                     }
                     GatherOutput::Candidate(c) => self.conductor.add_local_candidate(c, now),
+                    GatherOutput::Dns { server, query } => self.send_dns(server, &query),
                 }
             }
             // One app output at a time: what it makes the conductor say (a BYE) reaches
@@ -602,17 +608,22 @@ impl ClientLoop {
     /// socket is opened at the first query that needs DNS.
     fn resolver_io(&mut self, now: Instant) {
         while let Some((server, query)) = self.resolver.poll_transmit() {
-            let Some(key) = self.dns_socket(server) else {
-                continue;
-            };
-            if let Some(Source::Dns { socket }) = self.sources.get(key) {
-                if let Err(e) = socket.send_to(&query, server) {
-                    log::debug!("DNS query to {server}: {e}");
-                }
-            }
+            self.send_dns(server, &query);
         }
         while let Some(result) = self.resolver.poll_result() {
             self.client.resolved(result.map_err(|e| e.to_string()), now);
+        }
+    }
+
+    /// A DNS query on the DNS socket (opened at the first).
+    fn send_dns(&mut self, server: SocketAddr, query: &[u8]) {
+        let Some(key) = self.dns_socket(server) else {
+            return;
+        };
+        if let Some(Source::Dns { socket }) = self.sources.get(key) {
+            if let Err(e) = socket.send_to(query, server) {
+                log::debug!("DNS query to {server}: {e}");
+            }
         }
     }
 
@@ -691,7 +702,9 @@ impl ClientLoop {
             }
             Source::Dns { socket } => {
                 while let Some((n, from)) = receive(socket, &mut buf, "DNS") {
+                    // Each resolver takes only the answers to its own query.
                     self.resolver.handle_datagram(from, &buf[..n], now);
+                    self.gatherer.handle_dns(from, &buf[..n], now);
                 }
             }
             Source::Http { exchange, .. } => {

@@ -15,12 +15,18 @@ use super::stun::{self, Attr, Class, Message};
 use super::transaction::{new_txid, Tick, Transaction};
 use super::turn::{TurnAllocation, TurnEvent};
 use super::{IcePolicy, IceServers, ServerName, Transmit};
-use crate::client::resolver::Resolver;
+use crate::client::resolver::{self, Resolver};
 
 /// What the loop must do for the gatherer.
 #[derive(Debug)]
 pub enum GatherOutput {
     Transmit(Transmit),
+    /// A DNS query for a server name, to send to the nameserver `server` from the loop's
+    /// DNS socket (answers come back through [`IceGatherer::handle_dns`]).
+    Dns {
+        server: SocketAddr,
+        query: Vec<u8>,
+    },
     /// A new local candidate (server-reflexive or relayed).
     Candidate(Candidate),
 }
@@ -54,12 +60,16 @@ struct Binding {
 /// its candidates at once).
 #[derive(Debug)]
 pub struct IceGatherer {
+    /// The host sockets every server is asked from.
+    bases: Vec<SocketAddr>,
     bindings: Vec<Binding>,
     allocations: Vec<TurnAllocation>,
     out: VecDeque<GatherOutput>,
     /// Server-reflexive (address, base) pairs already handed out.
     reflexive: Vec<(SocketAddr, SocketAddr)>,
     policy: IcePolicy,
+    /// Server names waiting for DNS.
+    names: ServerNames,
 }
 
 /// A TURN server's address and credentials.
@@ -86,36 +96,83 @@ impl IceGatherer {
         now: Instant,
     ) -> IceGatherer {
         let mut g = IceGatherer {
+            bases: bases.to_vec(),
             bindings: Vec::new(),
             allocations: Vec::new(),
             out: VecDeque::new(),
             reflexive: Vec::new(),
             policy,
+            names: ServerNames::default(),
         };
-        for &base in bases {
-            if policy == IcePolicy::All {
-                for &server in stun_servers.iter().filter(|s| reaches(base, **s)) {
-                    let txid = new_txid();
-                    let bytes = Message::request(stun::BINDING, txid).encode(None);
-                    g.transmit(base, server, bytes.clone());
-                    g.bindings.push(Binding {
-                        base,
-                        server,
-                        tx: Some(Transaction::start(txid, bytes, now)),
-                    });
-                }
-            }
-            for t in turn_servers.iter().filter(|t| reaches(base, t.server)) {
-                g.allocations.push(TurnAllocation::new(
-                    base,
-                    t.server,
-                    &t.username,
-                    &t.password,
-                    now,
-                ));
-            }
+        for &server in stun_servers {
+            g.add_stun_server(server, now);
+        }
+        for t in turn_servers {
+            g.add_turn_server(t, now);
         }
         g
+    }
+
+    /// A STUN server to ask from every host socket that reaches it.
+    fn add_stun_server(&mut self, server: SocketAddr, now: Instant) {
+        if self.policy != IcePolicy::All {
+            return;
+        }
+        for base in self.bases.clone() {
+            if !reaches(base, server) {
+                continue;
+            }
+            let txid = new_txid();
+            let bytes = Message::request(stun::BINDING, txid).encode(None);
+            self.transmit(base, server, bytes.clone());
+            self.bindings.push(Binding {
+                base,
+                server,
+                tx: Some(Transaction::start(txid, bytes, now)),
+            });
+        }
+    }
+
+    /// A TURN server to allocate on from every host socket that reaches it.
+    fn add_turn_server(&mut self, t: &TurnCredentials, now: Instant) {
+        for base in self.bases.clone() {
+            if reaches(base, t.server) {
+                let a = TurnAllocation::new(base, t.server, &t.username, &t.password, now);
+                self.allocations.push(a);
+            }
+        }
+    }
+
+    /// A datagram from a nameserver (on the loop's DNS socket): an answer for a server
+    /// name, maybe. Answers for other lookups are ignored by the resolver.
+    pub fn handle_dns(&mut self, from: SocketAddr, bytes: &[u8], now: Instant) {
+        if let Some(r) = self.names.resolver.as_mut() {
+            r.handle_datagram(from, bytes, now);
+        }
+        self.resolved(now);
+    }
+
+    /// Takes the name lookups' outcomes: servers to use, names that failed.
+    fn resolved(&mut self, now: Instant) {
+        for (server, outcome) in self.names.poll(now) {
+            match (server, outcome) {
+                (Named::Stun, Ok(addr)) => self.add_stun_server(addr, now),
+                (Named::Turn { username, password }, Ok(server)) => {
+                    let t = TurnCredentials {
+                        server,
+                        username,
+                        password,
+                    };
+                    self.add_turn_server(&t, now);
+                }
+                (_, Err(e)) => log::warn!("{e}: going on without it"),
+            }
+        }
+        if let Some(r) = self.names.resolver.as_mut() {
+            while let Some((server, query)) = r.poll_transmit() {
+                self.out.push_back(GatherOutput::Dns { server, query });
+            }
+        }
     }
 
     /// True while a binding or an allocation is still on its way.
@@ -283,6 +340,11 @@ impl IceGatherer {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
+        let dns = self
+            .names
+            .resolver
+            .as_ref()
+            .and_then(Resolver::poll_timeout);
         let bindings = self
             .bindings
             .iter()
@@ -291,10 +353,14 @@ impl IceGatherer {
             .allocations
             .iter()
             .filter_map(TurnAllocation::poll_timeout);
-        bindings.chain(allocations).min()
+        bindings.chain(allocations).chain(dns).min()
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
+        if let Some(r) = self.names.resolver.as_mut() {
+            r.handle_timeout(now);
+        }
+        self.resolved(now);
         let mut resend = Vec::new();
         for b in &mut self.bindings {
             let Some(tx) = b.tx.as_mut() else {
@@ -320,41 +386,82 @@ impl IceGatherer {
 }
 
 /// The gatherer for the command line's servers, from the host sockets `bases`. Names are
-/// resolved as the signaling server's are when that needs no query (an address, an
-/// `/etc/hosts` name, `localhost`); a name that needs DNS is refused for now, naming the
-/// flag, rather than blocking the loop.
+/// resolved as the signaling server's are: an address, an `/etc/hosts` name or
+/// `localhost` at once, any other name over DNS in the loop, one at a time (the
+/// servers join as their names resolve). A name that cannot be a host name is an error
+/// naming the flag.
 pub fn start(
     servers: &IceServers,
     bases: &[SocketAddr],
+    resolver: Resolver,
     now: Instant,
 ) -> Result<IceGatherer, String> {
-    let mut resolver = Resolver::from_system();
-    let mut resolve = |flag: &str, name: &ServerName| {
-        match resolver.start(&name.host, name.port, now) {
-        Some(Ok(addr)) => Ok(addr),
-        Some(Err(e)) => Err(format!("{flag} {name}: {e}")),
-        None => Err(format!(
-            "{flag} {name}: give an address or an /etc/hosts name (DNS names are not looked up for ICE servers yet)"
-        )),
+    let mut g = IceGatherer::new(bases, &[], &[], servers.policy, now);
+    g.names.resolver = Some(resolver);
+    let stun = servers.stun.iter().map(|s| ("--stun", s, Named::Stun));
+    let turn = servers.turn.iter().map(|t| {
+        let named = Named::Turn {
+            username: t.username.clone(),
+            password: t.password.clone(),
+        };
+        ("--turn", &t.server, named)
+    });
+    for (flag, name, named) in stun.chain(turn) {
+        // A name that can never resolve is a bad setting (exit 2), found before the loop.
+        if name.host.parse::<std::net::IpAddr>().is_err() {
+            if let Err(why) = resolver::check_host_name(&resolver::normalize(&name.host)) {
+                return Err(format!("{flag} {name}: not a host name ({why})"));
+            }
+        }
+        g.names.queue.push_back((flag, name.clone(), named));
     }
-    };
-    let stun = servers
-        .stun
-        .iter()
-        .map(|s| resolve("--stun", s))
-        .collect::<Result<Vec<_>, _>>()?;
-    let turn = servers
-        .turn
-        .iter()
-        .map(|t| {
-            Ok(TurnCredentials {
-                server: resolve("--turn", &t.server)?,
-                username: t.username.clone(),
-                password: t.password.clone(),
-            })
-        })
-        .collect::<Result<Vec<_>, String>>()?;
-    Ok(IceGatherer::new(bases, &stun, &turn, servers.policy, now))
+    g.resolved(now);
+    Ok(g)
+}
+
+/// What a name is for.
+#[derive(Debug, Clone)]
+enum Named {
+    Stun,
+    Turn { username: String, password: String },
+}
+
+/// Server names resolved one after another through the client's sans-IO resolver (it
+/// runs one lookup at a time).
+#[derive(Debug, Default)]
+struct ServerNames {
+    resolver: Option<Resolver>,
+    queue: VecDeque<(&'static str, ServerName, Named)>,
+    /// The lookup in flight.
+    asking: Option<(&'static str, ServerName, Named)>,
+}
+
+impl ServerNames {
+    /// Outcomes ready now: each server with its address, or an error naming the flag.
+    fn poll(&mut self, now: Instant) -> Vec<(Named, Result<SocketAddr, String>)> {
+        let mut done = Vec::new();
+        let Some(resolver) = self.resolver.as_mut() else {
+            return done;
+        };
+        loop {
+            if let Some((flag, name, named)) = self.asking.take() {
+                match resolver.poll_result() {
+                    Some(r) => done.push((named, r.map_err(|e| format!("{flag} {name}: {e}")))),
+                    None => {
+                        self.asking = Some((flag, name, named));
+                        return done;
+                    }
+                }
+            }
+            let Some((flag, name, named)) = self.queue.pop_front() else {
+                return done;
+            };
+            match resolver.start(&name.host, name.port, now) {
+                Some(r) => done.push((named, r.map_err(|e| format!("{flag} {name}: {e}")))),
+                None => self.asking = Some((flag, name, named)),
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -405,6 +512,82 @@ mod tests {
         assert!(g.poll_output().is_none());
         assert!(!g.is_gathering());
         assert_eq!(g.poll_timeout(), None);
+    }
+
+    #[test]
+    fn server_names_resolve_over_dns_one_after_another() {
+        use simple_dns::rdata::{RData, A};
+        use simple_dns::{Name, Packet, ResourceRecord, CLASS};
+        let t0 = Instant::now();
+        let host: SocketAddr = "10.1.1.2:5000".parse().unwrap();
+        let ns: SocketAddr = "192.0.2.53:53".parse().unwrap();
+        let name = |host: &str| ServerName {
+            host: host.into(),
+            port: 3478,
+        };
+        let servers = IceServers {
+            stun: vec![name("stun.test"), name("203.0.113.9"), name("gone.test")],
+            turn: vec![],
+            policy: IcePolicy::All,
+        };
+        let resolver = Resolver::with_nameservers(vec![ns]);
+        let mut g = start(&servers, &[host], resolver, t0).unwrap();
+        // The literal address is asked at once; stun.test waits for DNS.
+        let mut queries = Vec::new();
+        let mut bindings = Vec::new();
+        let drain = |g: &mut IceGatherer, q: &mut Vec<Vec<u8>>, b: &mut Vec<SocketAddr>| {
+            while let Some(o) = g.poll_output() {
+                match o {
+                    GatherOutput::Dns { server, query } => {
+                        assert_eq!(server, ns);
+                        q.push(query)
+                    }
+                    GatherOutput::Transmit(t) => b.push(t.destination),
+                    GatherOutput::Candidate(_) => {}
+                }
+            }
+        };
+        drain(&mut g, &mut queries, &mut bindings);
+        assert_eq!(queries.len(), 1, "one lookup at a time");
+        let q = Packet::parse(&queries[0]).unwrap();
+        let mut r = Packet::new_reply(q.id());
+        r.questions = q.questions.clone();
+        let rdata = RData::A(A {
+            address: u32::from_be_bytes([203, 0, 113, 7]),
+        });
+        r.answers.push(ResourceRecord::new(
+            Name::new_unchecked("stun.test"),
+            CLASS::IN,
+            60,
+            rdata,
+        ));
+        g.handle_dns(ns, &r.build_bytes_vec().unwrap(), t0);
+        queries.clear();
+        drain(&mut g, &mut queries, &mut bindings);
+        bindings.sort();
+        assert_eq!(
+            bindings,
+            [
+                "203.0.113.7:3478".parse().unwrap(),
+                "203.0.113.9:3478".parse().unwrap()
+            ]
+        );
+        assert_eq!(queries.len(), 1, "then gone.test is asked");
+        // gone.test never answers: the lookup times out with a warning, nothing breaks.
+        let mut now = t0;
+        while let Some(at) = g.poll_timeout() {
+            now = at;
+            g.handle_timeout(now);
+            drain(&mut g, &mut queries, &mut bindings);
+        }
+        assert!(now - t0 < Duration::from_secs(10));
+        // A name that can never resolve is refused before anything starts.
+        let bad = IceServers {
+            stun: vec![name("bad name!")],
+            ..servers
+        };
+        let e = start(&bad, &[host], Resolver::with_nameservers(vec![ns]), t0).unwrap_err();
+        assert!(e.contains("--stun") && e.contains("bad name!"), "{e}");
     }
 
     #[test]
