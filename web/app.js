@@ -13,6 +13,10 @@ let pendingCandidates = [];
 let sendQueue = Promise.resolve();
 let callStart = 0;
 let statsTimer = null;
+// The STUN/TURN servers the signaling server was given (--ice-server); none by default.
+let iceServers = [];
+fetch('/ice-servers.json').then((r) => (r.ok ? r.json() : []))
+  .then((v) => { if (Array.isArray(v)) iceServers = v; }).catch(() => {});
 
 function setStatus(text) {
   state.status = text;
@@ -107,7 +111,7 @@ async function newPeerConnection(peer) {
   state.inCall = true;
   state.framesDecoded = 0; state.framesEncoded = 0; state.firstFrameMs = null; state.codec = null;
   callStart = performance.now();
-  pc = new RTCPeerConnection({ iceServers: [] });
+  pc = new RTCPeerConnection({ iceServers });
   pc.onicecandidate = (e) => {
     if (e.candidate && e.candidate.candidate) {
       send(peer, JSON.stringify({

@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::Parser;
 use peerconnection::client::audio_devices::{AudioConfig, AudioSinkSpec, AudioSourceSpec};
 use peerconnection::client::main_wnd::RendererChoice;
+use peerconnection::client::nat::{IcePolicy, IceServers, ServerName, TurnServer};
 use peerconnection::client::{ClientConfig, ClientLoop, MediaConfig, SourceSpec};
 
 /// Video-call client for the peerconnection signaling server.
@@ -21,6 +22,10 @@ use peerconnection::client::{ClientConfig, ClientLoop, MediaConfig, SourceSpec};
 /// CALL_STARTED, CALL_REFUSED, PEER_NOT_ANSWERING, PEER_ANSWERING, CHAT_OPEN, CHAT,
 /// CALL_ENDED, SERVER_LOST, STATS, AUDIO_PLAYOUT_STARTED, UI) go to stdout; warnings and errors go to stderr (-v, -vv or RUST_LOG for more). Bad
 /// settings exit with code 2 before signing in.
+///
+/// With no --stun or --turn server a call needs a direct route between the two machines
+/// (the same network, or addresses routed to each other); across NATs give a STUN server,
+/// and a TURN server for NATs that no direct path gets through.
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
@@ -115,6 +120,19 @@ struct Args {
     /// is played, with concealment or silence where packets were lost or late.
     #[arg(long, value_name = "FILE.wav")]
     audio_record: Option<PathBuf>,
+    /// A STUN server (UDP), HOST:PORT, asked for this machine's address as seen from
+    /// outside its NAT (a server-reflexive candidate). Repeatable. Default: none, and then
+    /// calls need a direct route.
+    #[arg(long = "stun", value_name = "HOST:PORT", value_parser = ServerName::parse)]
+    stun: Vec<ServerName>,
+    /// A TURN server (UDP) with long-term credentials, USER:PASSWORD@HOST:PORT, that
+    /// relays the call when no direct path works (a relayed candidate). Repeatable.
+    #[arg(long = "turn", value_name = "USER:PASSWORD@HOST:PORT", value_parser = TurnServer::parse)]
+    turn: Vec<TurnServer>,
+    /// Which local candidates a call offers: `all` (host, server-reflexive, relayed) or
+    /// `relay` (relayed only: hides this machine's addresses; needs --turn).
+    #[arg(long, default_value = "all", value_parser = IcePolicy::parse)]
+    ice_policy: IcePolicy,
 }
 
 fn parse_renderer(s: &str) -> Result<RendererChoice, String> {
@@ -196,6 +214,9 @@ fn config(args: Args) -> Result<ClientConfig, String> {
     if args.call.as_deref().is_some_and(str::is_empty) {
         return Err("--call: expected a peer name".into());
     }
+    if args.ice_policy == IcePolicy::Relay && args.turn.is_empty() {
+        return Err("--ice-policy relay: needs a --turn server to relay through".into());
+    }
     Ok(ClientConfig {
         server: args.server,
         port: args.port,
@@ -218,6 +239,11 @@ fn config(args: Args) -> Result<ClientConfig, String> {
             source: args.audio_source.unwrap_or(AudioSourceSpec::Auto),
             sink: args.audio_sink.unwrap_or(AudioSinkSpec::Auto),
             record: args.audio_record,
+        },
+        ice_servers: IceServers {
+            stun: args.stun,
+            turn: args.turn,
+            policy: args.ice_policy,
         },
     })
 }

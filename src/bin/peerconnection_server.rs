@@ -70,6 +70,11 @@ struct Args {
     /// PEM file with the private key for --tls-port.
     #[arg(long, requires = "tls_port")]
     tls_key: Option<PathBuf>,
+    /// A STUN or TURN server for the web page's calls, `stun:HOST:PORT` or
+    /// `turn:USER:PASS@HOST:PORT` (repeatable), served as /ice-servers.json. Default: none,
+    /// and then browsers need a direct route to their peer.
+    #[arg(long = "ice-server", value_name = "URL")]
+    ice_servers: Vec<String>,
 }
 
 fn seconds(name: &str, value: f64) -> Result<Duration, String> {
@@ -124,6 +129,10 @@ fn config(args: &Args) -> Result<ServerConfig, String> {
 fn main() -> ExitCode {
     let args = Args::parse();
     peerconnection::init_logging("info");
+    if let Err(e) = peerconnection::server::web::set_ice_servers(&args.ice_servers) {
+        eprintln!("peerconnection_server: {e}");
+        return ExitCode::from(2);
+    }
     let config = match config(&args) {
         Ok(c) => c,
         Err(e) => {

@@ -205,6 +205,8 @@ pub struct StatsSample {
     pub silent_for: Option<Duration>,
     /// The call's audio counters (none outside a call or without audio).
     pub audio: Option<AudioSample>,
+    /// The candidate types of the pair carrying the call, `LOCAL/REMOTE`.
+    pub pair: Option<String>,
 }
 
 #[derive(Debug)]
@@ -881,7 +883,7 @@ impl ClientApp {
         let call = self.call.as_ref().map(|c| c.peer);
         if self.config.stats {
             self.line(format!(
-                "STATS t={:.1} state={} call={} sent_fps={sent_fps:.1} recv_fps={recv_fps:.1} sent_kbps={sent_kbps:.0} recv_kbps={recv_kbps:.0} decoded={} latency_ms={} rtt_ms={rtt_ms} silent_ms={}",
+                "STATS t={:.1} state={} call={} sent_fps={sent_fps:.1} recv_fps={recv_fps:.1} sent_kbps={sent_kbps:.0} recv_kbps={recv_kbps:.0} decoded={} latency_ms={} rtt_ms={rtt_ms} silent_ms={} pair={}",
                 (now - self.started).as_secs_f64(),
                 self.state,
                 call.map_or("-".into(), |p| p.to_string()),
@@ -889,6 +891,7 @@ impl ClientApp {
                 s.last_latency_us
                     .map_or("-".into(), |l| format!("{:.1}", l as f64 / 1000.0)),
                 s.silent_for.map_or("-".into(), |d| d.as_millis().to_string()),
+                s.pair.as_deref().unwrap_or("-"),
             ) + &audio_stats(s.audio.as_ref()));
         }
         if call.is_some() {
@@ -897,7 +900,11 @@ impl ClientApp {
                 .map_or("-".into(), |(w, h)| format!("{w}x{h}"));
             self.window(WindowUpdate::Overlay(vec![
                 format!("in  {recv_fps:.1} fps  {recv_kbps:.0} kbit/s  {size}"),
-                format!("out {sent_fps:.1} fps  {sent_kbps:.0} kbit/s  RTT {rtt_ms} ms"),
+                // The pair on this line, not a line of its own: the overlay stays as tall.
+                format!(
+                    "out {sent_fps:.1} fps  {sent_kbps:.0} kbit/s  RTT {rtt_ms} ms  pair {}",
+                    s.pair.as_deref().unwrap_or("-")
+                ),
             ]));
         }
         self.mark = s.clone();
@@ -1482,6 +1489,7 @@ mod tests {
             bytes_sent: 125_000,
             frames_decoded: 29,
             silent_for: Some(Duration::from_millis(3000)),
+            pair: Some("srflx/prflx".into()),
             ..StatsSample::default()
         };
         t.app.handle_timeout(at, &s);
@@ -1495,7 +1503,7 @@ mod tests {
         );
         assert!(
             l.ends_with(
-                "silent_ms=3000 audio_recv=- audio_lost=- concealed_ms=- playout_ms=- av_offset_ms=-"
+                "silent_ms=3000 pair=srflx/prflx audio_recv=- audio_lost=- concealed_ms=- playout_ms=- av_offset_ms=-"
             ),
             "{l}"
         );
@@ -1517,7 +1525,7 @@ mod tests {
         let l = lines(&outs)[0];
         assert!(
             l.ends_with(
-                "silent_ms=3000 audio_recv=50 audio_lost=1 concealed_ms=20 playout_ms=30 av_offset_ms=-12"
+                "silent_ms=3000 pair=srflx/prflx audio_recv=50 audio_lost=1 concealed_ms=20 playout_ms=30 av_offset_ms=-12"
             ),
             "{l}"
         );

@@ -26,6 +26,7 @@ use super::config::{io_error, ClientConfig, ClientError};
 use super::devices::{LocalVideo, Recorder};
 use super::main_wnd::{MainWnd, DEFAULT_SIZE};
 use super::media_session::MediaSession;
+use super::nat::{Delivery, GatherOutput, IceGatherer, IcePolicy};
 use super::peer_connection_client::{Channel, ClientOutput, ClientState, PeerConnectionClient};
 use super::resolver::Resolver;
 use crate::media::{monotonic_us, I420Frame, MediaError, VideoSource};
@@ -63,6 +64,8 @@ pub struct ClientLoop {
     dns: Option<usize>,
     client: PeerConnectionClient,
     conductor: Conductor,
+    /// Server-reflexive and relayed candidates, and the TURN wrapping.
+    gatherer: IceGatherer,
     media: Option<MediaSession>,
     app: ClientApp,
     video: LocalVideo,
@@ -172,6 +175,17 @@ impl ClientLoop {
             None
         };
         let now = Instant::now();
+        let gatherer = super::nat::gatherer::start(
+            &config.ice_servers,
+            &local_addrs,
+            Resolver::from_system(),
+            now,
+        )
+        .map_err(ClientError::IceServer)?;
+        let mut conductor = Conductor::new(config.media, local_addrs);
+        if config.ice_servers.policy == IcePolicy::Relay {
+            conductor.set_relay_only();
+        }
         let app = ClientApp::new(
             AppConfig {
                 name: config.name.clone(),
@@ -188,7 +202,8 @@ impl ClientLoop {
         );
         Ok(ClientLoop {
             client: PeerConnectionClient::new(&config.name),
-            conductor: Conductor::new(config.media, local_addrs),
+            conductor,
+            gatherer,
             media: None,
             app,
             exit_at: config.duration.map(|d| now + d),
@@ -235,6 +250,7 @@ impl ClientLoop {
                 self.client.poll_timeout(),
                 self.resolver.poll_timeout(),
                 self.conductor.poll_timeout(),
+                self.gatherer.poll_timeout(),
                 self.app.poll_timeout(),
                 self.video.poll_timeout(),
                 self.local_audio.poll_timeout(),
@@ -313,6 +329,7 @@ impl ClientLoop {
         self.client.handle_timeout(now);
         self.resolver.handle_timeout(now);
         self.conductor.handle_timeout(now);
+        self.gatherer.handle_timeout(now);
         let sample = self.stats_sample();
         self.app.handle_timeout(now, &sample);
         if self.video.poll_timeout().is_some_and(|t| t <= now) {
@@ -415,6 +432,16 @@ impl ClientLoop {
                 progressed = true;
                 self.call_output(out, now);
             }
+            while let Some(out) = self.gatherer.poll_output() {
+                progressed = true;
+                match out {
+                    GatherOutput::Transmit(t) => {
+                        self.transmit(t.source, t.destination, &t.contents)
+                    }
+                    GatherOutput::Candidate(c) => self.conductor.add_local_candidate(c, now),
+                    GatherOutput::Dns { server, query } => self.send_dns(server, &query),
+                }
+            }
             // One app output at a time: what it makes the conductor say (a BYE) reaches
             // the signaling client before the app's next output (a sign-out) does.
             if let Some(out) = self.app.poll_output() {
@@ -502,7 +529,15 @@ impl ClientLoop {
                 source,
                 destination,
                 contents,
-            } => self.transmit(source, destination, &contents),
+            } => {
+                // From a relayed address: wrapped to the TURN server by the gatherer.
+                if !self
+                    .gatherer
+                    .send_relayed(source, destination, &contents, now)
+                {
+                    self.transmit(source, destination, &contents)
+                }
+            }
             CallOutput::CallStarted { peer } => {
                 match MediaSession::new(self.config.media, now) {
                     Ok(m) => self.media = Some(m),
@@ -621,6 +656,7 @@ impl ClientLoop {
             remote_size: media.and_then(|m| m.remote_size),
             silent_for: call.and_then(|c| c.silent_for),
             audio: self.audio.as_ref().map(AudioSession::sample),
+            pair: call.and_then(|c| c.pair.clone()),
         }
     }
 
@@ -654,17 +690,22 @@ impl ClientLoop {
     /// socket is opened at the first query that needs DNS.
     fn resolver_io(&mut self, now: Instant) {
         while let Some((server, query)) = self.resolver.poll_transmit() {
-            let Some(key) = self.dns_socket(server) else {
-                continue;
-            };
-            if let Some(Source::Dns { socket }) = self.sources.get(key) {
-                if let Err(e) = socket.send_to(&query, server) {
-                    log::debug!("DNS query to {server}: {e}");
-                }
-            }
+            self.send_dns(server, &query);
         }
         while let Some(result) = self.resolver.poll_result() {
             self.client.resolved(result.map_err(|e| e.to_string()), now);
+        }
+    }
+
+    /// A DNS query on the DNS socket (opened at the first).
+    fn send_dns(&mut self, server: SocketAddr, query: &[u8]) {
+        let Some(key) = self.dns_socket(server) else {
+            return;
+        };
+        if let Some(Source::Dns { socket }) = self.sources.get(key) {
+            if let Err(e) = socket.send_to(query, server) {
+                log::debug!("DNS query to {server}: {e}");
+            }
         }
     }
 
@@ -726,12 +767,26 @@ impl ClientLoop {
             Source::Udp { socket, local } => {
                 let local = *local;
                 while let Some((n, from)) = receive(socket, &mut buf, &local.to_string()) {
-                    self.conductor.handle_datagram(from, local, &buf[..n], now);
+                    match self.gatherer.handle_datagram(from, local, &buf[..n], now) {
+                        Delivery::Consumed => {}
+                        Delivery::Relayed {
+                            source,
+                            destination,
+                            contents,
+                        } => self
+                            .conductor
+                            .handle_datagram(source, destination, &contents, now),
+                        Delivery::Direct => {
+                            self.conductor.handle_datagram(from, local, &buf[..n], now)
+                        }
+                    }
                 }
             }
             Source::Dns { socket } => {
                 while let Some((n, from)) = receive(socket, &mut buf, "DNS") {
+                    // Each resolver takes only the answers to its own query.
                     self.resolver.handle_datagram(from, &buf[..n], now);
+                    self.gatherer.handle_dns(from, &buf[..n], now);
                 }
             }
             Source::Http { exchange, .. } => {

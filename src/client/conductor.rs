@@ -39,6 +39,7 @@ use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 
 use super::audio_session::AudioPacket;
 use super::media_session::{MediaConfig, MIN_BITRATE_BPS};
+use super::nat::pair_label;
 use crate::signaling::message::{excerpt, PeerMessage, SdpKind};
 use crate::signaling::PeerId;
 
@@ -250,6 +251,8 @@ pub struct CallStats {
     pub channel_messages_dropped: u64,
     /// Since the last packet from the peer, when it passed [`SILENT_AFTER`].
     pub silent_for: Option<Duration>,
+    /// The pair carrying the call as `LOCAL/REMOTE` candidate types (`host/srflx`).
+    pub pair: Option<String>,
 }
 
 /// Where the call is in its negotiation.
@@ -277,12 +280,19 @@ struct Call {
     /// Remote candidates that came before the description they belong to.
     early_candidates: Vec<Candidate>,
     remote_candidates: usize,
+    /// The peer's candidates (from its description and trickled), to name the pair.
+    remote_seen: Vec<Candidate>,
     local_candidates: Vec<Candidate>,
     candidates_sent: bool,
     started: Instant,
     connected: bool,
     last_packet_at: Option<Instant>,
     silent: bool,
+    /// We made the first offer: on a dead pair we send the restart offer (the callee
+    /// waits for it, so the two never restart at once).
+    caller: bool,
+    /// An ICE restart is under way since then (one per silence).
+    restart_at: Option<Instant>,
     next_timeout: Option<Instant>,
     stats: CallStats,
 }
@@ -314,6 +324,10 @@ impl Call {
 pub struct Conductor {
     media: MediaConfig,
     local_addrs: Vec<SocketAddr>,
+    /// Offer the host sockets as candidates (not under `--ice-policy relay`).
+    offer_host: bool,
+    /// Server-reflexive and relayed candidates found so far (see [`Conductor::add_local_candidate`]).
+    gathered: Vec<Candidate>,
     call: Option<Call>,
     out: VecDeque<CallOutput>,
 }
@@ -324,9 +338,47 @@ impl Conductor {
         Conductor {
             media,
             local_addrs,
+            offer_host: true,
+            gathered: Vec::new(),
             call: None,
             out: VecDeque::new(),
         }
+    }
+
+    /// Under `--ice-policy relay`: the host sockets are not offered, only relayed
+    /// candidates.
+    pub fn set_relay_only(&mut self) {
+        self.offer_host = false;
+    }
+
+    /// A candidate found after start (server-reflexive or relayed): offered in every call
+    /// from now on, and added to the current call and trickled to its peer at once.
+    pub fn add_local_candidate(&mut self, candidate: Candidate, now: Instant) {
+        self.gathered.push(candidate.clone());
+        let Some(call) = self.call.as_mut() else {
+            return;
+        };
+        let Some(c) = call.rtc.add_local_candidate(candidate) else {
+            return;
+        };
+        let c = c.clone();
+        call.local_candidates.push(c.clone());
+        // The answering side may not know its mid yet (str0m names the media later):
+        // m-line 0 is enough, every section shares the one bundled transport.
+        let trickle = call.candidates_sent || call.remote_description_at.is_some();
+        log::debug!("local candidate {} (trickled: {trickle})", c.addr());
+        if trickle {
+            self.out.push_back(CallOutput::Signal {
+                to: call.peer,
+                body: PeerMessage::Candidate {
+                    mid: call.mid.map(|m| m.to_string()),
+                    mline_index: Some(0),
+                    candidate: c.to_sdp_string(),
+                }
+                .to_body(),
+            });
+        }
+        self.drain(now);
     }
 
     pub fn is_idle(&self) -> bool {
@@ -381,7 +433,8 @@ impl Conductor {
         rtc.bwe()
             .set_bitrate(Bitrate::bps(MIN_BITRATE_BPS.into()), configured);
         let mut local_candidates = Vec::new();
-        for addr in &self.local_addrs {
+        let hosts = self.local_addrs.iter().filter(|_| self.offer_host);
+        for addr in hosts {
             match Candidate::host(*addr, "udp") {
                 Ok(c) => {
                     if let Some(c) = rtc.add_local_candidate(c) {
@@ -389,6 +442,11 @@ impl Conductor {
                     }
                 }
                 Err(e) => log::warn!("no host candidate for {addr}: {e}"),
+            }
+        }
+        for c in &self.gathered {
+            if let Some(c) = rtc.add_local_candidate(c.clone()) {
+                local_candidates.push(c.clone());
             }
         }
         Call {
@@ -402,12 +460,15 @@ impl Conductor {
             remote_description_at: None,
             early_candidates: Vec::new(),
             remote_candidates: 0,
+            remote_seen: Vec::new(),
             local_candidates,
             candidates_sent: false,
             started: now,
             connected: false,
             last_packet_at: None,
             silent: false,
+            caller: false,
+            restart_at: None,
             next_timeout: Some(now),
             stats: CallStats::default(),
         }
@@ -434,6 +495,7 @@ impl Conductor {
         call.audio_mid = Some(audio_mid);
         call.chat = Some(chat);
         call.pending_offer = Some(pending);
+        call.caller = true;
         log::info!("calling peer {peer}");
         self.out.push_back(CallOutput::CallStarted { peer });
         self.signal(
@@ -473,6 +535,7 @@ impl Conductor {
                 })?;
         call.remote_description_at = Some(now);
         call.remote_candidates = count_candidates(&sdp);
+        call.remote_seen = crate::client::nat::pair::candidates_in_sdp(&sdp);
         if let Some(old) = self.call.take().filter(|_| replacing) {
             // The call goes on from the user's point of view: same peer, same start.
             call.started = old.started;
@@ -506,6 +569,7 @@ impl Conductor {
         let Some(call) = self.call.as_mut() else {
             return;
         };
+        log::debug!("call with peer {}: message {msg:?}", call.peer);
         let result = match msg {
             PeerMessage::Bye => {
                 let reason = if call.remote_description_at.is_none() {
@@ -521,10 +585,23 @@ impl Conductor {
             } => accept_answer(call, &sdp, now),
             PeerMessage::Sdp {
                 kind: SdpKind::Offer,
+                sdp,
+            } if call.remote_description_at.is_some() && call.pending_offer.is_none() => {
+                // The caller's ICE restart (new credentials); other changes str0m applies
+                // as it can.
+                accept_reoffer(call, &sdp, now).map(|answer| {
+                    self.out.push_back(CallOutput::Signal {
+                        to: call.peer,
+                        body: answer.to_body(),
+                    })
+                })
+            }
+            PeerMessage::Sdp {
+                kind: SdpKind::Offer,
                 ..
             } => {
                 log::info!(
-                    "peer {} sent a new offer during the call: renegotiation is not supported, ignored",
+                    "peer {} sent a new offer while ours is pending: ignored",
                     call.peer
                 );
                 Ok(())
@@ -720,6 +797,13 @@ impl Conductor {
             call.last_packet_at = Some(now);
             call.stats.silent_for = None;
             if std::mem::take(&mut call.silent) {
+                if let Some(t) = call.restart_at.take() {
+                    log::info!(
+                        "call with peer {}: ICE restart done after {} ms",
+                        call.peer,
+                        (now - t).as_millis()
+                    );
+                }
                 log::info!("call with peer {}: packets again", call.peer);
                 self.out
                     .push_back(CallOutput::PeerResumed { peer: call.peer });
@@ -765,6 +849,9 @@ impl Conductor {
                         peer: call.peer,
                         silent,
                     });
+                    // The pair may be dead while signaling still works (an address or
+                    // a NAT mapping changed): new checks may find another.
+                    self.restart_ice(now);
                 }
             }
         }
@@ -883,6 +970,7 @@ impl Conductor {
                     None => {}
                     Some(Verdict::HangUp(reason)) => return self.hang_up(reason, now),
                     Some(Verdict::PeerHungUp) => return self.end_call(EndReason::PeerHungUp, now),
+                    Some(Verdict::RestartIce) => self.restart_ice(now),
                 },
             }
         }
@@ -891,6 +979,74 @@ impl Conductor {
     pub fn poll_output(&mut self) -> Option<CallOutput> {
         self.out.pop_front()
     }
+
+    /// The connected pair died (the peer fell silent, or str0m's ICE disconnected) while
+    /// signaling may still work: the caller offers new ICE credentials (keeping its
+    /// candidates), the callee waits for that offer. Media resumes on the pair the new
+    /// checks find; the dead-peer rule ([`DEAD_AFTER`]) still ends a call that does not.
+    fn restart_ice(&mut self, now: Instant) {
+        let Some(call) = self.call.as_mut() else {
+            return;
+        };
+        if call.restart_at.is_some() {
+            return;
+        }
+        call.restart_at = Some(now);
+        if !call.caller || call.pending_offer.is_some() {
+            log::info!(
+                "call with peer {}: ICE disconnected, waiting for the caller's restart",
+                call.peer
+            );
+            return;
+        }
+        let mut api = call.rtc.sdp_api();
+        api.ice_restart(true);
+        let Some((offer, pending)) = api.apply() else {
+            return self.hang_up(EndReason::IceDisconnected, now);
+        };
+        call.pending_offer = Some(pending);
+        call.remote_candidates = 0;
+        log::info!(
+            "call with peer {}: ICE disconnected, restarting ICE",
+            call.peer
+        );
+        let peer = call.peer;
+        self.signal(
+            peer,
+            PeerMessage::Sdp {
+                kind: SdpKind::Offer,
+                sdp: offer.to_sdp_string(),
+            },
+        );
+    }
+}
+
+/// A new offer from the peer inside a call (its ICE restart): applied, and our answer.
+fn accept_reoffer(call: &mut Call, sdp: &str, now: Instant) -> Result<PeerMessage, CallError> {
+    let sdp = prepare_offer(sdp)?;
+    let offer = SdpOffer::from_sdp_string(&sdp).map_err(|e| CallError::BadSdp {
+        kind: SdpKind::Offer,
+        detail: excerpt(&e.to_string(), REASON_EXCERPT),
+    })?;
+    let answer = call
+        .rtc
+        .sdp_api()
+        .accept_offer(offer)
+        .map_err(|e| CallError::SdpRejected {
+            kind: SdpKind::Offer,
+            detail: excerpt(&e.to_string(), REASON_EXCERPT),
+        })?;
+    log::info!(
+        "call with peer {}: answering its new offer (ICE restart)",
+        call.peer
+    );
+    call.restart_at.get_or_insert(now);
+    call.remote_candidates = count_candidates(&sdp);
+    call.remote_seen = crate::client::nat::pair::candidates_in_sdp(&sdp);
+    Ok(PeerMessage::Sdp {
+        kind: SdpKind::Answer,
+        sdp: answer.to_sdp_string(),
+    })
 }
 
 fn accept_answer(call: &mut Call, sdp: &str, now: Instant) -> Result<(), CallError> {
@@ -912,6 +1068,8 @@ fn accept_answer(call: &mut Call, sdp: &str, now: Instant) -> Result<(), CallErr
         })?;
     call.remote_description_at = Some(now);
     call.remote_candidates += count_candidates(&sdp);
+    call.remote_seen
+        .extend(crate::client::nat::pair::candidates_in_sdp(&sdp));
     Ok(())
 }
 
@@ -974,6 +1132,7 @@ fn remote_candidate(
     }
     log::debug!("remote candidate {}", candidate.addr());
     call.remote_candidates += 1;
+    call.remote_seen.push(candidate.clone());
     if call.remote_description_at.is_some() {
         call.rtc.add_remote_candidate(candidate);
     } else {
@@ -1080,6 +1239,8 @@ enum Verdict {
     HangUp(EndReason),
     /// The peer hung up over the data channel.
     PeerHungUp,
+    /// The connected pair died: restart ICE.
+    RestartIce,
 }
 
 /// Acts on one str0m event; returns a verdict when the call must end.
@@ -1105,7 +1266,23 @@ fn handle_event(
         Event::IceConnectionStateChange(state) => {
             log::info!("call with peer {}: ICE {state:?}", call.peer);
             if state == IceConnectionState::Disconnected {
-                return Some(Verdict::HangUp(EndReason::IceDisconnected));
+                // Before media flowed there is nothing to restore: give up as before.
+                if !call.connected {
+                    return Some(Verdict::HangUp(EndReason::IceDisconnected));
+                }
+                return Some(Verdict::RestartIce);
+            }
+            let up = matches!(
+                state,
+                IceConnectionState::Connected | IceConnectionState::Completed
+            );
+            if let Some(t) = call.restart_at.filter(|_| up) {
+                log::info!(
+                    "call with peer {}: ICE connected again {} ms after the restart began",
+                    call.peer,
+                    (now - t).as_millis()
+                );
+                call.restart_at = None;
             }
         }
         Event::MediaAdded(m) if m.kind == MediaKind::Video && call.mid.is_none() => {
@@ -1185,7 +1362,22 @@ fn handle_event(
         Event::EgressBitrateEstimate(
             BweKind::Twcc { estimate, .. } | BweKind::Remb { estimate, .. },
         ) => out.push_back(CallOutput::BandwidthEstimate(estimate.as_u64())),
-        Event::PeerStats(s) if s.rtt.is_some() => call.stats.rtt = s.rtt,
+        Event::PeerStats(s) => {
+            if let Some(p) = &s.selected_candidate_pair {
+                let (local, remote) = (p.local.addr, p.remote.addr);
+                let label = pair_label(&call.local_candidates, &call.remote_seen, local, remote);
+                if call.stats.pair.as_ref() != Some(&label) {
+                    log::info!(
+                        "call with peer {}: pair {label} ({local} -> {remote})",
+                        call.peer
+                    );
+                }
+                call.stats.pair = Some(label);
+            }
+            if s.rtt.is_some() {
+                call.stats.rtt = s.rtt;
+            }
+        }
         Event::MediaEgressStats(s) if s.rtt.is_some() => call.stats.rtt = s.rtt,
         _ => {}
     }
@@ -1277,6 +1469,10 @@ mod tests {
         chat: Vec<String>,
         /// Drop this side's signaling messages (the server is down).
         mute_signals: bool,
+        /// Drop this side's datagrams (the pair died).
+        mute_datagrams: bool,
+        /// Offers this side sent.
+        offers: usize,
     }
 
     impl Side {
@@ -1289,6 +1485,8 @@ mod tests {
                 channel_opened: 0,
                 chat: Vec::new(),
                 mute_signals: false,
+                mute_datagrams: false,
+                offers: 0,
             }
         }
     }
@@ -1304,9 +1502,22 @@ mod tests {
                     PeerMessage::Sdp {
                         kind: SdpKind::Offer,
                         sdp,
-                    } if to.c.is_idle() => to.c.accept_offer(from_id, &sdp, now).unwrap(),
-                    msg => to.c.handle_message(msg, now),
+                    } if to.c.is_idle() => {
+                        from.offers += 1;
+                        to.c.accept_offer(from_id, &sdp, now).unwrap()
+                    }
+                    msg => {
+                        if let PeerMessage::Sdp {
+                            kind: SdpKind::Offer,
+                            ..
+                        } = msg
+                        {
+                            from.offers += 1;
+                        }
+                        to.c.handle_message(msg, now)
+                    }
                 },
+                CallOutput::Transmit { .. } if from.mute_datagrams => {}
                 CallOutput::Transmit {
                     source,
                     destination,
@@ -1314,7 +1525,11 @@ mod tests {
                 } => to.c.handle_datagram(source, destination, &contents, now),
                 CallOutput::MediaData(data) => {
                     let m = from.media.as_mut().unwrap();
-                    decoded += m.decode(&data, now, 0).frame.is_some() as usize;
+                    let d = m.decode(&data, now, 0);
+                    if d.request_keyframe {
+                        from.c.request_keyframe(now);
+                    }
+                    decoded += d.frame.is_some() as usize;
                 }
                 CallOutput::CallStarted { .. } => {
                     from.started += 1;
@@ -1385,6 +1600,93 @@ mod tests {
             a >= 10 && b >= 10
         });
         (a, b)
+    }
+
+    /// The pair dies (every datagram lost) while signaling works: the caller, hearing
+    /// nothing, restarts ICE with a new offer; the callee answers it; video flows again
+    /// in the same call.
+    #[test]
+    fn a_dead_pair_is_restarted_and_the_call_goes_on() {
+        let t0 = Instant::now();
+        let mut now = t0;
+        let (mut a, mut b) = call_until_decoding(t0, &mut now);
+        assert_eq!(a.offers, 1);
+        a.mute_datagrams = true;
+        b.mute_datagrams = true;
+        let t1 = now;
+        run(
+            &mut a,
+            &mut b,
+            t1,
+            &mut now,
+            SILENT_AFTER + Duration::from_millis(500),
+            |_, _| false,
+        );
+        assert_eq!(a.offers, 2, "the caller sent a restart offer");
+        assert_eq!(b.offers, 0, "the callee only answers");
+        a.mute_datagrams = false;
+        b.mute_datagrams = false;
+        let t2 = now;
+        let (da, db) = run(
+            &mut a,
+            &mut b,
+            t2,
+            &mut now,
+            Duration::from_secs(4),
+            |a, b| a >= 10 && b >= 10,
+        );
+        let st = |s: &Side| {
+            s.c.call.as_ref().map(|c| {
+                (
+                    c.connected,
+                    c.silent,
+                    c.restart_at.is_some(),
+                    c.pending_offer.is_some(),
+                )
+            })
+        };
+        assert!(
+            da >= 10 && db >= 10,
+            "video again both ways: {da} {db}; {:?} {:?}",
+            st(&a),
+            st(&b)
+        );
+        assert!(
+            a.ended.is_empty() && b.ended.is_empty(),
+            "{:?} {:?}",
+            a.ended,
+            b.ended
+        );
+        assert_eq!((a.started, b.started), (1, 1), "the same call");
+        assert!(a.c.call.as_ref().unwrap().restart_at.is_none());
+    }
+
+    /// A candidate found after the call started (a STUN or TURN answer that came late)
+    /// is trickled to the peer, on the calling and on the answering side alike.
+    #[test]
+    fn late_local_candidates_are_trickled_by_both_sides() {
+        let now = Instant::now();
+        let (mut a, mut b) = (Side::new(1000), Side::new(2000));
+        a.c.call(2, now).unwrap();
+        pump(&mut a, 1, &mut b, now);
+        let late = |port| {
+            let base = SocketAddr::from(([127, 0, 0, 1], port));
+            let addr = SocketAddr::from(([203, 0, 113, 1], port + 1));
+            Candidate::server_reflexive(addr, base, "udp").unwrap()
+        };
+        for (side, port) in [(&mut a, 1000), (&mut b, 2000)] {
+            while side.c.poll_output().is_some() {}
+            side.c.add_local_candidate(late(port), now);
+            let mut trickled = false;
+            while let Some(out) = side.c.poll_output() {
+                if let CallOutput::Signal { body, .. } = out {
+                    let msg = PeerMessage::parse(&body).unwrap();
+                    trickled |= matches!(msg, PeerMessage::Candidate { candidate, .. }
+                        if candidate.contains(&format!("{}", port + 1)));
+                }
+            }
+            assert!(trickled, "side on port {port} trickles its late candidate");
+        }
     }
 
     /// Two conductors in one process on a virtual clock, str0m-style: offer, answer,

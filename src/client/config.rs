@@ -41,6 +41,8 @@ pub struct ClientConfig {
     pub chat_stdin: bool,
     /// `--audio-source`, `--audio-sink`, `--audio-record`.
     pub audio: AudioConfig,
+    /// `--stun`, `--turn` and `--ice-policy`.
+    pub ice_servers: super::nat::IceServers,
 }
 
 /// Why the client could not start or had to stop.
@@ -61,6 +63,8 @@ pub enum ClientError {
         source: io::Error,
     },
     NoLocalAddress,
+    /// A `--stun`/`--turn` server name that does not resolve (the flag and why).
+    IceServer(String),
     /// The event loop itself failed.
     Io {
         what: &'static str,
@@ -89,6 +93,7 @@ impl fmt::Display for ClientError {
             ClientError::NoLocalAddress => {
                 f.write_str("no usable local address for ICE host candidates")
             }
+            ClientError::IceServer(why) => f.write_str(why),
             ClientError::Io { what, source } => write!(f, "{what}: {source}"),
         }
     }

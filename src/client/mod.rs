@@ -14,6 +14,7 @@ pub mod config;
 pub mod devices;
 pub mod main_wnd;
 pub mod media_session;
+pub mod nat;
 pub mod netif;
 pub mod peer_connection_client;
 pub mod resolver;

@@ -450,13 +450,13 @@ fn next_server(failed: &[bool], current: usize) -> Option<usize> {
 }
 
 /// Lower case, surrounding space and one final dot removed.
-fn normalize(name: &str) -> String {
+pub(crate) fn normalize(name: &str) -> String {
     let name = name.trim();
     name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase()
 }
 
 /// Letters, digits, `-` and `_` in dot-separated labels of 1 to 63 bytes, 253 in all.
-fn check_host_name(name: &str) -> Result<(), &'static str> {
+pub(crate) fn check_host_name(name: &str) -> Result<(), &'static str> {
     if name.is_empty() {
         return Err("empty");
     }

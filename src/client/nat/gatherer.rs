@@ -1,0 +1,714 @@
+//! The candidates beyond the host ones: a STUN binding from each host socket to each STUN
+//! server (server-reflexive), a TURN allocation from each host socket on each TURN server
+//! (relayed, plus the server-reflexive address its answer carries). Each candidate is
+//! handed out as soon as it is known, for the conductor to trickle. The gatherer also
+//! sits between str0m and the sockets for relayed traffic: what str0m sends from a relayed
+//! address is wrapped to the TURN server, and what the server relays is unwrapped.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use str0m::Candidate;
+
+use super::stun::{self, Attr, Class, Message};
+use super::transaction::{new_txid, Tick, Transaction};
+use super::turn::{TurnAllocation, TurnEvent};
+use super::{IcePolicy, IceServers, ServerName, Transmit};
+use crate::client::resolver::{self, Resolver};
+
+/// What the loop must do for the gatherer.
+#[derive(Debug)]
+pub enum GatherOutput {
+    Transmit(Transmit),
+    /// A DNS query for a server name, to send to the nameserver `server` from the loop's
+    /// DNS socket (answers come back through [`IceGatherer::handle_dns`]).
+    Dns {
+        server: SocketAddr,
+        query: Vec<u8>,
+    },
+    /// A new local candidate (server-reflexive or relayed).
+    Candidate(Candidate),
+}
+
+/// Whose a received datagram is.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// The gatherer's (a STUN or TURN answer): nothing more to do.
+    Consumed,
+    /// Relayed by the TURN server: str0m receives it as from `source` (the peer) to
+    /// `destination` (our relayed address).
+    Relayed {
+        source: SocketAddr,
+        destination: SocketAddr,
+        contents: Vec<u8>,
+    },
+    /// Not the gatherer's: str0m's, as it came.
+    Direct,
+}
+
+/// One binding request from a host socket to a STUN server.
+#[derive(Debug)]
+struct Binding {
+    base: SocketAddr,
+    server: SocketAddr,
+    /// In flight; None once answered or given up.
+    tx: Option<Transaction>,
+}
+
+/// The gatherer for the client's life (allocations outlive calls, so a second call has
+/// its candidates at once).
+#[derive(Debug)]
+pub struct IceGatherer {
+    /// The host sockets every server is asked from.
+    bases: Vec<SocketAddr>,
+    bindings: Vec<Binding>,
+    allocations: Vec<TurnAllocation>,
+    out: VecDeque<GatherOutput>,
+    /// Server-reflexive (address, base) pairs already handed out.
+    reflexive: Vec<(SocketAddr, SocketAddr)>,
+    policy: IcePolicy,
+    /// Server names waiting for DNS.
+    names: ServerNames,
+}
+
+/// A TURN server's address and credentials.
+#[derive(Debug, Clone)]
+pub struct TurnCredentials {
+    pub server: SocketAddr,
+    pub username: String,
+    pub password: String,
+}
+
+/// A base can reach a server: same family, and loopback only to loopback.
+fn reaches(base: SocketAddr, server: SocketAddr) -> bool {
+    base.is_ipv4() == server.is_ipv4() && base.ip().is_loopback() == server.ip().is_loopback()
+}
+
+impl IceGatherer {
+    /// Starts gathering from every host socket in `bases`. With [`IcePolicy::Relay`] no
+    /// STUN binding is made and no server-reflexive candidate is handed out.
+    pub fn new(
+        bases: &[SocketAddr],
+        stun_servers: &[SocketAddr],
+        turn_servers: &[TurnCredentials],
+        policy: IcePolicy,
+        now: Instant,
+    ) -> IceGatherer {
+        let mut g = IceGatherer {
+            bases: bases.to_vec(),
+            bindings: Vec::new(),
+            allocations: Vec::new(),
+            out: VecDeque::new(),
+            reflexive: Vec::new(),
+            policy,
+            names: ServerNames::default(),
+        };
+        for &server in stun_servers {
+            g.add_stun_server(server, now);
+        }
+        for t in turn_servers {
+            g.add_turn_server(t, now);
+        }
+        g
+    }
+
+    /// A STUN server to ask from every host socket that reaches it.
+    fn add_stun_server(&mut self, server: SocketAddr, now: Instant) {
+        if self.policy != IcePolicy::All {
+            return;
+        }
+        for base in self.bases.clone() {
+            if !reaches(base, server) {
+                continue;
+            }
+            let txid = new_txid();
+            let bytes = Message::request(stun::BINDING, txid).encode(None);
+            self.transmit(base, server, bytes.clone());
+            self.bindings.push(Binding {
+                base,
+                server,
+                tx: Some(Transaction::start(txid, bytes, now)),
+            });
+        }
+    }
+
+    /// A TURN server to allocate on from every host socket that reaches it.
+    fn add_turn_server(&mut self, t: &TurnCredentials, now: Instant) {
+        for base in self.bases.clone() {
+            if reaches(base, t.server) {
+                let a = TurnAllocation::new(base, t.server, &t.username, &t.password, now);
+                self.allocations.push(a);
+            }
+        }
+    }
+
+    /// A datagram from a nameserver (on the loop's DNS socket): an answer for a server
+    /// name, maybe. Answers for other lookups are ignored by the resolver.
+    pub fn handle_dns(&mut self, from: SocketAddr, bytes: &[u8], now: Instant) {
+        if let Some(r) = self.names.resolver.as_mut() {
+            r.handle_datagram(from, bytes, now);
+        }
+        self.resolved(now);
+    }
+
+    /// Takes the name lookups' outcomes: servers to use, names that failed.
+    fn resolved(&mut self, now: Instant) {
+        for (server, outcome) in self.names.poll(now) {
+            match (server, outcome) {
+                (Named::Stun, Ok(addr)) => self.add_stun_server(addr, now),
+                (Named::Turn { username, password }, Ok(server)) => {
+                    let t = TurnCredentials {
+                        server,
+                        username,
+                        password,
+                    };
+                    self.add_turn_server(&t, now);
+                }
+                (_, Err(e)) => log::warn!("{e}: going on without it"),
+            }
+        }
+        if let Some(r) = self.names.resolver.as_mut() {
+            while let Some((server, query)) = r.poll_transmit() {
+                self.out.push_back(GatherOutput::Dns { server, query });
+            }
+        }
+    }
+
+    /// True while a binding or an allocation is still on its way.
+    pub fn is_gathering(&self) -> bool {
+        self.bindings.iter().any(|b| b.tx.is_some())
+            || self
+                .allocations
+                .iter()
+                .any(|a| a.relayed().is_none() && !a.is_failed())
+    }
+
+    /// Is `addr` one of our relayed addresses?
+    pub fn is_relayed(&self, addr: SocketAddr) -> bool {
+        self.allocations.iter().any(|a| a.relayed() == Some(addr))
+    }
+
+    fn transmit(&mut self, source: SocketAddr, destination: SocketAddr, contents: Vec<u8>) {
+        self.out.push_back(GatherOutput::Transmit(Transmit {
+            source,
+            destination,
+            contents,
+        }));
+    }
+
+    /// str0m's datagram from `source`: if that is a relayed address, it is wrapped to the
+    /// TURN server (true); else it is not the gatherer's (false).
+    pub fn send_relayed(
+        &mut self,
+        source: SocketAddr,
+        destination: SocketAddr,
+        contents: &[u8],
+        now: Instant,
+    ) -> bool {
+        let Some(a) = self
+            .allocations
+            .iter_mut()
+            .find(|a| a.relayed() == Some(source))
+        else {
+            return false;
+        };
+        a.send_to(destination, contents, now);
+        self.collect();
+        true
+    }
+
+    /// A datagram from `source` on the host socket `destination`.
+    pub fn handle_datagram(
+        &mut self,
+        source: SocketAddr,
+        destination: SocketAddr,
+        bytes: &[u8],
+        now: Instant,
+    ) -> Delivery {
+        // A binding's answer first: a STUN server that is also the TURN server answers
+        // both on the same 5-tuple.
+        let binding_answer = Message::decode(bytes, None).is_some_and(|m| {
+            self.bindings.iter().any(|b| {
+                b.server == source
+                    && b.base == destination
+                    && b.tx.as_ref().is_some_and(|t| t.txid == m.txid)
+            })
+        });
+        if let Some(a) = self
+            .allocations
+            .iter_mut()
+            .find(|a| !binding_answer && a.server() == source && a.base() == destination)
+        {
+            let relayed = a.relayed();
+            let got = a.handle_datagram(bytes, now);
+            self.collect();
+            return match (got, relayed) {
+                (Some((peer, contents)), Some(relayed)) => Delivery::Relayed {
+                    source: peer,
+                    destination: relayed,
+                    contents,
+                },
+                _ => Delivery::Consumed,
+            };
+        }
+        let Some(b) = self.bindings.iter_mut().find(|b| {
+            b.server == source && b.base == destination && b.tx.is_some() && stun::is_stun(bytes)
+        }) else {
+            return Delivery::Direct;
+        };
+        let Some(msg) = Message::decode(bytes, None) else {
+            return Delivery::Consumed;
+        };
+        if b.tx.as_ref().is_none_or(|t| t.txid != msg.txid) {
+            return Delivery::Consumed;
+        }
+        match msg.class {
+            Class::Success => {
+                let mapped = msg.find(|a| match a {
+                    Attr::XorMappedAddress(m) | Attr::MappedAddress(m) => Some(*m),
+                    _ => None,
+                });
+                b.tx = None;
+                let base = b.base;
+                match mapped {
+                    Some(mapped) => self.reflexive(mapped, base),
+                    None => log::info!("STUN {source}: an answer with no mapped address"),
+                }
+            }
+            Class::Error => {
+                log::info!(
+                    "STUN {source}: binding refused (error {})",
+                    msg.error_code().unwrap_or(0)
+                );
+                b.tx = None;
+            }
+            _ => {}
+        }
+        Delivery::Consumed
+    }
+
+    /// Hands out a server-reflexive candidate once per (address, base); one equal to its
+    /// base (no NAT on the way) adds nothing to the host candidate.
+    fn reflexive(&mut self, mapped: SocketAddr, base: SocketAddr) {
+        if self.policy == IcePolicy::Relay
+            || mapped == base
+            || self.reflexive.contains(&(mapped, base))
+        {
+            return;
+        }
+        match Candidate::server_reflexive(mapped, base, "udp") {
+            Ok(c) => {
+                log::info!("server-reflexive candidate {mapped} (base {base})");
+                self.reflexive.push((mapped, base));
+                self.out.push_back(GatherOutput::Candidate(c));
+            }
+            Err(e) => log::info!("no server-reflexive candidate for {mapped}: {e}"),
+        }
+    }
+
+    /// Moves the allocations' datagrams and news into the output.
+    fn collect(&mut self) {
+        let mut found = Vec::new();
+        for a in &mut self.allocations {
+            while let Some(t) = a.poll_transmit() {
+                self.out.push_back(GatherOutput::Transmit(t));
+            }
+            while let Some(e) = a.poll_event() {
+                found.push((a.base(), e));
+            }
+        }
+        for (base, e) in found {
+            match e {
+                TurnEvent::Allocated { relayed, mapped } => {
+                    if let Some(m) = mapped {
+                        self.reflexive(m, base);
+                    }
+                    match Candidate::relayed(relayed, base, "udp") {
+                        Ok(c) => self.out.push_back(GatherOutput::Candidate(c)),
+                        Err(e) => log::warn!("no relayed candidate for {relayed}: {e}"),
+                    }
+                }
+                TurnEvent::Failed(why) => log::warn!("TURN allocation from {base}: {why}"),
+            }
+        }
+    }
+
+    pub fn poll_output(&mut self) -> Option<GatherOutput> {
+        self.collect();
+        self.out.pop_front()
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let dns = self
+            .names
+            .resolver
+            .as_ref()
+            .and_then(Resolver::poll_timeout);
+        let bindings = self
+            .bindings
+            .iter()
+            .filter_map(|b| b.tx.as_ref().map(Transaction::deadline));
+        let allocations = self
+            .allocations
+            .iter()
+            .filter_map(TurnAllocation::poll_timeout);
+        bindings.chain(allocations).chain(dns).min()
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if let Some(r) = self.names.resolver.as_mut() {
+            r.handle_timeout(now);
+        }
+        self.resolved(now);
+        let mut resend = Vec::new();
+        for b in &mut self.bindings {
+            let Some(tx) = b.tx.as_mut() else {
+                continue;
+            };
+            match tx.tick(now) {
+                Tick::Wait => {}
+                Tick::Resend => resend.push((b.base, b.server, tx.bytes.clone())),
+                Tick::TimedOut => {
+                    log::warn!("STUN {}: no answer from {}", b.server, b.base);
+                    b.tx = None;
+                }
+            }
+        }
+        for (base, server, bytes) in resend {
+            self.transmit(base, server, bytes);
+        }
+        for a in &mut self.allocations {
+            a.handle_timeout(now);
+        }
+        self.collect();
+    }
+}
+
+/// The gatherer for the command line's servers, from the host sockets `bases`. Names are
+/// resolved as the signaling server's are: an address, an `/etc/hosts` name or
+/// `localhost` at once, any other name over DNS in the loop, one at a time (the
+/// servers join as their names resolve). A name that cannot be a host name is an error
+/// naming the flag.
+pub fn start(
+    servers: &IceServers,
+    bases: &[SocketAddr],
+    resolver: Resolver,
+    now: Instant,
+) -> Result<IceGatherer, String> {
+    let mut g = IceGatherer::new(bases, &[], &[], servers.policy, now);
+    g.names.resolver = Some(resolver);
+    let stun = servers.stun.iter().map(|s| ("--stun", s, Named::Stun));
+    let turn = servers.turn.iter().map(|t| {
+        let named = Named::Turn {
+            username: t.username.clone(),
+            password: t.password.clone(),
+        };
+        ("--turn", &t.server, named)
+    });
+    for (flag, name, named) in stun.chain(turn) {
+        // A name that can never resolve is a bad setting (exit 2), found before the loop.
+        if name.host.parse::<std::net::IpAddr>().is_err() {
+            if let Err(why) = resolver::check_host_name(&resolver::normalize(&name.host)) {
+                return Err(format!("{flag} {name}: not a host name ({why})"));
+            }
+        }
+        g.names.queue.push_back((flag, name.clone(), named));
+    }
+    g.resolved(now);
+    Ok(g)
+}
+
+/// What a name is for.
+#[derive(Debug, Clone)]
+enum Named {
+    Stun,
+    Turn { username: String, password: String },
+}
+
+/// Server names resolved one after another through the client's sans-IO resolver (it
+/// runs one lookup at a time).
+#[derive(Debug, Default)]
+struct ServerNames {
+    resolver: Option<Resolver>,
+    queue: VecDeque<(&'static str, ServerName, Named)>,
+    /// The lookup in flight.
+    asking: Option<(&'static str, ServerName, Named)>,
+}
+
+impl ServerNames {
+    /// Outcomes ready now: each server with its address, or an error naming the flag.
+    fn poll(&mut self, now: Instant) -> Vec<(Named, Result<SocketAddr, String>)> {
+        let mut done = Vec::new();
+        let Some(resolver) = self.resolver.as_mut() else {
+            return done;
+        };
+        loop {
+            if let Some((flag, name, named)) = self.asking.take() {
+                match resolver.poll_result() {
+                    Some(r) => done.push((named, r.map_err(|e| format!("{flag} {name}: {e}")))),
+                    None => {
+                        self.asking = Some((flag, name, named));
+                        return done;
+                    }
+                }
+            }
+            let Some((flag, name, named)) = self.queue.pop_front() else {
+                return done;
+            };
+            match resolver.start(&name.host, name.port, now) {
+                Some(r) => done.push((named, r.map_err(|e| format!("{flag} {name}: {e}")))),
+                None => self.asking = Some((flag, name, named)),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::nat::turn::answer;
+    use std::time::Duration;
+    use str0m::CandidateKind;
+
+    fn transmits(g: &mut IceGatherer) -> Vec<Transmit> {
+        let mut v = Vec::new();
+        while let Some(o) = g.poll_output() {
+            if let GatherOutput::Transmit(t) = o {
+                v.push(t);
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn a_binding_answer_gives_one_srflx_candidate_with_its_base() {
+        let t0 = Instant::now();
+        let host: SocketAddr = "10.1.1.2:5000".parse().unwrap();
+        let lo: SocketAddr = "127.0.0.1:5001".parse().unwrap();
+        let server: SocketAddr = "203.0.113.1:3478".parse().unwrap();
+        let mut g = IceGatherer::new(&[lo, host], &[server], &[], IcePolicy::All, t0);
+        let sent = transmits(&mut g);
+        assert_eq!(sent.len(), 1, "loopback does not ask a server elsewhere");
+        assert_eq!((sent[0].source, sent[0].destination), (host, server));
+        let mapped: SocketAddr = "198.51.100.9:40000".parse().unwrap();
+        let ok = answer(
+            &sent[0].contents,
+            Class::Success,
+            vec![Attr::XorMappedAddress(mapped)],
+            None,
+        );
+        // From another address, or on another socket: not the gatherer's.
+        let other: SocketAddr = "203.0.113.9:3478".parse().unwrap();
+        assert_eq!(g.handle_datagram(other, host, &ok, t0), Delivery::Direct);
+        assert_eq!(g.handle_datagram(server, host, &ok, t0), Delivery::Consumed);
+        let Some(GatherOutput::Candidate(c)) = g.poll_output() else {
+            panic!("a candidate");
+        };
+        assert_eq!(c.kind(), CandidateKind::ServerReflexive);
+        assert_eq!((c.addr(), c.local()), (mapped, host));
+        // A duplicate answer changes nothing; the gatherer is done.
+        assert_eq!(g.handle_datagram(server, host, &ok, t0), Delivery::Direct);
+        assert!(g.poll_output().is_none());
+        assert!(!g.is_gathering());
+        assert_eq!(g.poll_timeout(), None);
+    }
+
+    #[test]
+    fn server_names_resolve_over_dns_one_after_another() {
+        use simple_dns::rdata::{RData, A};
+        use simple_dns::{Name, Packet, ResourceRecord, CLASS};
+        let t0 = Instant::now();
+        let host: SocketAddr = "10.1.1.2:5000".parse().unwrap();
+        let ns: SocketAddr = "192.0.2.53:53".parse().unwrap();
+        let name = |host: &str| ServerName {
+            host: host.into(),
+            port: 3478,
+        };
+        let servers = IceServers {
+            stun: vec![name("stun.test"), name("203.0.113.9"), name("gone.test")],
+            turn: vec![],
+            policy: IcePolicy::All,
+        };
+        let resolver = Resolver::with_nameservers(vec![ns]);
+        let mut g = start(&servers, &[host], resolver, t0).unwrap();
+        // The literal address is asked at once; stun.test waits for DNS.
+        let mut queries = Vec::new();
+        let mut bindings = Vec::new();
+        let drain = |g: &mut IceGatherer, q: &mut Vec<Vec<u8>>, b: &mut Vec<SocketAddr>| {
+            while let Some(o) = g.poll_output() {
+                match o {
+                    GatherOutput::Dns { server, query } => {
+                        assert_eq!(server, ns);
+                        q.push(query)
+                    }
+                    GatherOutput::Transmit(t) => b.push(t.destination),
+                    GatherOutput::Candidate(_) => {}
+                }
+            }
+        };
+        drain(&mut g, &mut queries, &mut bindings);
+        assert_eq!(queries.len(), 1, "one lookup at a time");
+        let q = Packet::parse(&queries[0]).unwrap();
+        let mut r = Packet::new_reply(q.id());
+        r.questions = q.questions.clone();
+        let rdata = RData::A(A {
+            address: u32::from_be_bytes([203, 0, 113, 7]),
+        });
+        r.answers.push(ResourceRecord::new(
+            Name::new_unchecked("stun.test"),
+            CLASS::IN,
+            60,
+            rdata,
+        ));
+        g.handle_dns(ns, &r.build_bytes_vec().unwrap(), t0);
+        queries.clear();
+        drain(&mut g, &mut queries, &mut bindings);
+        bindings.sort();
+        assert_eq!(
+            bindings,
+            [
+                "203.0.113.7:3478".parse().unwrap(),
+                "203.0.113.9:3478".parse().unwrap()
+            ]
+        );
+        assert_eq!(queries.len(), 1, "then gone.test is asked");
+        // gone.test never answers: the lookup times out with a warning, nothing breaks.
+        let mut now = t0;
+        while let Some(at) = g.poll_timeout() {
+            now = at;
+            g.handle_timeout(now);
+            drain(&mut g, &mut queries, &mut bindings);
+        }
+        assert!(now - t0 < Duration::from_secs(10));
+        // A name that can never resolve is refused before anything starts.
+        let bad = IceServers {
+            stun: vec![name("bad name!")],
+            ..servers
+        };
+        let e = start(&bad, &[host], Resolver::with_nameservers(vec![ns]), t0).unwrap_err();
+        assert!(e.contains("--stun") && e.contains("bad name!"), "{e}");
+    }
+
+    #[test]
+    fn a_silent_stun_server_is_retried_then_given_up_and_bad_answers_never_panic() {
+        let t0 = Instant::now();
+        let host: SocketAddr = "10.1.1.2:5000".parse().unwrap();
+        let server: SocketAddr = "203.0.113.1:3478".parse().unwrap();
+        let mut g = IceGatherer::new(&[host], &[server], &[], IcePolicy::All, t0);
+        let first = transmits(&mut g).remove(0);
+        let len = first.contents.len();
+        for n in (0..len + 4).filter(|n| *n != len) {
+            let mut junk = first.contents.clone();
+            junk.resize(n, 0xA5);
+            let _ = g.handle_datagram(server, host, &junk, t0);
+        }
+        let wrong_tx = Message {
+            class: Class::Success,
+            method: stun::BINDING,
+            txid: [0; 12],
+            attrs: vec![Attr::XorMappedAddress(server)],
+            integrity_ok: false,
+        }
+        .encode(None);
+        g.handle_datagram(server, host, &wrong_tx, t0);
+        let mut resends = 0;
+        let mut now = t0;
+        while let Some(at) = g.poll_timeout() {
+            assert!(at >= now);
+            now = at;
+            g.handle_timeout(now);
+            resends += transmits(&mut g).len();
+        }
+        assert_eq!(resends, 5);
+        assert!(!g.is_gathering());
+        assert!(now - t0 < Duration::from_secs(8));
+    }
+
+    #[test]
+    fn relay_policy_asks_no_stun_and_wraps_what_str0m_sends_from_the_relay() {
+        let t0 = Instant::now();
+        let host: SocketAddr = "10.1.1.2:5000".parse().unwrap();
+        let stun_server: SocketAddr = "203.0.113.1:3479".parse().unwrap();
+        let turn = TurnCredentials {
+            server: "203.0.113.1:3478".parse().unwrap(),
+            username: "alice".into(),
+            password: "secret".into(),
+        };
+        let mut g = IceGatherer::new(
+            &[host],
+            &[stun_server],
+            std::slice::from_ref(&turn),
+            IcePolicy::Relay,
+            t0,
+        );
+        let sent = transmits(&mut g);
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].destination, turn.server, "only the Allocate");
+        let key = stun::long_term_key("alice", "r", "secret");
+        let challenge = answer(
+            &sent[0].contents,
+            Class::Error,
+            vec![
+                Attr::ErrorCode(401),
+                Attr::Realm("r".into()),
+                Attr::Nonce("n".into()),
+            ],
+            None,
+        );
+        assert_eq!(
+            g.handle_datagram(turn.server, host, &challenge, t0),
+            Delivery::Consumed
+        );
+        let retry = transmits(&mut g).remove(0);
+        let relayed: SocketAddr = "203.0.113.1:49170".parse().unwrap();
+        let ok = answer(
+            &retry.contents,
+            Class::Success,
+            vec![
+                Attr::XorRelayedAddress(relayed),
+                Attr::XorMappedAddress("198.51.100.9:4000".parse().unwrap()),
+            ],
+            Some(&key),
+        );
+        g.handle_datagram(turn.server, host, &ok, t0);
+        let mut kinds = Vec::new();
+        while let Some(o) = g.poll_output() {
+            if let GatherOutput::Candidate(c) = o {
+                kinds.push((c.kind(), c.addr()));
+            }
+        }
+        assert_eq!(
+            kinds,
+            [(CandidateKind::Relayed, relayed)],
+            "no srflx under relay"
+        );
+        assert!(g.is_relayed(relayed));
+        let peer: SocketAddr = "198.51.100.20:7000".parse().unwrap();
+        assert!(g.send_relayed(relayed, peer, b"check", t0));
+        assert!(!g.send_relayed(host, peer, b"direct", t0));
+        let perm = transmits(&mut g);
+        assert_eq!(perm.len(), 1);
+        assert_eq!((perm[0].source, perm[0].destination), (host, turn.server));
+        g.handle_datagram(
+            turn.server,
+            host,
+            &answer(&perm[0].contents, Class::Success, vec![], Some(&key)),
+            t0,
+        );
+        let wrapped = transmits(&mut g);
+        assert!(wrapped.iter().all(|t| t.destination == turn.server));
+        let data = Message::indication(stun::DATA, [3; 12])
+            .with(Attr::XorPeerAddress(peer))
+            .with(Attr::Data(b"reply".to_vec()))
+            .encode(None);
+        assert_eq!(
+            g.handle_datagram(turn.server, host, &data, t0),
+            Delivery::Relayed {
+                source: peer,
+                destination: relayed,
+                contents: b"reply".to_vec()
+            }
+        );
+    }
+}
