@@ -721,6 +721,7 @@ impl ClientApp {
                 if let Some(c) = self.call.as_mut().filter(|c| c.peer == peer) {
                     log::info!("the chat channel with {} closed", c.name);
                     c.chat_open = false;
+                    self.line(format!("CHAT_CLOSED peer={peer}"));
                 }
             }
             CallEvent::ChatReceived { peer, text } => {

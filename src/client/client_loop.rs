@@ -21,6 +21,7 @@ use super::client_app::{
 use super::conductor::{CallOutput, Conductor, EndReason};
 use super::config::{io_error, ClientConfig, ClientError};
 use super::devices::{LocalVideo, Recorder};
+use super::files::FileTransfers;
 use super::main_wnd::{MainWnd, DEFAULT_SIZE};
 use super::media_session::MediaSession;
 use super::peer_connection_client::{Channel, ClientOutput, ClientState, PeerConnectionClient};
@@ -67,6 +68,8 @@ pub struct ClientLoop {
     window: Option<MainWnd>,
     /// Stdin while `--chat-stdin` reads it (gone at its end).
     stdin: Option<StdinReader>,
+    /// `--send-file` and `--receive-dir` transfers on the call's file channels.
+    files: FileTransfers,
     exit_at: Option<Instant>,
     shutdown_deadline: Option<Instant>,
     encode_errors: u64,
@@ -174,6 +177,7 @@ impl ClientLoop {
         Ok(ClientLoop {
             client: PeerConnectionClient::new(&config.name),
             conductor: Conductor::new(config.media, local_addrs),
+            files: FileTransfers::new(config.files.clone()),
             media: None,
             app,
             exit_at: config.duration.map(|d| now + d),
@@ -216,6 +220,7 @@ impl ClientLoop {
                 self.client.poll_timeout(),
                 self.resolver.poll_timeout(),
                 self.conductor.poll_timeout(),
+                self.files.poll_timeout(),
                 self.app.poll_timeout(),
                 self.video.poll_timeout(),
                 self.exit_at,
@@ -289,6 +294,7 @@ impl ClientLoop {
         self.client.handle_timeout(now);
         self.resolver.handle_timeout(now);
         self.conductor.handle_timeout(now);
+        self.files.handle_timeout(&mut self.conductor, now);
         let sample = self.stats_sample();
         self.app.handle_timeout(now, &sample);
         if self.video.poll_timeout().is_some_and(|t| t <= now) {
@@ -361,6 +367,9 @@ impl ClientLoop {
             if let Some(out) = self.app.poll_output() {
                 progressed = true;
                 self.app_output(out, now);
+            }
+            while let Some(line) = self.files.poll_line() {
+                println!("{line}");
             }
             if !progressed {
                 return;
@@ -492,7 +501,20 @@ impl ClientLoop {
             }
             CallOutput::PeerResumed { peer } => self.app.call_event(CallEvent::Resumed { peer }),
             CallOutput::ChannelOpen { peer } => {
-                self.app.call_event(CallEvent::ChannelOpen { peer })
+                self.app.call_event(CallEvent::ChannelOpen { peer });
+                self.files.channels_ready(&mut self.conductor, now);
+            }
+            CallOutput::FileChannelOpen(id) => {
+                self.files.channel_open(id, &mut self.conductor, now)
+            }
+            CallOutput::FileChannelData(data) => {
+                self.files.channel_data(data, &mut self.conductor, now)
+            }
+            CallOutput::FileChannelWritable(id) => {
+                self.files.channel_writable(id, &mut self.conductor, now)
+            }
+            CallOutput::FileChannelClosed(id) => {
+                self.files.channel_closed(id, &mut self.conductor, now)
             }
             CallOutput::ChannelClosed { peer } => {
                 self.app.call_event(CallEvent::ChannelClosed { peer })
@@ -505,6 +527,7 @@ impl ClientLoop {
                 reason,
                 stats,
             } => {
+                self.files.call_ended();
                 let media = self.media.take();
                 let m = media.as_ref().map(MediaSession::stats);
                 if let Some(r) = self.recorder.as_mut() {

@@ -6,6 +6,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::files::FileConfig;
 use super::main_wnd::RendererChoice;
 use super::media_session::MediaConfig;
 use crate::media::{MediaError, SourceSpec};
@@ -37,6 +38,8 @@ pub struct ClientConfig {
     pub ice_ips: Vec<IpAddr>,
     /// Send each line typed on stdin as chat on the call's data channel.
     pub chat_stdin: bool,
+    /// `--send-file`, `--receive-dir`, `--receive-max-bytes`.
+    pub files: FileConfig,
 }
 
 /// Why the client could not start or had to stop.

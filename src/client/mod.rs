@@ -9,6 +9,8 @@ pub mod client_loop;
 pub mod conductor;
 pub mod config;
 pub mod devices;
+pub mod file_transfer;
+pub mod files;
 pub mod main_wnd;
 pub mod media_session;
 pub mod netif;
