@@ -32,6 +32,8 @@ use crate::signaling::exchange::{ExchangeOutcome, HttpExchange};
 
 /// Largest signaling response the client accepts (an SDP is a few kB; a peer list can be long).
 const MAX_RESPONSE: usize = 4 << 20;
+/// The receive buffer asked for each host candidate's UDP socket.
+const UDP_RECV_BUFFER: usize = 4 << 20;
 /// Time given to hang up and sign out before exiting anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
@@ -141,6 +143,12 @@ impl ClientLoop {
             let local = socket
                 .local_addr()
                 .map_err(|source| ClientError::Bind { ip, source })?;
+            // Room for a burst of SCTP (a file transfer) while the loop encodes a frame:
+            // with the default ~200 KiB the kernel drops datagrams and SCTP halves its
+            // window. The kernel caps it at net.core.rmem_max; a smaller buffer still works.
+            if let Err(e) = socket2::SockRef::from(&socket).set_recv_buffer_size(UDP_RECV_BUFFER) {
+                log::debug!("cannot enlarge the UDP receive buffer of {local}: {e}");
+            }
             let key = sources.vacant_key();
             reactor
                 .registry()
