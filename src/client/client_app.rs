@@ -88,6 +88,11 @@ pub enum WindowUpdate {
         name: String,
     },
     Overlay(Vec<String>),
+    /// A chat line from the peer, for the streaming screen.
+    Chat {
+        who: String,
+        text: String,
+    },
     /// A prominent line on the streaming screen (the peer is not answering), or none.
     Warning(Option<String>),
     ClearVideo,
@@ -726,6 +731,8 @@ impl ClientApp {
             }
             CallEvent::ChatReceived { peer, text } => {
                 self.line(format!("CHAT peer={peer} text={text:?}"));
+                let who = self.peer_name(peer);
+                self.window(WindowUpdate::Chat { who, text });
             }
         }
     }
@@ -774,6 +781,7 @@ impl ClientApp {
                 self.emit(AppOutput::SignOut);
             }
             UiAction::HangUp => self.hang_up("hung up from the window"),
+            UiAction::SendChat(text) => self.chat_input(ChatInput::Line(text)),
             UiAction::Answer(peer) => {
                 if let Some(r) = self.ring.take_if(|r| r.peer == peer) {
                     self.answer(r.peer, r.name, r.sdp, r.candidates);

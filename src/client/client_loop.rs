@@ -771,6 +771,7 @@ fn apply_window_update(w: &mut MainWnd, u: WindowUpdate) {
         WindowUpdate::Ringing { peer, name } => w.model().show_incoming_call(peer, &name),
         WindowUpdate::Overlay(lines) => w.model().set_overlay(lines),
         WindowUpdate::Warning(text) => w.model().set_warning(text),
+        WindowUpdate::Chat { who, text } => w.model().chat_line(&who, &text, Instant::now()),
         WindowUpdate::ClearVideo => w.clear_video(),
         WindowUpdate::Hide => w.hide(),
     }
