@@ -77,3 +77,18 @@ fn a_browser_call_holds_for_more_than_a_minute() {
     let line = run("long-call");
     assert!(num(&line, "native_decoded") >= 60.0 * 20.0, "{line}");
 }
+
+/// Chat lines both ways and a 10 MB file each way on the data channels, byte-identical:
+/// the page calls the native client (the page's offer carries `chat`).
+#[test]
+fn browser_and_native_chat_and_swap_files_when_the_browser_calls() {
+    let line = run("data-browser-calls-native");
+    assert!(line.contains("page_received_mb_per_s="), "{line}");
+}
+
+/// The same with the native client calling the page (its offer carries `chat`).
+#[test]
+fn browser_and_native_chat_and_swap_files_when_the_native_client_calls() {
+    let line = run("data-native-calls-browser");
+    assert!(line.contains("page_received_mb_per_s="), "{line}");
+}
