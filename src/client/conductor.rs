@@ -1848,4 +1848,52 @@ mod tests {
             .collect();
         assert_eq!(reasons, vec![EndReason::NoAnswer]);
     }
+
+    /// A file channel opens in-band mid-call (no new offer), and a transfer that fills
+    /// str0m's send buffer does not make chat fail: the line waits and arrives.
+    #[test]
+    fn file_channels_open_mid_call_and_chat_waits_behind_a_full_buffer() {
+        let t0 = Instant::now();
+        let mut now = t0;
+        let (mut a, mut b) = call_until_decoding(t0, &mut now);
+        let id = a.c.open_file_channel(now).expect("chat is open");
+        run(
+            &mut a,
+            &mut b,
+            t0,
+            &mut now,
+            Duration::from_secs(12),
+            |_, _| false,
+        );
+        let chunk = vec![7u8; 32 * 1024];
+        let mut written = 0;
+        while a.c.write_file_channel(id, true, &chunk, now) == Ok(true) {
+            written += chunk.len();
+            assert!(
+                written <= SCTP_SEND_BUFFER,
+                "the buffer took {written} bytes"
+            );
+        }
+        assert!(
+            written > SCTP_SEND_BUFFER / 2,
+            "the channel opened and took {written}"
+        );
+        // Top it up to the last byte, so not even a short line fits.
+        for size in [4096, 512, 64, 8, 1] {
+            while a.c.write_file_channel(id, true, &chunk[..size], now) == Ok(true) {}
+        }
+        assert!(a.c.file_channel_buffered(id) > 0);
+        assert!(a.c.send_chat("behind the file", now), "queued, not refused");
+        assert_eq!(a.c.call.as_ref().unwrap().chat_queue.len(), 1, "it waits");
+        assert!(b.chat.is_empty());
+        let done = Instant::now() + Duration::from_secs(30);
+        while !b.chat.iter().any(|t| t == "behind the file") {
+            assert!(Instant::now() < done, "the queued line never arrived");
+            let until = now - t0 + Duration::from_millis(200);
+            run(&mut a, &mut b, t0, &mut now, until, |_, _| false);
+        }
+        assert_eq!(a.c.stats().unwrap().channel_messages_dropped, 0);
+        a.c.close_file_channel(id, now);
+        assert!(a.c.write_file_channel(id, true, b"x", now).is_err());
+    }
 }
