@@ -106,3 +106,18 @@ fn browser_calls_browser_over_https_from_a_non_localhost_address() {
     assert!(line.contains("page=https:,127.0.0.2,true"), "{line}");
     assert!(num(&line, "a_decoded") >= 60.0 && num(&line, "b_decoded") >= 60.0);
 }
+
+/// Chat lines both ways and a 10 MB file each way on the data channels, byte-identical:
+/// the page calls the native client (the page's offer carries `chat`).
+#[test]
+fn browser_and_native_chat_and_swap_files_when_the_browser_calls() {
+    let line = run("data-browser-calls-native");
+    assert!(line.contains("page_received_mb_per_s="), "{line}");
+}
+
+/// The same with the native client calling the page (its offer carries `chat`).
+#[test]
+fn browser_and_native_chat_and_swap_files_when_the_native_client_calls() {
+    let line = run("data-native-calls-browser");
+    assert!(line.contains("page_received_mb_per_s="), "{line}");
+}

@@ -106,12 +106,13 @@ function preferH264(transceiver) {
   return true;
 }
 
-async function newPeerConnection(peer) {
+async function newPeerConnection(peer, offerer) {
   state.peerId = peer;
   state.inCall = true;
   state.framesDecoded = 0; state.framesEncoded = 0; state.firstFrameMs = null; state.codec = null;
   callStart = performance.now();
   pc = new RTCPeerConnection({ iceServers });
+  window.pcData.attach(pc, offerer, () => endCall('the peer hung up (bye on the data channel)'));
   pc.onicecandidate = (e) => {
     if (e.candidate && e.candidate.candidate) {
       send(peer, JSON.stringify({
@@ -152,7 +153,7 @@ async function readStats() {
 
 async function call(peer) {
   if (state.inCall) return;
-  await newPeerConnection(peer);
+  await newPeerConnection(peer, true);
   const tr = pc.addTransceiver(localStream.getVideoTracks()[0], { direction: 'sendrecv', streams: [localStream] });
   preferH264(tr);
   const offer = await pc.createOffer();
@@ -164,7 +165,7 @@ async function onMessage(from, text) {
   if (state.inCall && from !== state.peerId) return; // busy: ignore others
   if (text.trim() === 'BYE') { if (state.peerId === from) endCall('the peer hung up'); return; }
   const msg = JSON.parse(text);
-  if (!state.inCall) await newPeerConnection(from);
+  if (!state.inCall) await newPeerConnection(from, false);
   if (msg.type === 'offer') {
     await pc.setRemoteDescription({ type: 'offer', sdp: msg.sdp });
     const tr = pc.getTransceivers().find((t) => t.receiver.track.kind === 'video');
@@ -193,6 +194,7 @@ async function flushCandidates() {
 function endCall(why) {
   if (!pc) return;
   clearInterval(statsTimer);
+  window.pcData.detach();
   pc.close();
   pc = null;
   pendingCandidates = [];
@@ -206,6 +208,7 @@ function endCall(why) {
 
 function hangUp(why) {
   if (state.peerId !== null) send(state.peerId, 'BYE');
+  window.pcData.bye();
   endCall(why);
 }
 

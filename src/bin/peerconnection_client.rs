@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use peerconnection::client::audio_devices::{AudioConfig, AudioSinkSpec, AudioSourceSpec};
+use peerconnection::client::files::FileConfig;
 use peerconnection::client::main_wnd::RendererChoice;
 use peerconnection::client::nat::{IcePolicy, IceServers, ServerName, TurnServer};
 use peerconnection::client::{ClientConfig, ClientLoop, MediaConfig, SourceSpec};
@@ -20,7 +21,9 @@ use peerconnection::client::{ClientConfig, ClientLoop, MediaConfig, SourceSpec};
 /// test pattern; `--headless` (or no display) runs with no window and signs in at once.
 /// Machine-readable lines (SIGNED_IN, PEER_CONNECTED, PEER_DISCONNECTED, INCOMING_CALL,
 /// CALL_STARTED, CALL_REFUSED, PEER_NOT_ANSWERING, PEER_ANSWERING, CHAT_OPEN, CHAT,
-/// CALL_ENDED, SERVER_LOST, STATS, AUDIO_PLAYOUT_STARTED, UI) go to stdout; warnings and errors go to stderr (-v, -vv or RUST_LOG for more). Bad
+/// CHAT_CLOSED, FILE_PROGRESS, FILE_SENT, FILE_RECEIVED, FILE_FAILED, CALL_ENDED,
+/// SERVER_LOST, STATS, AUDIO_PLAYOUT_STARTED, UI) go to stdout; warnings and errors go to
+/// stderr (-v, -vv or RUST_LOG for more). Bad
 /// settings exit with code 2 before signing in.
 ///
 /// With no --stun or --turn server a call needs a direct route between the two machines
@@ -133,6 +136,18 @@ struct Args {
     /// `relay` (relayed only: hides this machine's addresses; needs --turn).
     #[arg(long, default_value = "all", value_parser = IcePolicy::parse)]
     ice_policy: IcePolicy,
+    /// Send this file to the peer on its own data channel once a call's channels are open
+    /// (repeatable; every call sends them). Prints FILE_PROGRESS each second, then
+    /// FILE_SENT (or FILE_FAILED with the reason).
+    #[arg(long = "send-file", value_name = "PATH")]
+    send_files: Vec<PathBuf>,
+    /// Save files the peer sends in this folder (without it, files are refused). A taken
+    /// name gets a number; nothing is overwritten. Prints FILE_RECEIVED when done.
+    #[arg(long, value_name = "DIR")]
+    receive_dir: Option<PathBuf>,
+    /// Refuse received files larger than this many bytes (free disk space limits too).
+    #[arg(long, value_name = "BYTES")]
+    receive_max_bytes: Option<u64>,
 }
 
 fn parse_renderer(s: &str) -> Result<RendererChoice, String> {
@@ -211,6 +226,12 @@ fn config(args: Args) -> Result<ClientConfig, String> {
     media
         .check()
         .map_err(|e| format!("--resolution {width}x{height}: the H.264 encoder refuses it: {e}"))?;
+    let files = FileConfig {
+        send: args.send_files,
+        receive_dir: args.receive_dir,
+        receive_max_bytes: args.receive_max_bytes,
+    };
+    files.check()?;
     if args.call.as_deref().is_some_and(str::is_empty) {
         return Err("--call: expected a peer name".into());
     }
@@ -245,6 +266,7 @@ fn config(args: Args) -> Result<ClientConfig, String> {
             turn: args.turn,
             policy: args.ice_policy,
         },
+        files,
     })
 }
 

@@ -89,6 +89,11 @@ pub enum WindowUpdate {
         name: String,
     },
     Overlay(Vec<String>),
+    /// A chat line from the peer, for the streaming screen.
+    Chat {
+        who: String,
+        text: String,
+    },
     /// A prominent line on the streaming screen (the peer is not answering), or none.
     Warning(Option<String>),
     ClearVideo,
@@ -726,10 +731,13 @@ impl ClientApp {
                 if let Some(c) = self.call.as_mut().filter(|c| c.peer == peer) {
                     log::info!("the chat channel with {} closed", c.name);
                     c.chat_open = false;
+                    self.line(format!("CHAT_CLOSED peer={peer}"));
                 }
             }
             CallEvent::ChatReceived { peer, text } => {
                 self.line(format!("CHAT peer={peer} text={text:?}"));
+                let who = self.peer_name(peer);
+                self.window(WindowUpdate::Chat { who, text });
             }
         }
     }
@@ -778,6 +786,7 @@ impl ClientApp {
                 self.emit(AppOutput::SignOut);
             }
             UiAction::HangUp => self.hang_up("hung up from the window"),
+            UiAction::SendChat(text) => self.chat_input(ChatInput::Line(text)),
             UiAction::Answer(peer) => {
                 if let Some(r) = self.ring.take_if(|r| r.peer == peer) {
                     self.answer(r.peer, r.name, r.sdp, r.candidates);

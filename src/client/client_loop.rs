@@ -24,6 +24,7 @@ use super::client_app::{
 use super::conductor::{CallOutput, Conductor, EndReason};
 use super::config::{io_error, ClientConfig, ClientError};
 use super::devices::{LocalVideo, Recorder};
+use super::files::FileTransfers;
 use super::main_wnd::{MainWnd, DEFAULT_SIZE};
 use super::media_session::MediaSession;
 use super::nat::{Delivery, GatherOutput, IceGatherer, IcePolicy};
@@ -35,6 +36,8 @@ use crate::signaling::exchange::{ExchangeOutcome, HttpExchange};
 
 /// Largest signaling response the client accepts (an SDP is a few kB; a peer list can be long).
 const MAX_RESPONSE: usize = 4 << 20;
+/// The receive buffer asked for each host candidate's UDP socket.
+const UDP_RECV_BUFFER: usize = 4 << 20;
 /// Time given to hang up and sign out before exiting anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
@@ -79,6 +82,8 @@ pub struct ClientLoop {
     window: Option<MainWnd>,
     /// Stdin while `--chat-stdin` reads it (gone at its end).
     stdin: Option<StdinReader>,
+    /// `--send-file` and `--receive-dir` transfers on the call's file channels.
+    files: FileTransfers,
     exit_at: Option<Instant>,
     shutdown_deadline: Option<Instant>,
     encode_errors: u64,
@@ -156,6 +161,12 @@ impl ClientLoop {
             let local = socket
                 .local_addr()
                 .map_err(|source| ClientError::Bind { ip, source })?;
+            // Room for a burst of SCTP (a file transfer) while the loop encodes a frame:
+            // with the default ~200 KiB the kernel drops datagrams and SCTP halves its
+            // window. The kernel caps it at net.core.rmem_max; a smaller buffer still works.
+            if let Err(e) = socket2::SockRef::from(&socket).set_recv_buffer_size(UDP_RECV_BUFFER) {
+                log::debug!("cannot enlarge the UDP receive buffer of {local}: {e}");
+            }
             let key = sources.vacant_key();
             reactor
                 .registry()
@@ -204,6 +215,7 @@ impl ClientLoop {
             client: PeerConnectionClient::new(&config.name),
             conductor,
             gatherer,
+            files: FileTransfers::new(config.files.clone()),
             media: None,
             app,
             exit_at: config.duration.map(|d| now + d),
@@ -251,6 +263,7 @@ impl ClientLoop {
                 self.resolver.poll_timeout(),
                 self.conductor.poll_timeout(),
                 self.gatherer.poll_timeout(),
+                self.files.poll_timeout(),
                 self.app.poll_timeout(),
                 self.video.poll_timeout(),
                 self.local_audio.poll_timeout(),
@@ -330,6 +343,7 @@ impl ClientLoop {
         self.resolver.handle_timeout(now);
         self.conductor.handle_timeout(now);
         self.gatherer.handle_timeout(now);
+        self.files.handle_timeout(&mut self.conductor, now);
         let sample = self.stats_sample();
         self.app.handle_timeout(now, &sample);
         if self.video.poll_timeout().is_some_and(|t| t <= now) {
@@ -447,6 +461,9 @@ impl ClientLoop {
             if let Some(out) = self.app.poll_output() {
                 progressed = true;
                 self.app_output(out, now);
+            }
+            while let Some(line) = self.files.poll_line() {
+                println!("{line}");
             }
             if !progressed {
                 return;
@@ -605,7 +622,20 @@ impl ClientLoop {
             }
             CallOutput::PeerResumed { peer } => self.app.call_event(CallEvent::Resumed { peer }),
             CallOutput::ChannelOpen { peer } => {
-                self.app.call_event(CallEvent::ChannelOpen { peer })
+                self.app.call_event(CallEvent::ChannelOpen { peer });
+                self.files.channels_ready(&mut self.conductor, now);
+            }
+            CallOutput::FileChannelOpen(id) => {
+                self.files.channel_open(id, &mut self.conductor, now)
+            }
+            CallOutput::FileChannelData(data) => {
+                self.files.channel_data(data, &mut self.conductor, now)
+            }
+            CallOutput::FileChannelWritable(id) => {
+                self.files.channel_writable(id, &mut self.conductor, now)
+            }
+            CallOutput::FileChannelClosed(id) => {
+                self.files.channel_closed(id, &mut self.conductor, now)
             }
             CallOutput::ChannelClosed { peer } => {
                 self.app.call_event(CallEvent::ChannelClosed { peer })
@@ -618,6 +648,7 @@ impl ClientLoop {
                 reason,
                 stats,
             } => {
+                self.files.call_ended();
                 let media = self.media.take();
                 let m = media.as_ref().map(MediaSession::stats);
                 self.local_audio.stop(self.reactor.registry());
@@ -877,6 +908,7 @@ fn apply_window_update(w: &mut MainWnd, u: WindowUpdate) {
         WindowUpdate::Ringing { peer, name } => w.model().show_incoming_call(peer, &name),
         WindowUpdate::Overlay(lines) => w.model().set_overlay(lines),
         WindowUpdate::Warning(text) => w.model().set_warning(text),
+        WindowUpdate::Chat { who, text } => w.model().chat_line(&who, &text, Instant::now()),
         WindowUpdate::ClearVideo => w.clear_video(),
         WindowUpdate::Hide => w.hide(),
     }

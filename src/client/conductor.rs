@@ -19,6 +19,13 @@
 //!   ends the call as on a signaled `BYE`. Binary messages of other types are ignored.
 //!   Because chat text always travels as string messages, no typed line can hang up.
 //!
+//! File transfers each get a channel labelled [`FILE_LABEL`], opened in-band once `chat`
+//! is open (no new offer: see [`file_transfer`](super::file_transfer) for why); their
+//! messages go out as [`CallOutput::FileChannelData`] for the files driver. str0m's send
+//! buffer is shared by all channels, so it is sized ([`SCTP_SEND_BUFFER`]) to hold the
+//! files' windows and still take chat and the bye; a chat line it does not take waits in
+//! a small queue ([`MAX_QUEUED_CHAT`]) and goes as the buffer drains.
+//!
 //! Received messages over [`MAX_CHANNEL_MESSAGE`] are dropped with one warning each (str0m
 //! itself takes no message over its 256 KiB maximum), so nothing buffers without bound.
 
@@ -29,7 +36,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use str0m::bwe::{Bitrate, BweKind};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
-use str0m::channel::{ChannelData, ChannelId};
+use str0m::channel::{ChannelConfig, ChannelData, ChannelId};
 use str0m::format::Codec;
 use str0m::media::{
     Direction, Frequency, KeyframeRequestKind, MediaData, MediaKind, MediaTime, Mid,
@@ -38,6 +45,7 @@ use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 
 use super::audio_session::AudioPacket;
+use super::file_transfer::{FILE_LABEL, SCTP_SEND_BUFFER};
 use super::media_session::{MediaConfig, MIN_BITRATE_BPS};
 use super::nat::pair_label;
 use crate::signaling::message::{excerpt, PeerMessage, SdpKind};
@@ -72,6 +80,8 @@ pub const CHAT_LABEL: &str = "chat";
 pub const CHANNEL_BYE: &[u8] = br#"{"type":"bye"}"#;
 /// The largest message sent or accepted on the data channel.
 pub const MAX_CHANNEL_MESSAGE: usize = 64 * 1024;
+/// Chat bytes held while the send buffer is full; past this a line is refused.
+pub const MAX_QUEUED_CHAT: usize = 64 * 1024;
 
 /// Why a call could not be made, answered or carried on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -229,6 +239,13 @@ pub enum CallOutput {
         peer: PeerId,
         text: String,
     },
+    /// A file channel ([`FILE_LABEL`]) opened: one we opened, or the peer's.
+    FileChannelOpen(ChannelId),
+    /// A message on a file channel.
+    FileChannelData(ChannelData),
+    /// A file channel's send buffer drained below its threshold: more can be written.
+    FileChannelWritable(ChannelId),
+    FileChannelClosed(ChannelId),
     CallEnded {
         peer: PeerId,
         reason: EndReason,
@@ -275,6 +292,11 @@ struct Call {
     /// when it opens), and whether it is open.
     chat: Option<ChannelId>,
     chat_open: bool,
+    /// Chat messages the full send buffer did not take yet (bounded by
+    /// [`MAX_QUEUED_CHAT`] bytes), sent as it drains.
+    chat_queue: VecDeque<String>,
+    /// The file channels open now.
+    file_channels: Vec<ChannelId>,
     pending_offer: Option<SdpPendingOffer>,
     remote_description_at: Option<Instant>,
     /// Remote candidates that came before the description they belong to.
@@ -420,6 +442,7 @@ impl Conductor {
             .clear_codecs()
             .enable_bwe(Some(configured))
             .set_stats_interval(Some(Duration::from_secs(1)))
+            .set_sctp_max_buffered_amount(SCTP_SEND_BUFFER)
             // The default 5 s makes lip-sync wait 10-15 s for its first sender reports.
             .set_rtcp_report_interval_audio(Duration::from_secs(1));
         config.codec_config().add_h264(
@@ -456,6 +479,8 @@ impl Conductor {
             audio_mid: None,
             chat: None,
             chat_open: false,
+            chat_queue: VecDeque::new(),
+            file_channels: Vec::new(),
             pending_offer: None,
             remote_description_at: None,
             early_candidates: Vec::new(),
@@ -709,8 +734,9 @@ impl Conductor {
         );
     }
 
-    /// Sends chat text on the `chat` channel. False when it was not sent (no open
-    /// channel, too long, or the channel's send buffer is full), with one log line.
+    /// Sends chat text on the `chat` channel (queued while the send buffer is full).
+    /// False when it was not sent (no open channel, too long, or the queue is full too),
+    /// with one log line.
     pub fn send_chat(&mut self, text: &str, now: Instant) -> bool {
         let Some(call) = self.call.as_mut() else {
             return false;
@@ -729,16 +755,16 @@ impl Conductor {
             );
             return false;
         }
+        if !call.chat_queue.is_empty() {
+            return queue_chat(call, text);
+        }
         let sent = match call
             .rtc
             .channel(id)
             .map(|mut ch| ch.write(false, text.as_bytes()))
         {
             Some(Ok(true)) => true,
-            Some(Ok(false)) => {
-                log::warn!("chat: the data channel's send buffer is full: not sent");
-                false
-            }
+            Some(Ok(false)) => queue_chat(call, text),
             Some(Err(e)) => {
                 log::warn!("chat: cannot send: {e}");
                 false
@@ -750,6 +776,73 @@ impl Conductor {
         };
         self.drain(now);
         sent
+    }
+
+    /// Opens a file channel ([`FILE_LABEL`]) in-band (DCEP), with no new offer: the
+    /// call's SCTP association exists since the first offer's `chat` channel.
+    /// [`CallOutput::FileChannelOpen`] follows once the peer has it.
+    pub fn open_file_channel(&mut self, now: Instant) -> Option<ChannelId> {
+        let call = self.call.as_mut().filter(|c| c.chat_open)?;
+        let id = call.rtc.direct_api().create_data_channel(ChannelConfig {
+            label: FILE_LABEL.into(),
+            ..Default::default()
+        });
+        self.drain(now);
+        Some(id)
+    }
+
+    /// Writes a message on an open file channel: Ok(false) when its send buffer is full.
+    pub fn write_file_channel(
+        &mut self,
+        id: ChannelId,
+        binary: bool,
+        data: &[u8],
+        now: Instant,
+    ) -> Result<bool, String> {
+        let Some(call) = self.call.as_mut().filter(|c| c.file_channels.contains(&id)) else {
+            return Err("the file channel is not open".into());
+        };
+        let written = match call.rtc.channel(id).map(|mut ch| ch.write(binary, data)) {
+            Some(Ok(w)) => w,
+            Some(Err(e)) => return Err(e.to_string()),
+            None => return Err("the file channel is gone".into()),
+        };
+        if written {
+            self.drain(now);
+        }
+        Ok(written)
+    }
+
+    /// Bytes an open file channel holds unsent or unacknowledged (0 when not open).
+    pub fn file_channel_buffered(&mut self, id: ChannelId) -> usize {
+        self.call
+            .as_mut()
+            .filter(|c| c.file_channels.contains(&id))
+            .and_then(|c| c.rtc.channel(id))
+            .map_or(0, |mut ch| ch.buffered_amount())
+    }
+
+    /// Asks for [`CallOutput::FileChannelWritable`] when the channel's buffer drains
+    /// below `bytes`.
+    pub fn set_file_channel_low(&mut self, id: ChannelId, bytes: usize) {
+        if let Some(mut ch) = self
+            .call
+            .as_mut()
+            .filter(|c| c.file_channels.contains(&id))
+            .and_then(|c| c.rtc.channel(id))
+        {
+            ch.set_buffered_amount_low_threshold(bytes);
+        }
+    }
+
+    /// Closes a file channel (the transfer is over).
+    pub fn close_file_channel(&mut self, id: ChannelId, now: Instant) {
+        let Some(call) = self.call.as_mut().filter(|c| c.file_channels.contains(&id)) else {
+            return;
+        };
+        call.file_channels.retain(|c| *c != id);
+        call.rtc.direct_api().close_data_channel(id);
+        self.drain(now);
     }
 
     /// Ends the call without telling the peer (it told us, or it is gone).
@@ -856,6 +949,13 @@ impl Conductor {
             }
         }
         let call = self.call.as_mut().expect("checked above");
+        if !call.chat_queue.is_empty() {
+            flush_chat(call);
+            self.drain(now);
+        }
+        let Some(call) = self.call.as_mut() else {
+            return;
+        };
         if call.next_timeout.is_some_and(|t| t <= now) {
             if let Err(e) = call.rtc.handle_input(Input::Timeout(now)) {
                 let e = CallError::Transport(excerpt(&e.to_string(), REASON_EXCERPT));
@@ -1319,6 +1419,10 @@ fn handle_event(
             }
             out.push_back(CallOutput::MediaData(data.data))
         }
+        Event::ChannelOpen(id, label) if label == FILE_LABEL && call.chat != Some(id) => {
+            call.file_channels.push(id);
+            out.push_back(CallOutput::FileChannelOpen(id));
+        }
         Event::ChannelOpen(id, label) => {
             if label == CHAT_LABEL && !call.chat_open && call.chat.is_none_or(|c| c == id) {
                 log::info!(
@@ -1339,6 +1443,9 @@ fn handle_event(
         Event::ChannelData(data) if call.chat_open && call.chat == Some(data.id) => {
             return channel_message(call, data, out);
         }
+        Event::ChannelData(data) if call.file_channels.contains(&data.id) => {
+            out.push_back(CallOutput::FileChannelData(data));
+        }
         Event::ChannelData(data) => {
             log::debug!(
                 "call with peer {}: ignoring {} bytes on another data channel",
@@ -1350,6 +1457,16 @@ fn handle_event(
             log::info!("call with peer {}: the chat data channel closed", call.peer);
             call.chat_open = false;
             out.push_back(CallOutput::ChannelClosed { peer: call.peer });
+        }
+        Event::ChannelClose(id) if call.file_channels.contains(&id) => {
+            call.file_channels.retain(|c| *c != id);
+            out.push_back(CallOutput::FileChannelClosed(id));
+        }
+        Event::ChannelBufferedAmountLow(id) => {
+            flush_chat(call);
+            if call.file_channels.contains(&id) {
+                out.push_back(CallOutput::FileChannelWritable(id));
+            }
         }
         Event::KeyframeRequest(req) => {
             log::debug!(
@@ -1396,6 +1513,47 @@ fn sender_clock(data: &MediaData) -> Option<SystemTime> {
     } else {
         sr.ntp_time
             .checked_sub(Duration::from_micros(us.unsigned_abs()))
+    }
+}
+
+/// Holds a chat line the full send buffer did not take; false (with a warning) when the
+/// queue is full too.
+fn queue_chat(call: &mut Call, text: &str) -> bool {
+    let queued: usize = call.chat_queue.iter().map(String::len).sum();
+    if queued + text.len() > MAX_QUEUED_CHAT {
+        log::warn!(
+            "chat: the send buffer is full and {queued} bytes wait already: not sent ({} bytes)",
+            text.len()
+        );
+        return false;
+    }
+    log::debug!("chat: the send buffer is full: the line waits");
+    call.chat_queue.push_back(text.to_string());
+    true
+}
+
+/// Writes queued chat lines while the send buffer takes them.
+fn flush_chat(call: &mut Call) {
+    let Some(id) = call.chat.filter(|_| call.chat_open) else {
+        call.chat_queue.clear();
+        return;
+    };
+    while let Some(text) = call.chat_queue.front() {
+        match call
+            .rtc
+            .channel(id)
+            .map(|mut ch| ch.write(false, text.as_bytes()))
+        {
+            Some(Ok(true)) => {
+                call.chat_queue.pop_front();
+            }
+            Some(Ok(false)) => return,
+            Some(Err(e)) => {
+                log::warn!("chat: cannot send a queued line: {e}");
+                call.chat_queue.pop_front();
+            }
+            None => return,
+        }
     }
 }
 
@@ -2078,5 +2236,53 @@ mod tests {
             })
             .collect();
         assert_eq!(reasons, vec![EndReason::NoAnswer]);
+    }
+
+    /// A file channel opens in-band mid-call (no new offer), and a transfer that fills
+    /// str0m's send buffer does not make chat fail: the line waits and arrives.
+    #[test]
+    fn file_channels_open_mid_call_and_chat_waits_behind_a_full_buffer() {
+        let t0 = Instant::now();
+        let mut now = t0;
+        let (mut a, mut b) = call_until_decoding(t0, &mut now);
+        let id = a.c.open_file_channel(now).expect("chat is open");
+        run(
+            &mut a,
+            &mut b,
+            t0,
+            &mut now,
+            Duration::from_secs(12),
+            |_, _| false,
+        );
+        let chunk = vec![7u8; 32 * 1024];
+        let mut written = 0;
+        while a.c.write_file_channel(id, true, &chunk, now) == Ok(true) {
+            written += chunk.len();
+            assert!(
+                written <= SCTP_SEND_BUFFER,
+                "the buffer took {written} bytes"
+            );
+        }
+        assert!(
+            written > SCTP_SEND_BUFFER / 2,
+            "the channel opened and took {written}"
+        );
+        // Top it up to the last byte, so not even a short line fits.
+        for size in [4096, 512, 64, 8, 1] {
+            while a.c.write_file_channel(id, true, &chunk[..size], now) == Ok(true) {}
+        }
+        assert!(a.c.file_channel_buffered(id) > 0);
+        assert!(a.c.send_chat("behind the file", now), "queued, not refused");
+        assert_eq!(a.c.call.as_ref().unwrap().chat_queue.len(), 1, "it waits");
+        assert!(b.chat.is_empty());
+        let done = Instant::now() + Duration::from_secs(30);
+        while !b.chat.iter().any(|t| t == "behind the file") {
+            assert!(Instant::now() < done, "the queued line never arrived");
+            let until = now - t0 + Duration::from_millis(200);
+            run(&mut a, &mut b, t0, &mut now, until, |_, _| false);
+        }
+        assert_eq!(a.c.stats().unwrap().channel_messages_dropped, 0);
+        a.c.close_file_channel(id, now);
+        assert!(a.c.write_file_channel(id, true, b"x", now).is_err());
     }
 }

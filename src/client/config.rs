@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::audio_devices::AudioConfig;
+use super::files::FileConfig;
 use super::main_wnd::RendererChoice;
 use super::media_session::MediaConfig;
 use crate::media::audio::AudioError;
@@ -43,6 +44,8 @@ pub struct ClientConfig {
     pub audio: AudioConfig,
     /// `--stun`, `--turn` and `--ice-policy`.
     pub ice_servers: super::nat::IceServers,
+    /// `--send-file`, `--receive-dir`, `--receive-max-bytes`.
+    pub files: FileConfig,
 }
 
 /// Why the client could not start or had to stop.

@@ -12,6 +12,8 @@ pub mod client_loop;
 pub mod conductor;
 pub mod config;
 pub mod devices;
+pub mod file_transfer;
+pub mod files;
 pub mod main_wnd;
 pub mod media_session;
 pub mod nat;

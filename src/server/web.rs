@@ -17,6 +17,10 @@ pub fn asset(path: &str) -> Option<(&'static [u8], &'static [u8])> {
             b"text/html; charset=utf-8",
             include_bytes!("../../web/index.html"),
         )),
+        "/channels.js" => Some((
+            b"text/javascript; charset=utf-8",
+            include_bytes!("../../web/channels.js"),
+        )),
         "/app.js" => Some((
             b"text/javascript; charset=utf-8",
             include_bytes!("../../web/app.js"),

@@ -14,6 +14,8 @@ const { chromium } = require('playwright-core');
 const [scenario, serverBin, clientBin] = process.argv.slice(2);
 const children = [];
 const limitMs = scenario === 'long-call' ? 150_000 : 100_000;
+const crypto = require('crypto');
+const sha256 = (buf) => crypto.createHash('sha256').update(buf).digest('hex');
 const deadline = setTimeout(() => fail(`scenario took longer than ${limitMs} ms`), limitMs);
 
 function fail(why) {
@@ -28,7 +30,8 @@ function check(cond, why) {
 
 /// Starts a process; collects its stdout lines; `waitLine(prefix, pred)` resolves on a match.
 function start(name, bin, args) {
-  const child = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: 'warn' } });
+  const stdin = args.includes('--chat-stdin') ? 'pipe' : 'ignore';
+  const child = spawn(bin, args, { stdio: [stdin, 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: 'warn' } });
   children.push(child);
   const lines = [];
   const waiters = [];
@@ -72,7 +75,7 @@ async function until(page, fn, arg, what, ms = 30_000) {
 }
 
 async function openPage(browser, port, name) {
-  const context = await browser.newContext({ permissions: ['camera'] });
+  const context = await browser.newContext({ permissions: ['camera'], acceptDownloads: true });
   const page = await context.newPage();
   page.on('pageerror', (e) => console.error(`[page ${name}] ${e}`));
   await page.goto(pageUrl || `http://127.0.0.1:${port}/`);
@@ -203,6 +206,64 @@ async function main() {
       a_decoded: sa.framesDecoded, b_decoded: sb.framesDecoded, codec: sa.codec,
       a_first_frame_ms: sa.firstFrameMs, b_first_frame_ms: sb.firstFrameMs,
     });
+  } else if (scenario === 'data-browser-calls-native' || scenario === 'data-native-calls-browser') {
+    // Chat both ways and a 10 MB file each way on the data channels, byte-identical.
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pc-data-'));
+    const inbox = path.join(dir, 'inbox');
+    fs.mkdirSync(inbox);
+    const nativeFile = path.join(dir, 'from-native.bin');
+    const pageFile = path.join(dir, 'from-page.bin');
+    const nativeBytes = crypto.randomBytes(10_000_000);
+    const pageBytes = crypto.randomBytes(10_000_000);
+    fs.writeFileSync(nativeFile, nativeBytes);
+    fs.writeFileSync(pageFile, pageBytes);
+    const nativeCalls = scenario === 'data-native-calls-browser';
+    let page;
+    let bob;
+    const files = ['--chat-stdin', '--receive-dir', inbox, '--send-file', nativeFile, '--duration', '90'];
+    if (nativeCalls) {
+      page = await openPage(browser, port, 'web');
+      bob = native('bob', ['--autocall', ...files]);
+    } else {
+      bob = native('bob', files);
+      await bob.waitLine('SIGNED_IN');
+      page = await openPage(browser, port, 'web');
+      await until(page, () => Object.values(window.pcState.peers).includes('bob'), null, 'bob on the page list');
+      await page.click('#peers button');
+    }
+    await bob.waitLine('CHAT_OPEN');
+    await until(page, () => window.pcChannels.chatOpen, null, 'the page\'s chat channel opens');
+    // Chat: the page's text box to the native CHAT line, native stdin to the page's log.
+    await page.fill('#chattext', 'hello "native" \u00e9');
+    await page.press('#chattext', 'Enter');
+    const chat = await bob.waitLine('CHAT ');
+    check(chat.endsWith('text="hello \\"native\\" \u00e9"'), `native got the page's line: ${chat}`);
+    bob.child.stdin.write('hello page\n');
+    await until(page, () => window.pcChannels.log.includes('peer: hello page'), null, 'the page shows the native line');
+    // Files: the native one arrives as a download link; the page's goes through the picker.
+    await page.setInputFiles('#file', pageFile);
+    const got = await bob.waitLine('FILE_RECEIVED', () => true, 60_000);
+    const sent = await bob.waitLine('FILE_SENT', () => true, 60_000);
+    await until(page, () => window.pcChannels.received.length === 1 && window.pcChannels.sent.length === 1,
+      null, 'the page received and sent its files', 60_000);
+    const ch = await page.evaluate(() => window.pcChannels);
+    check(ch.failed.length === 0, `no failed transfer: ${JSON.stringify(ch.failed)}`);
+    check(field(got, 'sha256') === sha256(pageBytes), `native saved the page's file: ${got}`);
+    check(sha256(fs.readFileSync(path.join(inbox, 'from-page.bin'))) === sha256(pageBytes), 'saved bytes identical');
+    check(field(sent, 'sha256') === sha256(nativeBytes), `native sent its file: ${sent}`);
+    check(ch.received[0].sha256 === sha256(nativeBytes) && ch.received[0].name === 'from-native.bin',
+      `page received the native file: ${JSON.stringify(ch.received)}`);
+    const link = await page.getAttribute('#downloads a', 'download');
+    check(link === 'from-native.bin', `a download link: ${link}`);
+    const download = await Promise.all([page.waitForEvent('download'), page.click('#downloads a')]);
+    const savedPath = await download[0].path();
+    check(sha256(fs.readFileSync(savedPath)) === sha256(nativeBytes), 'the downloaded file is byte-identical');
+    const st = await page.evaluate(() => window.pcState);
+    Object.assign(result, {
+      codec: st.codec, native_received_mb_per_s: field(got, 'mb_per_s'), native_sent_mb_per_s: field(sent, 'mb_per_s'),
+      page_received_mb_per_s: ch.received[0].mbPerS.toFixed(1), page_sent_mb_per_s: ch.sent[0].mbPerS.toFixed(1),
+    });
+    fs.rmSync(dir, { recursive: true, force: true });
   } else {
     fail(`unknown scenario ${scenario}`);
   }

@@ -29,6 +29,8 @@ pub const VIDEO_BACKGROUND: Colour = Colour(0, 0, 0, 255);
 pub const OVERLAY: Colour = Colour(0, 0, 0, 150);
 /// The streaming screen's warning line ("bob is not answering").
 pub const WARNING: Colour = Colour(255, 196, 60, 255);
+/// Chat lines in the streaming overlay.
+pub const CHAT: Colour = Colour(150, 230, 160, 255);
 /// The ringing screen's Answer button.
 pub const ANSWER_FILL: Colour = Colour(40, 150, 80, 255);
 /// The ringing screen's Decline button.
@@ -331,7 +333,26 @@ fn streaming(m: &UiModel, p: &mut Painter, remote: Option<(u32, u32)>, local: Op
         lines.push((w.clone(), WARNING));
     }
     lines.extend(m.overlay.iter().map(|t| (t.clone(), TEXT)));
-    lines.push(("Esc: hang up".into(), TEXT));
+    // Chat: the recent lines (or the scroll-back), then the field while typing.
+    let rows = (l.height.saturating_sub(2 * l.margin as u32) / l.line_h.max(1)) as usize;
+    let room = rows.saturating_sub(lines.len() + 2).max(1);
+    lines.extend(
+        m.chat
+            .visible(m.now, room)
+            .into_iter()
+            .map(|t| (t.to_string(), CHAT)),
+    );
+    match m.chat.editing() {
+        Some(typed) => {
+            // The end of a long line stays in view, where the typing is.
+            let cols = l.columns().saturating_sub(3);
+            let skip = typed.chars().count().saturating_sub(cols);
+            let shown: String = typed.chars().skip(skip).collect();
+            lines.push((format!("> {shown}_"), ACCENT));
+            lines.push(("Enter: send   Esc: cancel".into(), TEXT));
+        }
+        None => lines.push(("Enter: chat  Tab: log  Esc: hang up".into(), TEXT)),
+    }
     let cols = l.columns();
     let lines: Vec<(String, Colour)> = lines
         .into_iter()
@@ -434,7 +455,14 @@ mod tests {
             .iter()
             .position(|d| matches!(d, Draw::Text { text, .. } if text == "bob"));
         assert!(video_at < name_at);
+        // Enter opens the chat field, typed text shows in it, Enter sends it.
         assert_eq!(m.key(Key::Enter), None);
+        m.text("hi");
+        assert!(texts(&m.draw_list(None, None)).iter().any(|t| t == "> hi_"));
+        assert_eq!(m.key(Key::Enter), Some(UiAction::SendChat("hi".into())));
+        assert!(texts(&m.draw_list(None, None))
+            .iter()
+            .any(|t| t == "alice: hi"));
         assert_eq!(m.key(Key::Escape), Some(UiAction::HangUp));
     }
 

@@ -7,6 +7,7 @@
 //! Nothing here blocks: the renderer is created without vsync, so `present` never waits for
 //! the display.
 
+pub mod chat;
 pub mod draw;
 pub mod layout;
 pub mod model;
@@ -26,8 +27,8 @@ use sdl2::{EventPump, Sdl, VideoSubsystem};
 use crate::media::render::VideoRenderer;
 use crate::media::I420Frame;
 pub use draw::{
-    Colour, Draw, Picture, ACCENT, ANSWER_FILL, BACKGROUND, DECLINE_FILL, DIM, ERROR, OVERLAY,
-    PANEL, SELECTED, TEXT, VIDEO_BACKGROUND, WARNING,
+    Colour, Draw, Picture, ACCENT, ANSWER_FILL, BACKGROUND, CHAT, DECLINE_FILL, DIM, ERROR,
+    OVERLAY, PANEL, SELECTED, TEXT, VIDEO_BACKGROUND, WARNING,
 };
 pub use layout::{streaming_areas, Layout};
 pub use model::{Field, Key, Ui, UiAction, UiModel};
@@ -325,6 +326,7 @@ impl MainWnd {
         if self.paint_at.is_none_or(|t| now < t) {
             return None;
         }
+        self.model.set_now(now);
         if let Err(e) = self.render() {
             log::warn!("painting the window failed: {e}");
         }

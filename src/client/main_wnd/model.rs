@@ -5,7 +5,9 @@
 //! [`UiAction`]s. Where things go is [`super::layout`]; what to paint is [`super::draw`].
 
 use std::fmt;
+use std::time::Instant;
 
+use super::chat::ChatBox;
 use super::layout::Layout;
 use crate::signaling::PeerId;
 
@@ -60,6 +62,8 @@ pub enum UiAction {
     Answer(PeerId),
     /// Refuse the incoming call from this peer (Esc or the Decline button while ringing).
     Decline(PeerId),
+    /// Send this chat line to the call's peer (typed in the streaming screen's field).
+    SendChat(String),
     /// The window was closed.
     Quit,
 }
@@ -104,6 +108,10 @@ pub struct UiModel {
     pub(super) overlay: Vec<String>,
     pub(super) warning: Option<String>,
     pub(super) ringing: Option<Ringing>,
+    /// The call's chat: the field, the recent lines, the scroll-back.
+    pub(super) chat: ChatBox,
+    /// The instant the screen is drawn for (chat lines fade by it).
+    pub(super) now: Instant,
 }
 
 impl UiModel {
@@ -127,7 +135,19 @@ impl UiModel {
             overlay: Vec::new(),
             warning: None,
             ringing: None,
+            chat: ChatBox::default(),
+            now: Instant::now(),
         }
+    }
+
+    /// A chat line sent or received in the call, shown from `now`.
+    pub fn chat_line(&mut self, who: &str, text: &str, now: Instant) {
+        self.chat.push(format!("{who}: {text}"), now);
+    }
+
+    /// The instant the next paint is for.
+    pub fn set_now(&mut self, now: Instant) {
+        self.now = now;
     }
 
     pub fn current_ui(&self) -> Ui {
@@ -184,6 +204,7 @@ impl UiModel {
         self.ringing = None;
         self.overlay.clear();
         self.warning = None;
+        self.chat.clear();
     }
 
     /// The call with `peer`: placed by us, or an incoming one answered (then the status says
@@ -340,7 +361,35 @@ impl UiModel {
                 Key::Escape => self.decline(),
                 _ => None,
             },
-            Ui::Streaming => (key == Key::Escape).then_some(UiAction::HangUp),
+            Ui::Streaming if self.chat.editing().is_some() => match key {
+                Key::Enter => {
+                    let text = self.chat.take()?;
+                    let me = self.name.clone();
+                    self.chat_line(&me, &text, self.now);
+                    Some(UiAction::SendChat(text))
+                }
+                Key::Escape => {
+                    self.chat.cancel();
+                    None
+                }
+                Key::Backspace => {
+                    self.chat.backspace();
+                    None
+                }
+                _ => None,
+            },
+            Ui::Streaming => match key {
+                Key::Escape => Some(UiAction::HangUp),
+                Key::Enter => {
+                    self.chat.open();
+                    None
+                }
+                Key::Tab => {
+                    self.chat.toggle_log();
+                    None
+                }
+                _ => None,
+            },
         }
     }
 
@@ -364,6 +413,10 @@ impl UiModel {
     /// Text typed into the focused field (connect screen only, and not while connecting).
     /// The port takes digits only; nothing takes spaces or control characters.
     pub fn text(&mut self, typed: &str) {
+        if self.ui == Ui::Streaming && self.ringing.is_none() {
+            self.chat.type_text(typed);
+            return;
+        }
         if self.ui != Ui::ConnectToServer || self.connecting {
             return;
         }
@@ -634,6 +687,9 @@ mod tests {
         assert_eq!(m.incoming_call(), None);
         assert_eq!(m.key(Key::Enter), None, "one Answer per call");
         assert_eq!(m.current_ui(), Ui::Streaming);
+        // That Enter opened the chat field; Esc closes it before Esc hangs up.
+        assert_eq!(m.chat.editing(), Some(""));
+        assert_eq!(m.key(Key::Escape), None);
         // The app starts the call as any other; the callee's screen says it is connecting.
         m.switch_to_streaming(7u32, "carol");
         assert_eq!(m.call_status, "Connecting to carol...");
