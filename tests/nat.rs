@@ -328,6 +328,31 @@ impl Lab {
     }
 }
 
+/// Deletes the namespaces of an earlier run of these tests that was killed before it
+/// could clean up (their names carry the process id, which no longer runs).
+fn remove_stale_labs() {
+    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
+        return;
+    };
+    let mut stale = Lab {
+        tag: String::new(),
+        namespaces: Vec::new(),
+        net: 0,
+    };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let name = line.split_whitespace().next().unwrap_or("");
+        let Some(rest) = name.strip_prefix("pcnat") else {
+            continue;
+        };
+        let pid: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        if !pid.is_empty() && !Path::new("/proc").join(&pid).exists() {
+            stale.namespaces.push(name.to_string());
+        }
+    }
+    // Dropping it kills what runs there and deletes the namespaces.
+    drop(stale);
+}
+
 impl Drop for Lab {
     fn drop(&mut self) {
         for ns in &self.namespaces {
@@ -467,6 +492,7 @@ fn calls_connect_through_routes_nats_and_the_relay() {
         eprintln!("SKIPPED nat lab: {why}");
         return;
     }
+    remove_stale_labs();
     let turn = turn_flags();
     let turn: Vec<&str> = turn.iter().map(String::as_str).collect();
     let stun_only = &turn[..2];
