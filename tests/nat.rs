@@ -248,6 +248,11 @@ impl Lab {
 
     /// The signaling server and coturn in the wan namespace.
     fn start_servers(&self) -> (Proc, Proc) {
+        self.start_servers_with(&[])
+    }
+
+    /// Like [`Lab::start_servers`], with extra flags for the signaling server.
+    fn start_servers_with(&self, server_flags: &[&str]) -> (Proc, Proc) {
         let pidfile = std::env::temp_dir().join(format!("{}-turn.pid", self.tag));
         let pidfile = format!("--pidfile={}", pidfile.display());
         let log = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
@@ -282,12 +287,9 @@ impl Lab {
                 "--simple-log",
             ],
         );
-        let mut server = self.spawn(
-            "wan",
-            "server",
-            SERVER,
-            &["--bind", WAN_IP, "--port", SIGNALING_PORT],
-        );
+        let mut args = vec!["--bind", WAN_IP, "--port", SIGNALING_PORT];
+        args.extend_from_slice(server_flags);
+        let mut server = self.spawn("wan", "server", SERVER, &args);
         server.wait_line(
             "peerconnection_server listening on",
             Duration::from_secs(10),
@@ -326,6 +328,31 @@ impl Lab {
         args.extend_from_slice(extra);
         self.spawn_env(host, name, CLIENT, &args, env)
     }
+}
+
+/// Deletes the namespaces of an earlier run of these tests that was killed before it
+/// could clean up (their names carry the process id, which no longer runs).
+fn remove_stale_labs() {
+    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
+        return;
+    };
+    let mut stale = Lab {
+        tag: String::new(),
+        namespaces: Vec::new(),
+        net: 0,
+    };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let name = line.split_whitespace().next().unwrap_or("");
+        let Some(rest) = name.strip_prefix("pcnat") else {
+            continue;
+        };
+        let pid: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        if !pid.is_empty() && !Path::new("/proc").join(&pid).exists() {
+            stale.namespaces.push(name.to_string());
+        }
+    }
+    // Dropping it kills what runs there and deletes the namespaces.
+    drop(stale);
 }
 
 impl Drop for Lab {
@@ -460,6 +487,9 @@ fn turn_flags() -> Vec<String> {
     ]
 }
 
+/// One test at a time in this file (they share two cores with everything else).
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// The scenarios run at once, each in its own namespaces and private networks.
 #[test]
 fn calls_connect_through_routes_nats_and_the_relay() {
@@ -467,6 +497,8 @@ fn calls_connect_through_routes_nats_and_the_relay() {
         eprintln!("SKIPPED nat lab: {why}");
         return;
     }
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    remove_stale_labs();
     let turn = turn_flags();
     let turn: Vec<&str> = turn.iter().map(String::as_str).collect();
     let stun_only = &turn[..2];
@@ -635,4 +667,56 @@ fn busy_clip(tag: &str) -> std::path::PathBuf {
     }
     std::fs::write(&path, out).expect("write the clip");
     path
+}
+
+/// The web page behind a fully-random NAT calls a native client behind another one that
+/// has no TURN server of its own: only the relay the page got from the signaling server's
+/// `--ice-server` list (served as /ice-servers.json) can carry the call. Needs Chromium and
+/// playwright-core as tests/browser.rs does; without them it says so and passes.
+#[test]
+fn a_browser_behind_a_nat_uses_the_servers_ice_servers() {
+    if let Some(why) = missing_prerequisite() {
+        eprintln!("SKIPPED browser behind a NAT: {why}");
+        return;
+    }
+    let root = env!("CARGO_MANIFEST_DIR");
+    let playwright = Path::new(root).join("tests/browser/node_modules/playwright-core");
+    if !Path::new("/usr/bin/chromium").exists() || !playwright.exists() {
+        eprintln!("SKIPPED browser behind a NAT: no chromium or playwright-core (make test installs them)");
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    remove_stale_labs();
+    let lab = Lab::build("w", 70, Nat::FullyRandom);
+    let stun = format!("stun:{WAN_IP}:{TURN_PORT}");
+    let turn = format!("turn:{TURN_USER}@{WAN_IP}:{TURN_PORT}");
+    let (_server, _turn) = lab.start_servers_with(&["--ice-server", &stun, "--ice-server", &turn]);
+    let stun_flag = format!("{WAN_IP}:{TURN_PORT}");
+    let mut bob = lab.client("hb", "bob", &["--stun", &stun_flag, "--duration", "60"]);
+    bob.wait_line("SIGNED_IN", Duration::from_secs(10));
+    let ha = lab.ns("ha");
+    let url = format!("http://{WAN_IP}:{SIGNALING_PORT}/");
+    let script = format!("{root}/tests/browser/nat.js");
+    let out = Command::new("ip")
+        .args([
+            "netns", "exec", &ha, "timeout", "90", "node", &script, &url, "bob",
+        ])
+        .output()
+        .expect("run node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "nat.js failed:\n{stdout}\n{stderr}");
+    let result = stdout
+        .lines()
+        .find(|l| l.starts_with("RESULT "))
+        .unwrap_or_else(|| panic!("no RESULT line:\n{stdout}\n{stderr}"));
+    eprintln!("NAT-LAB browser: {result}");
+    assert_eq!(field(result, "ice_servers"), Some("2"), "{result}");
+    assert!(num(result, "page_decoded") >= 60.0, "{result}");
+    assert!(
+        field(result, "pair").is_some_and(|p| p.starts_with("relay/")),
+        "the page relays through the server's TURN: {result}"
+    );
+    let end = bob.wait_line("CALL_ENDED", Duration::from_secs(15));
+    assert!(num(&end, "frames_decoded") >= 60.0, "bob: {end}");
 }

@@ -217,7 +217,7 @@ $('signin').onsubmit = (e) => {
   e.preventDefault();
   signIn(encodeURIComponent($('name').value)).catch((err) => setStatus(String(err)));
 };
-window.pcApi = { signIn, call, hangUp };
+window.pcApi = { signIn, call, hangUp, pc: () => pc };
 window.addEventListener('beforeunload', () => {
   if (state.myId !== null) navigator.sendBeacon && fetch(`/sign_out?peer_id=${state.myId}`, { keepalive: true });
 });

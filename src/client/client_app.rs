@@ -909,11 +909,8 @@ impl ClientApp {
                 .map_or("-".into(), |(w, h)| format!("{w}x{h}"));
             self.window(WindowUpdate::Overlay(vec![
                 format!("in  {recv_fps:.1} fps  {recv_kbps:.0} kbit/s  {size}"),
-                // The pair on this line, not a line of its own: the overlay stays as tall.
-                format!(
-                    "out {sent_fps:.1} fps  {sent_kbps:.0} kbit/s  RTT {rtt_ms} ms  pair {}",
-                    s.pair.as_deref().unwrap_or("-")
-                ),
+                format!("out {sent_fps:.1} fps  {sent_kbps:.0} kbit/s  RTT {rtt_ms} ms"),
+                format!("pair {}", s.pair.as_deref().unwrap_or("-")),
             ]));
         }
         self.mark = s.clone();
