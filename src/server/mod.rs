@@ -1,7 +1,9 @@
 //! `peerconnection_server`: the signaling server's loop. One thread, one `mio::Poll`; the
 //! listening socket, every connection (a slab key is its token) and the signals are
 //! sources on it. Requests go through [`DataSocket`] into [`PeerChannel`], whose actions
-//! this loop turns into writes and closes.
+//! this loop turns into writes and closes. The loop also keeps HTTP/1.1 connections that
+//! ask for it, runs TLS connections through rustls ([`tls`]), counts what every
+//! connection and the channel hold against `--max-memory`, and serves `/metrics`.
 
 pub mod data_socket;
 pub mod metrics;
