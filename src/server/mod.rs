@@ -107,7 +107,8 @@ struct Connection {
     path: &'static str,
     /// The request being served asked to keep the connection (HTTP/1.1).
     keep_alive: bool,
-    /// Readable while its answer was being written: read once it is idle again.
+    /// The socket may hold bytes not read yet (readable while its answer was being
+    /// written, or the last read filled the buffer): read once it is idle again.
     unread: bool,
     /// Bytes this connection holds as last counted in `Server::conn_bytes`.
     counted: usize,
@@ -530,6 +531,10 @@ impl Server {
                         };
                         match conn.stream.read(&mut chunk) {
                             ReadStep::Data(n) => {
+                                // A full read may have left bytes in the socket that no
+                                // new readiness event will announce: a kept-alive client
+                                // that pipelined them is read again once idle.
+                                conn.unread = n == chunk.len();
                                 if !self.take_bytes(key, &chunk[..n], now) {
                                     return;
                                 }
