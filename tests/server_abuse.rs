@@ -251,7 +251,14 @@ fn three_hundred_near_megabyte_bodies_stay_under_the_budget() {
     std::thread::sleep(Duration::from_millis(500));
     // Memory goes back: the server answers and its counted memory is near nothing.
     assert!(metric(p, "memory_used_bytes") < (1 << 20) as f64);
-    eprintln!("after the flood: RSS {} MiB", rss(pid) >> 20);
+    let after = rss(pid);
+    eprintln!("after the flood: RSS {} MiB", after >> 20);
+    assert!(
+        after < start_rss + (16 << 20),
+        "RSS {} MiB after the flood, {} MiB at start",
+        after >> 20,
+        start_rss >> 20
+    );
     assert_eq!(get(p, "/sign_in?after").code, 200);
 }
 

@@ -220,3 +220,41 @@ fn idle_kept_connections_are_closed_after_the_time_out() {
         "{held:?}"
     );
 }
+
+#[test]
+fn a_long_pipeline_is_answered_in_full() {
+    let server = ServerProc::start(&[]);
+    let mut s = connect(server.port);
+    // Several reads' worth (16 KiB each) of requests in one write, each request 512 bytes,
+    // so a full read ends exactly between two requests.
+    let mut all = Vec::new();
+    for i in 0..200 {
+        let head = format!("GET /nowhere/{i:03}? HTTP/1.1\r\nHost: test\r\n\r\n");
+        let padded = head.replace("? ", &format!("?{} ", "x".repeat(512 - head.len())));
+        assert_eq!(padded.len(), 512);
+        all.extend_from_slice(padded.as_bytes());
+    }
+    s.write_all(&all).unwrap();
+    let mut parser = ResponseParser::new(1 << 20);
+    let mut answered = 0;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut pending: Vec<u8> = Vec::new();
+    while answered < 200 {
+        let n = s.read(&mut buf).expect("every pipelined request answered");
+        assert!(n > 0, "closed after {answered} answers");
+        pending.extend_from_slice(&buf[..n]);
+        // Split the answers off one by one.
+        loop {
+            let Some(r) = parser.feed(&pending).unwrap() else {
+                parser = ResponseParser::new(1 << 20);
+                break;
+            };
+            assert_eq!(r.code, 404);
+            answered += 1;
+            let text = String::from_utf8_lossy(&pending).into_owned();
+            let head_end = text.find("\r\n\r\n").unwrap() + 4;
+            pending.drain(..head_end + r.body.len());
+            parser = ResponseParser::new(1 << 20);
+        }
+    }
+}

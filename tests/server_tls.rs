@@ -273,3 +273,30 @@ fn bad_handshakes_plain_http_and_slow_handshakes_hurt_nobody() {
     );
     assert_eq!(server.get("/sign_in?after").code, 200);
 }
+
+#[test]
+fn an_unusable_certificate_or_key_is_a_bad_setting_named_on_stderr() {
+    let missing = "/nonexistent/cert.pem";
+    let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+    for (cert, key, named) in [(missing, manifest, missing), (manifest, manifest, manifest)] {
+        let mut p = Proc::spawn(
+            "server",
+            SERVER,
+            &[
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--tls-port",
+                "0",
+                "--tls-cert",
+                cert,
+                "--tls-key",
+                key,
+            ],
+        );
+        assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(2));
+        let stderr = p.stderr();
+        assert!(stderr.contains(named), "{stderr}");
+    }
+}

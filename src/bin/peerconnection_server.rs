@@ -150,6 +150,11 @@ fn main() -> ExitCode {
     }
     let mut server = match Server::bind(config) {
         Ok(s) => s,
+        // A certificate or key that cannot be used is a bad setting, like the others.
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+            eprintln!("peerconnection_server: {e}");
+            return ExitCode::from(2);
+        }
         Err(e) => {
             eprintln!("peerconnection_server: {e}");
             return ExitCode::FAILURE;

@@ -1,6 +1,8 @@
 //! One connection's request, read incrementally (after the original's `DataSocket`): bytes
 //! arrive in any number of pieces, the head is parsed with `httparse`, the body is read by
 //! `Content-Length`, and every violation becomes an [`HttpError`] naming the status to send.
+//! An HTTP/1.1 request that does not ask to close leaves whatever follows it buffered as
+//! the start of the connection's next request.
 
 use std::fmt;
 

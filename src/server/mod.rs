@@ -1,7 +1,9 @@
 //! `peerconnection_server`: the signaling server's loop. One thread, one `mio::Poll`; the
 //! listening socket, every connection (a slab key is its token) and the signals are
 //! sources on it. Requests go through [`DataSocket`] into [`PeerChannel`], whose actions
-//! this loop turns into writes and closes.
+//! this loop turns into writes and closes. The loop also keeps HTTP/1.1 connections that
+//! ask for it, runs TLS connections through rustls ([`tls`]), counts what every
+//! connection and the channel hold against `--max-memory`, and serves `/metrics`.
 
 pub mod data_socket;
 pub mod metrics;
@@ -105,7 +107,8 @@ struct Connection {
     path: &'static str,
     /// The request being served asked to keep the connection (HTTP/1.1).
     keep_alive: bool,
-    /// Readable while its answer was being written: read once it is idle again.
+    /// The socket may hold bytes not read yet (readable while its answer was being
+    /// written, or the last read filled the buffer): read once it is idle again.
     unread: bool,
     /// Bytes this connection holds as last counted in `Server::conn_bytes`.
     counted: usize,
@@ -528,6 +531,10 @@ impl Server {
                         };
                         match conn.stream.read(&mut chunk) {
                             ReadStep::Data(n) => {
+                                // A full read may have left bytes in the socket that no
+                                // new readiness event will announce: a kept-alive client
+                                // that pipelined them is read again once idle.
+                                conn.unread = n == chunk.len();
                                 if !self.take_bytes(key, &chunk[..n], now) {
                                     return;
                                 }

@@ -1,5 +1,6 @@
 //! HTTP as the peerconnection protocol uses it: one request per connection, responses with
-//! `Connection: close`, `Content-Length` bodies and the member id in `Pragma`.
+//! `Connection: close`, `Content-Length` bodies and the member id in `Pragma`. (The server
+//! also keeps HTTP/1.1 connections that ask; [`keep_connection`] is the one difference.)
 
 use std::fmt;
 
