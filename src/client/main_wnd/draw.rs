@@ -435,6 +435,7 @@ mod tests {
             .position(|d| matches!(d, Draw::Text { text, .. } if text == "bob"));
         assert!(video_at < name_at);
         assert_eq!(m.key(Key::Enter), None);
+        assert_eq!(m.key(Key::Mute), Some(UiAction::ToggleMute));
         assert_eq!(m.key(Key::Escape), Some(UiAction::HangUp));
     }
 

@@ -41,6 +41,8 @@ pub enum Key {
     Tab,
     BackTab,
     Backspace,
+    /// `M`: mute or unmute the microphone while streaming.
+    Mute,
 }
 
 /// What the user asked for.
@@ -60,6 +62,8 @@ pub enum UiAction {
     Answer(PeerId),
     /// Refuse the incoming call from this peer (Esc or the Decline button while ringing).
     Decline(PeerId),
+    /// Mute the microphone, or unmute it (`M` while streaming).
+    ToggleMute,
     /// The window was closed.
     Quit,
 }
@@ -340,7 +344,11 @@ impl UiModel {
                 Key::Escape => self.decline(),
                 _ => None,
             },
-            Ui::Streaming => (key == Key::Escape).then_some(UiAction::HangUp),
+            Ui::Streaming => match key {
+                Key::Escape => Some(UiAction::HangUp),
+                Key::Mute => Some(UiAction::ToggleMute),
+                _ => None,
+            },
         }
     }
 
