@@ -54,16 +54,25 @@ fn run(scenario: &str) -> String {
     line
 }
 
+/// Opus flowed both ways, and the page concealed under 2 % of what it received.
+fn audio_both_ways(line: &str) {
+    assert!(num(line, "page_audio_packets") >= 150.0, "{line}");
+    assert!(num(line, "native_audio_recv") >= 150.0, "{line}");
+    assert!(num(line, "page_concealed_ratio") < 0.02, "{line}");
+}
+
 #[test]
 fn browser_calls_native_client() {
     let line = run("browser-calls-native");
     assert!(num(&line, "page_decoded") >= 60.0 && num(&line, "native_decoded") >= 60.0);
+    audio_both_ways(&line);
 }
 
 #[test]
 fn native_client_calls_browser() {
     let line = run("native-calls-browser");
     assert!(num(&line, "page_decoded") >= 60.0 && num(&line, "native_decoded") >= 60.0);
+    audio_both_ways(&line);
 }
 
 #[test]

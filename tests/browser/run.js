@@ -83,6 +83,19 @@ async function openPage(browser, port, name) {
 const peerIdByName = (page, name) =>
   page.evaluate((n) => Number(Object.entries(window.pcState.peers).find(([, v]) => v === n)?.[0]), name);
 
+// Opus both ways: the page has received 150 packets (3 s) and the native side 150 too;
+// the page's concealed share of what it received, from getStats.
+async function audioBothWays(page, native) {
+  await until(page, () => (window.pcState.audio?.packetsReceived || 0) >= 150, null, 'page receives audio');
+  const stats = await native.waitLine('STATS', (l) => Number(field(l, 'audio_recv')) >= 150);
+  const a = (await page.evaluate(() => window.pcState)).audio;
+  return {
+    page_audio_packets: a.packetsReceived,
+    page_concealed_ratio: (a.concealedSamples / Math.max(1, a.totalSamplesReceived)).toFixed(4),
+    native_audio_recv: field(stats, 'audio_recv'), native_concealed_ms: field(stats, 'concealed_ms'),
+  };
+}
+
 async function main() {
   const server = start('server', serverBin, ['--bind', '127.0.0.1', '--port', '0']);
   const port = field((await server.waitLine('peerconnection_server listening')).replace(/.*:/, 'port='), 'port');
@@ -105,6 +118,7 @@ async function main() {
     await page.click('#peers button');
     await until(page, () => window.pcState.framesDecoded >= 60, null, 'page decodes 60 frames');
     const stats = await bob.waitLine('STATS', (l) => Number(field(l, 'decoded')) >= 60);
+    const audio = await audioBothWays(page, bob);
     await page.click('#hangup');
     const end = await bob.waitLine('CALL_ENDED');
     check(/BYE/.test(end), `native learns the hang-up from BYE: ${end}`);
@@ -115,7 +129,7 @@ async function main() {
     Object.assign(result, {
       page_decoded: st.framesDecoded, native_decoded: field(end, 'frames_decoded'), codec: st.codec,
       page_first_frame_ms: st.firstFrameMs, native_first_frame_ms: field(end, 'first_frame_ms'),
-      native_stats_decoded: field(stats, 'decoded'),
+      native_stats_decoded: field(stats, 'decoded'), ...audio,
     });
   } else if (scenario === 'native-calls-browser') {
     const page = await openPage(browser, port, 'web');
@@ -123,6 +137,7 @@ async function main() {
     await until(page, () => window.pcState.inCall, null, 'the page takes the call');
     await until(page, () => window.pcState.framesDecoded >= 60, null, 'page decodes 60 frames');
     await alice.waitLine('STATS', (l) => Number(field(l, 'decoded')) >= 60);
+    const audio = await audioBothWays(page, alice);
     alice.child.kill('SIGINT'); // the native side hangs up (BYE), signs out and exits
     const end = await alice.waitLine('CALL_ENDED');
     check(Number(field(end, 'frames_decoded')) >= 60, `native decoded: ${end}`);
@@ -131,6 +146,7 @@ async function main() {
     Object.assign(result, {
       page_decoded: st.framesDecoded, native_decoded: field(end, 'frames_decoded'), codec: st.codec,
       page_first_frame_ms: st.firstFrameMs, native_first_frame_ms: field(end, 'first_frame_ms'),
+      ...audio,
     });
   } else if (scenario === 'long-call') {
     // A call held for more than 60 s (a Chromium regression once dropped str0m full-ICE
