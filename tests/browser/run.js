@@ -107,11 +107,14 @@ async function main() {
     args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
       '--disable-background-networking', '--disable-component-update', '--disable-sync',
       '--use-fake-device-for-media-stream=fps=30', '--use-fake-ui-for-media-stream',
-      '--allow-loopback-in-peer-connection', '--disable-features=WebRtcHideLocalIpsWithMdns'],
+      '--allow-loopback-in-peer-connection', '--disable-features=WebRtcHideLocalIpsWithMdns',
+      // The page's microphone plays this WAV file when the test gives one.
+      ...(process.env.PC_FAKE_AUDIO ? [`--use-file-for-fake-audio-capture=${process.env.PC_FAKE_AUDIO}`] : [])],
   });
   const result = { scenario };
   if (scenario === 'browser-calls-native') {
-    const bob = native('bob', ['--duration', '60']);
+    const record = process.env.PC_NATIVE_AUDIO_RECORD ? ['--audio-record', process.env.PC_NATIVE_AUDIO_RECORD] : [];
+    const bob = native('bob', ['--duration', '60', ...record]);
     await bob.waitLine('SIGNED_IN');
     const page = await openPage(browser, port, 'web');
     await until(page, () => Object.values(window.pcState.peers).includes('bob'), null, 'bob on the page list');
