@@ -1,11 +1,14 @@
 // The peerconnection web client: the same protocol and JSON messages as the native client
 // (PROTOCOL.md): sign in, hanging GET, Pragma for ids, trickle ICE, BYE. Prefers H.264
-// constrained baseline, packetization-mode 1. State is mirrored in window.pcState for tests.
+// constrained baseline, packetization-mode 1, and sends and plays Opus audio (the microphone
+// when the browser allows it; the Mute button sends silence). State is mirrored in
+// window.pcState for tests.
 'use strict';
 const $ = (id) => document.getElementById(id);
 const state = (window.pcState = {
   myId: null, peers: {}, peerId: null, inCall: false, status: '',
   framesDecoded: 0, framesEncoded: 0, codec: null, firstFrameMs: null, callsEnded: 0,
+  audio: null, muted: false,
 });
 let pc = null;
 let localStream = null;
@@ -123,13 +126,19 @@ async function newPeerConnection(peer, offerer) {
   };
   pc.ontrack = (e) => {
     const v = $('remote');
-    v.srcObject = e.streams[0] || new MediaStream([e.track]);
+    if (e.streams[0]) v.srcObject = e.streams[0];
+    else if (v.srcObject) v.srcObject.addTrack(e.track);
+    else v.srcObject = new MediaStream([e.track]);
+    // The element plays the peer's sound (the call was started by a click or an answer).
+    v.muted = false;
+    v.play().catch(() => {});
   };
   pc.oniceconnectionstatechange = () => {
     if (pc && pc.iceConnectionState === 'failed') hangUp('ICE failed');
   };
-  if (!localStream) localStream = await navigator.mediaDevices.getUserMedia({ video: true });
+  if (!localStream) localStream = await openMedia();
   $('local').srcObject = localStream;
+  applyMute();
   statsTimer = setInterval(readStats, 100);
   setStatus(`In a call with ${state.peers[peer] || peer}.`);
   renderPeers();
@@ -148,7 +157,37 @@ async function readStats() {
       }
     }
     if (s.type === 'outbound-rtp' && s.kind === 'video') state.framesEncoded = s.framesEncoded || 0;
+    if (s.type === 'inbound-rtp' && s.kind === 'audio') {
+      state.audio = {
+        packetsReceived: s.packetsReceived || 0,
+        packetsLost: s.packetsLost || 0,
+        totalSamplesReceived: s.totalSamplesReceived || 0,
+        concealedSamples: s.concealedSamples || 0,
+      };
+    }
   });
+}
+
+// The camera and the microphone; the camera alone when the microphone is refused or absent.
+async function openMedia() {
+  try {
+    return await navigator.mediaDevices.getUserMedia({ video: true, audio: true });
+  } catch (e) {
+    console.warn('no microphone:', e);
+    return navigator.mediaDevices.getUserMedia({ video: true });
+  }
+}
+
+function audioTrack() {
+  return localStream ? localStream.getAudioTracks()[0] : undefined;
+}
+
+// Muted: the track stays and sends silence, so the peer's playout carries on.
+function applyMute() {
+  const t = audioTrack();
+  if (t) t.enabled = !state.muted;
+  $('mute').textContent = state.muted ? 'Unmute' : 'Mute';
+  $('mute').disabled = !t;
 }
 
 async function call(peer) {
@@ -156,6 +195,9 @@ async function call(peer) {
   await newPeerConnection(peer, true);
   const tr = pc.addTransceiver(localStream.getVideoTracks()[0], { direction: 'sendrecv', streams: [localStream] });
   preferH264(tr);
+  const mic = audioTrack();
+  if (mic) pc.addTransceiver(mic, { direction: 'sendrecv', streams: [localStream] });
+  else pc.addTransceiver('audio', { direction: 'recvonly' });
   const offer = await pc.createOffer();
   await pc.setLocalDescription(offer);
   send(peer, JSON.stringify({ type: 'offer', sdp: offer.sdp }));
@@ -173,6 +215,12 @@ async function onMessage(from, text) {
     await tr.sender.replaceTrack(localStream.getVideoTracks()[0]);
     tr.sender.setStreams(localStream);
     preferH264(tr);
+    const atr = pc.getTransceivers().find((t) => t.receiver.track.kind === 'audio');
+    if (atr && audioTrack()) {
+      atr.direction = 'sendrecv';
+      await atr.sender.replaceTrack(audioTrack());
+      atr.sender.setStreams(localStream);
+    }
     const answer = await pc.createAnswer();
     await pc.setLocalDescription(answer);
     send(from, JSON.stringify({ type: 'answer', sdp: answer.sdp }));
@@ -213,6 +261,7 @@ function hangUp(why) {
 }
 
 $('hangup').onclick = () => hangUp('you hung up');
+$('mute').onclick = () => { state.muted = !state.muted; applyMute(); };
 $('signin').onsubmit = (e) => {
   e.preventDefault();
   signIn(encodeURIComponent($('name').value)).catch((err) => setStatus(String(err)));

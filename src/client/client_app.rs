@@ -137,6 +137,8 @@ pub enum AppOutput {
     RemapPeer(PeerId),
     StartLocalVideo,
     StopLocalVideo,
+    /// Audio: send silence (true) or the microphone again (false).
+    SetMuted(bool),
     Window(WindowUpdate),
     /// A machine-readable line for stdout.
     Line(String),
@@ -247,6 +249,8 @@ pub struct ClientApp {
     owed_bye: Option<String>,
     autocall_done: bool,
     shutting_down: bool,
+    /// The microphone is muted (`M` in the window); it stays so across calls.
+    muted: bool,
     started: Instant,
     stats_at: Option<Instant>,
     mark: StatsSample,
@@ -266,6 +270,7 @@ impl ClientApp {
             owed_bye: None,
             autocall_done: false,
             shutting_down: false,
+            muted: false,
             started: now,
             mark: StatsSample::default(),
             out: VecDeque::new(),
@@ -787,6 +792,11 @@ impl ClientApp {
             }
             UiAction::HangUp => self.hang_up("hung up from the window"),
             UiAction::SendChat(text) => self.chat_input(ChatInput::Line(text)),
+            UiAction::ToggleMute => {
+                self.muted = !self.muted;
+                log::info!("microphone {}", if self.muted { "muted" } else { "on" });
+                self.emit(AppOutput::SetMuted(self.muted));
+            }
             UiAction::Answer(peer) => {
                 if let Some(r) = self.ring.take_if(|r| r.peer == peer) {
                     self.answer(r.peer, r.name, r.sdp, r.candidates);
@@ -907,11 +917,21 @@ impl ClientApp {
             let size = s
                 .remote_size
                 .map_or("-".into(), |(w, h)| format!("{w}x{h}"));
-            self.window(WindowUpdate::Overlay(vec![
+            let mut lines = vec![
                 format!("in  {recv_fps:.1} fps  {recv_kbps:.0} kbit/s  {size}"),
                 format!("out {sent_fps:.1} fps  {sent_kbps:.0} kbit/s  RTT {rtt_ms} ms"),
                 format!("pair {}", s.pair.as_deref().unwrap_or("-")),
-            ]));
+            ];
+            if let Some(a) = &s.audio {
+                let mic = if a.muted {
+                    "MUTED (M unmutes)".to_string()
+                } else {
+                    format!("{} (M mutes)", meter(a.local_level))
+                };
+                lines.push(format!("mic  {mic}"));
+                lines.push(format!("peer {}", meter(a.remote_level)));
+            }
+            self.window(WindowUpdate::Overlay(lines));
         }
         self.mark = s.clone();
     }
@@ -936,6 +956,13 @@ fn describe(msg: &PeerMessage) -> String {
         }
         PeerMessage::Bye => "BYE".into(),
     }
+}
+
+/// A sound level as a bar of ten: -60 dBFS (empty) to 0 dBFS (full).
+fn meter(level: f32) -> String {
+    let db = 20.0 * level.max(1e-6).log10();
+    let filled = (((db + 60.0) / 6.0).round().clamp(0.0, 10.0)) as usize;
+    format!("[{}{}]", "#".repeat(filled), ".".repeat(10 - filled))
 }
 
 /// The STATS line's audio fields (`-` where unknown).
@@ -1481,6 +1508,48 @@ mod tests {
             ),
             "{outs:?}"
         );
+    }
+
+    #[test]
+    fn m_mutes_the_microphone_and_the_overlay_shows_it_with_both_meters() {
+        let mut c = config();
+        c.window = true;
+        let mut t = T::new(c, 1, &[(2, "bob")]);
+        let outs = t.ui(UiAction::Call(2));
+        t.in_call_with(2, &outs);
+        assert!(t
+            .ui(UiAction::ToggleMute)
+            .contains(&AppOutput::SetMuted(true)));
+        let at = t.app.poll_timeout().unwrap();
+        let s = StatsSample {
+            audio: Some(AudioSample {
+                muted: true,
+                remote_level: 0.1,
+                ..AudioSample::default()
+            }),
+            ..StatsSample::default()
+        };
+        t.app.handle_timeout(at, &s);
+        let overlay = t
+            .drain()
+            .into_iter()
+            .find_map(|o| match o {
+                AppOutput::Window(WindowUpdate::Overlay(lines)) => Some(lines),
+                _ => None,
+            })
+            .unwrap();
+        assert!(
+            overlay.contains(&"mic  MUTED (M unmutes)".to_string()),
+            "{overlay:?}"
+        );
+        // 0.1 of full scale is -20 dBFS: 40 of the 60 dB shown.
+        assert!(
+            overlay.contains(&"peer [#######...]".to_string()),
+            "{overlay:?}"
+        );
+        assert!(t
+            .ui(UiAction::ToggleMute)
+            .contains(&AppOutput::SetMuted(false)));
     }
 
     #[test]

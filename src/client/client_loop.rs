@@ -79,6 +79,8 @@ pub struct ClientLoop {
     audio: Option<AudioSession>,
     /// The sender's capture time of the video frame being decoded, for lip-sync.
     video_sender_clock: Option<SystemTime>,
+    /// The window's mute, kept across calls.
+    muted: bool,
     window: Option<MainWnd>,
     /// Stdin while `--chat-stdin` reads it (gone at its end).
     stdin: Option<StdinReader>,
@@ -235,6 +237,7 @@ impl ClientLoop {
             audio_out,
             audio: None,
             video_sender_clock: None,
+            muted: false,
             shutdown_deadline: None,
             encode_errors: 0,
             scratch: Vec::with_capacity(64 * 1024),
@@ -529,6 +532,12 @@ impl ClientLoop {
                 let registry = self.reactor.registry();
                 self.video.stop(registry);
             }
+            AppOutput::SetMuted(m) => {
+                self.muted = m;
+                if let Some(a) = self.audio.as_mut() {
+                    a.set_muted(m);
+                }
+            }
             AppOutput::Window(u) => {
                 if let Some(w) = self.window.as_mut() {
                     apply_window_update(w, u);
@@ -567,7 +576,10 @@ impl ClientLoop {
                 // (making its DTLS certificate takes tens of ms), and these three must agree.
                 let (fresh, fresh_us, wall) = (Instant::now(), monotonic_us(), SystemTime::now());
                 match AudioSession::new((fresh, wall)) {
-                    Ok(a) => self.audio = Some(a),
+                    Ok(mut a) => {
+                        a.set_muted(self.muted);
+                        self.audio = Some(a);
+                    }
                     Err(e) => log::warn!("no audio in this call: {e}"),
                 }
                 self.local_audio

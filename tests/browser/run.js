@@ -91,6 +91,19 @@ const peerIdByName = (page, name) =>
 /// The page's address: plain HTTP on 127.0.0.1 unless a scenario serves it over HTTPS.
 let pageUrl = null;
 
+// Opus both ways: the page has received 150 packets (3 s) and the native side 150 too;
+// the page's concealed share of what it received, from getStats.
+async function audioBothWays(page, native) {
+  await until(page, () => (window.pcState.audio?.packetsReceived || 0) >= 150, null, 'page receives audio');
+  const stats = await native.waitLine('STATS', (l) => Number(field(l, 'audio_recv')) >= 150);
+  const a = (await page.evaluate(() => window.pcState)).audio;
+  return {
+    page_audio_packets: a.packetsReceived,
+    page_concealed_ratio: (a.concealedSamples / Math.max(1, a.totalSamplesReceived)).toFixed(4),
+    native_audio_recv: field(stats, 'audio_recv'), native_concealed_ms: field(stats, 'concealed_ms'),
+  };
+}
+
 async function main() {
   const https = scenario.startsWith('https-');
   // Over HTTPS the page comes from 127.0.0.2: not `localhost`, so only HTTPS makes it a
@@ -119,17 +132,21 @@ async function main() {
     args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
       '--disable-background-networking', '--disable-component-update', '--disable-sync',
       '--use-fake-device-for-media-stream=fps=30', '--use-fake-ui-for-media-stream',
-      '--allow-loopback-in-peer-connection', '--disable-features=WebRtcHideLocalIpsWithMdns', ...trust],
+      '--allow-loopback-in-peer-connection', '--disable-features=WebRtcHideLocalIpsWithMdns', ...trust,
+      // The page's microphone plays this WAV file when the test gives one.
+      ...(process.env.PC_FAKE_AUDIO ? [`--use-file-for-fake-audio-capture=${process.env.PC_FAKE_AUDIO}`] : [])],
   });
   const result = { scenario };
   if (scenario === 'browser-calls-native') {
-    const bob = native('bob', ['--duration', '60']);
+    const record = process.env.PC_NATIVE_AUDIO_RECORD ? ['--audio-record', process.env.PC_NATIVE_AUDIO_RECORD] : [];
+    const bob = native('bob', ['--duration', '60', ...record]);
     await bob.waitLine('SIGNED_IN');
     const page = await openPage(browser, port, 'web');
     await until(page, () => Object.values(window.pcState.peers).includes('bob'), null, 'bob on the page list');
     await page.click('#peers button');
     await until(page, () => window.pcState.framesDecoded >= 60, null, 'page decodes 60 frames');
     const stats = await bob.waitLine('STATS', (l) => Number(field(l, 'decoded')) >= 60);
+    const audio = await audioBothWays(page, bob);
     await page.click('#hangup');
     const end = await bob.waitLine('CALL_ENDED');
     check(/BYE/.test(end), `native learns the hang-up from BYE: ${end}`);
@@ -140,7 +157,7 @@ async function main() {
     Object.assign(result, {
       page_decoded: st.framesDecoded, native_decoded: field(end, 'frames_decoded'), codec: st.codec,
       page_first_frame_ms: st.firstFrameMs, native_first_frame_ms: field(end, 'first_frame_ms'),
-      native_stats_decoded: field(stats, 'decoded'),
+      native_stats_decoded: field(stats, 'decoded'), ...audio,
     });
   } else if (scenario === 'native-calls-browser') {
     const page = await openPage(browser, port, 'web');
@@ -148,6 +165,7 @@ async function main() {
     await until(page, () => window.pcState.inCall, null, 'the page takes the call');
     await until(page, () => window.pcState.framesDecoded >= 60, null, 'page decodes 60 frames');
     await alice.waitLine('STATS', (l) => Number(field(l, 'decoded')) >= 60);
+    const audio = await audioBothWays(page, alice);
     alice.child.kill('SIGINT'); // the native side hangs up (BYE), signs out and exits
     const end = await alice.waitLine('CALL_ENDED');
     check(Number(field(end, 'frames_decoded')) >= 60, `native decoded: ${end}`);
@@ -156,6 +174,7 @@ async function main() {
     Object.assign(result, {
       page_decoded: st.framesDecoded, native_decoded: field(end, 'frames_decoded'), codec: st.codec,
       page_first_frame_ms: st.firstFrameMs, native_first_frame_ms: field(end, 'first_frame_ms'),
+      ...audio,
     });
   } else if (scenario === 'long-call') {
     // A call held for more than 60 s (a Chromium regression once dropped str0m full-ICE

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod member;
+pub mod signal;
 pub mod x11;
 
 use std::io::{BufRead, BufReader, Write};

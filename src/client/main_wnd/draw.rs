@@ -463,6 +463,7 @@ mod tests {
         assert!(texts(&m.draw_list(None, None))
             .iter()
             .any(|t| t == "alice: hi"));
+        assert_eq!(m.key(Key::Mute), Some(UiAction::ToggleMute));
         assert_eq!(m.key(Key::Escape), Some(UiAction::HangUp));
     }
 

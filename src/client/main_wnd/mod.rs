@@ -286,6 +286,7 @@ impl MainWnd {
                     Keycode::Tab if shift => Key::BackTab,
                     Keycode::Tab => Key::Tab,
                     Keycode::Backspace => Key::Backspace,
+                    Keycode::M => Key::Mute,
                     _ => return None,
                 };
                 self.repaint();

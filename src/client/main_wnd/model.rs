@@ -43,6 +43,8 @@ pub enum Key {
     Tab,
     BackTab,
     Backspace,
+    /// `M`: mute or unmute the microphone while streaming.
+    Mute,
 }
 
 /// What the user asked for.
@@ -64,6 +66,8 @@ pub enum UiAction {
     Decline(PeerId),
     /// Send this chat line to the call's peer (typed in the streaming screen's field).
     SendChat(String),
+    /// Mute the microphone, or unmute it (`M` while streaming).
+    ToggleMute,
     /// The window was closed.
     Quit,
 }
@@ -388,6 +392,7 @@ impl UiModel {
                     self.chat.toggle_log();
                     None
                 }
+                Key::Mute => Some(UiAction::ToggleMute),
                 _ => None,
             },
         }

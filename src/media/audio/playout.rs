@@ -4,7 +4,7 @@
 //!
 //! How it decides:
 //! - *Where the sender's clock is*: each packet's arrival minus its timestamp is its
-//!   "transit". The smallest transit over the last few seconds is the path's base delay;
+//!   "transit". The smallest transit over the last three seconds is the path's base delay;
 //!   how far above it packets arrive (the 95th percentile) is the jitter.
 //! - *When to play timestamp `ts`*: at `base + ts + target`, where the target delay is the
 //!   jitter plus a margin, never under [`MIN_TARGET`], and at least the delay asked by
@@ -17,8 +17,11 @@
 //!   missed, so it is corrected sooner).
 //! - *Missing packets*: a frame whose packet is not there when it is due is rebuilt from
 //!   the next packet's in-band FEC if that one is already here, else concealed (Opus
-//!   PLC), and after [`MAX_CONCEALED_RUN`] frames of that, silence. A packet arriving after
-//!   its frame was played is counted late and dropped.
+//!   PLC), and after [`MAX_CONCEALED_RUN`] frames of that, silence. When nothing at all is
+//!   here, the packets are late rather than lost: playout conceals without moving on, so
+//!   they still play when they come (and the delay this adds is skipped away later); when
+//!   packets resume after a gap, playout jumps to them once they are due. A packet
+//!   arriving after its frame was played is counted late and dropped.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -33,8 +36,10 @@ pub const MIN_TARGET: Duration = Duration::from_millis(30);
 pub const MAX_TARGET: Duration = Duration::from_millis(1_000);
 /// Added to the measured jitter: covers [`MAX_EARLY`].
 const MARGIN: Duration = Duration::from_millis(10);
-/// Transits kept to measure the base delay and the jitter (5 s of 20 ms packets).
-const HISTORY: usize = 250;
+/// Transits kept to measure the base delay and the jitter (3 s of 20 ms packets): long
+/// enough for a stable percentile, short enough that a spike (a call's busy first
+/// second) stops holding the delay up soon after.
+const HISTORY: usize = 150;
 /// Playing this much earlier than the schedule risks packets not being here yet: a
 /// concealed frame is inserted to wait.
 pub const MAX_EARLY: Duration = Duration::from_millis(10);
@@ -298,6 +303,22 @@ impl PlayoutBuffer {
             }
         }
         self.next_play_at = Some(due + FRAME_DURATION);
+        // Nothing here at all: the packets are late (a stalled sender or path), not lost.
+        // Wait for them without moving on, so they play when they come.
+        if self.held.is_empty() {
+            self.stats.frames_concealed += 1;
+            return Some(self.concealment());
+        }
+        // A gap before what is here (the sender paused, or we waited above): resume at
+        // the first packet once its time has come.
+        if let Some(first) = self.held.first_key_value().map(|(k, _)| *k) {
+            let due_for_it = self
+                .scheduled(first)
+                .is_some_and(|at| at <= due + MAX_EARLY);
+            if first > next + TICKS_PER_FRAME && due_for_it {
+                next = first;
+            }
+        }
         self.next_ts = Some(next + TICKS_PER_FRAME);
         if let Some(p) = self.held.remove(&next) {
             self.concealed_run = 0;
@@ -445,8 +466,9 @@ mod tests {
             }
             l.send(f, f * 20_000 + 2_000);
         }
-        // The last frame is due at 99 x 20 + 2 + 30 ms; after it, only concealment.
-        l.run_to(2_012_000);
+        // The last frame is due at 99 x 20 + 2 + 30 ms (+ 20 ms waited at 60); after it,
+        // only concealment.
+        l.run_to(2_032_000);
         let at = |i: usize| &l.played[i];
         let idx = |frame: u64| {
             l.played
@@ -455,10 +477,13 @@ mod tests {
                 .unwrap()
         };
         assert_eq!(at(idx(29) + 1), &PlayoutFrame::Fec(payload(31)));
+        // Two in a row: when 60 is due nothing newer is here yet, so playout waits a frame
+        // (the packets may be late), then conceals 60 and rebuilds 61 from 62's FEC.
         assert_eq!(at(idx(59) + 1), &PlayoutFrame::Conceal);
-        assert_eq!(at(idx(59) + 2), &PlayoutFrame::Fec(payload(62)));
+        assert_eq!(at(idx(59) + 2), &PlayoutFrame::Conceal);
+        assert_eq!(at(idx(59) + 3), &PlayoutFrame::Fec(payload(62)));
         let s = l.buf.stats();
-        assert_eq!((s.frames_fec, s.frames_concealed), (2, 1));
+        assert_eq!((s.frames_fec, s.frames_concealed), (2, 2));
         assert_eq!(s.frames_played, 97);
     }
 
@@ -488,6 +513,49 @@ mod tests {
             late_after_warmup <= 3,
             "{late_after_warmup} of 300 concealed after warm-up; {s:?}"
         );
+    }
+
+    /// The sender stalls for 100 ms and then sends what it owed in a burst: playout waits
+    /// for them instead of writing them off as lost, plays some of them, and skips the
+    /// rest to get back to its delay.
+    #[test]
+    fn a_burst_after_a_stall_is_played_and_the_delay_recovers() {
+        let mut l = Link::new();
+        for f in 0..300u64 {
+            let arrive = if (100..105).contains(&f) {
+                105 * 20_000 + 2_000
+            } else {
+                f * 20_000 + 2_000
+            };
+            l.send(f, arrive);
+        }
+        l.run_to(299 * 20_000 + 32_000);
+        let s = l.buf.stats().clone();
+        assert_eq!(s.packets_late, 0, "{s:?}");
+        let played = l.played_frames();
+        let heard = (100..105).filter(|f| played.contains(f)).count();
+        assert!(heard >= 2, "{heard} of the stalled frames played: {s:?}");
+        assert!(
+            s.frames_skipped >= 1,
+            "the stall's delay is skipped away: {s:?}"
+        );
+        let last = *l.delays.last().unwrap();
+        assert!(last <= Duration::from_millis(65), "{last:?}");
+    }
+
+    /// The sender pauses for two seconds (its timestamps jump with the clock): playout
+    /// conceals, then resumes on schedule, not two seconds behind.
+    #[test]
+    fn a_pause_of_the_sender_resumes_on_schedule() {
+        let mut l = Link::new();
+        for f in (0..100u64).chain(200..300) {
+            l.send(f, f * 20_000 + 2_000);
+        }
+        l.run_to(299 * 20_000 + 32_000);
+        let played = l.played_frames();
+        assert!(played.contains(&299), "{:?}", l.buf.stats());
+        let last = *l.delays.last().unwrap();
+        assert!(last <= Duration::from_millis(45), "{last:?}");
     }
 
     #[test]
