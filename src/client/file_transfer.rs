@@ -44,9 +44,11 @@ pub const FILE_LABEL: &str = "file";
 /// The most file bytes in one binary message: under the 64 KiB every WebRTC stack takes.
 pub const CHUNK: usize = 32 * 1024;
 /// The most bytes one file may have queued or in flight in str0m before the sender stops
-/// reading. Bigger is slower here: sctp-proto scans its whole in-flight queue on every
-/// send, so on loopback 1 MiB gave 7-9 MB/s and 256 KiB 17-20 MB/s (128 KiB: 16-26).
-pub const SEND_WINDOW: usize = 256 * 1024;
+/// reading. Smaller is faster here: sctp-proto scans its whole in-flight queue (a hash
+/// lookup per chunk) on every send, and that scan is most of a transfer's CPU. 50 MB on
+/// loopback, one way / each way at once, MB/s: 1 MiB 7-9 / 4-8; 256 KiB 17-20 / 3-5;
+/// 128 KiB 10-20 / 5-9; 64 KiB 21-31 / 7-12; 32 KiB (16 KiB chunks) 27-30 / 5-9.
+pub const SEND_WINDOW: usize = 64 * 1024;
 /// Files sent at once; the rest wait their turn.
 pub const MAX_SENDING: usize = 2;
 /// str0m's send buffer for all channels of a call: the files' windows plus room for chat

@@ -521,6 +521,48 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// The room a new file gets: the folder's free space less what files coming in still
+    /// need, capped by `--receive-max-bytes`.
+    #[test]
+    fn room_is_free_space_less_promises_and_at_most_the_cap() {
+        let dir = temp_dir("room");
+        let s = nix::sys::statvfs::statvfs(&dir).unwrap();
+        let free = s.blocks_available() * s.fragment_size();
+        let mut t = FileTransfers::new(FileConfig {
+            receive_dir: Some(dir.clone()),
+            ..Default::default()
+        });
+        let room = t.room(&dir);
+        assert!(
+            room <= free && room + (64 << 20) >= free,
+            "{room} vs {free}"
+        );
+        // A file of half the room is coming in: the next one gets the rest at most.
+        let now = Instant::now();
+        let mut incoming = FileReceiver::new(Some(u64::MAX), now);
+        let offer = super::super::file_transfer::Control::File {
+            name: "half.bin".into(),
+            size: room / 2,
+        };
+        assert!(matches!(
+            incoming.on_message(false, offer.to_bytes(), now),
+            Some(RecvAction::Create { .. })
+        ));
+        let _ = incoming.accept();
+        let id = str0m::Rtc::new(now).sdp_api().add_channel("any".into());
+        t.receiving.insert(
+            id,
+            Inbound {
+                machine: incoming,
+                part: None,
+            },
+        );
+        assert!(t.room(&dir) <= free - room / 2);
+        t.config.receive_max_bytes = Some(1000);
+        assert_eq!(t.room(&dir), 1000);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn bad_flags_are_named() {
         let dir = temp_dir("flags");
