@@ -5,6 +5,8 @@ PORT ?= 8888
 ARGS ?=
 CARGO ?= cargo
 APT_PACKAGES := libsdl2-dev nasm libclang-dev pkg-config chromium iproute2 xvfb libopus-dev libasound2-dev coturn nftables redis-server haproxy
+# The ALSA test runs through a PulseAudio null sink (no sound hardware on CI).
+APT_PACKAGES += pulseaudio libasound2-plugins
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: deps browser-deps build run-server run-client test bench lint demo
