@@ -231,6 +231,9 @@ fn fifty_megabytes_each_way_at_once_beside_the_video() {
         rates[1],
         tcp_loopback_mb_per_s(200 * MB)
     );
+    for dir in [src, alice_in, bob_in] {
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
 
 /// Refusals, each with a clear reason on both sides and nothing written: a name with
@@ -319,6 +322,9 @@ fn bad_names_oversized_files_and_closed_doors_are_refused() {
     let stats = alice.wait_line("STATS", SECS(5));
     assert!(num(&stats, "recv_fps") > 0.0, "{stats}");
     assert!(alice.seen_with("CALL_ENDED").is_empty());
+    for dir in [src, bob_in] {
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
 
 /// VmRSS of a process, in bytes.
@@ -389,4 +395,7 @@ fn a_peer_that_stops_reading_holds_the_sender_to_its_window() {
     assert_eq!(field(&sent, "sha256"), Some(sha.as_str()), "{sent}");
     bob.wait_line("FILE_RECEIVED", SECS(10));
     assert_eq!(sha256_of(&bob_in.join("long.bin")), sha);
+    for dir in [src, bob_in] {
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }

@@ -70,6 +70,8 @@ pub enum FileError {
     TooLarge { name: String, size: u64, room: u64 },
     /// The receiver takes no files (no `--receive-dir`).
     NotAccepting,
+    /// The receiver takes this many files at once, and has them.
+    TooMany(usize),
     /// A message the protocol does not allow here.
     Protocol(String),
     /// The channel closed or the call ended before the transfer was done.
@@ -91,6 +93,7 @@ impl fmt::Display for FileError {
                 "{name:?} is {size} bytes, more than the {room} bytes this receiver allows"
             ),
             FileError::NotAccepting => f.write_str("this peer takes no files (no --receive-dir)"),
+            FileError::TooMany(n) => write!(f, "this peer takes {n} files at once; try later"),
             FileError::Protocol(what) => write!(f, "protocol error: {what}"),
             FileError::Truncated { got, size } => {
                 write!(f, "the transfer stopped after {got} of {size} bytes")
@@ -483,15 +486,15 @@ pub struct FileReceiver {
     size: u64,
     got: u64,
     hasher: Sha256,
-    /// The most bytes this file may have (`--receive-max-bytes`, free space); None when
-    /// files are refused.
-    room: Option<u64>,
+    /// The most bytes this file may have (`--receive-max-bytes`, free space), or why
+    /// every file is refused.
+    room: Result<u64, FileError>,
     started: Instant,
 }
 
 impl FileReceiver {
-    /// `room`: how many bytes may be written (None: no `--receive-dir`, refuse).
-    pub fn new(room: Option<u64>, now: Instant) -> FileReceiver {
+    /// `room`: how many bytes may be written, or why the file is refused whatever it is.
+    pub fn new(room: Result<u64, FileError>, now: Instant) -> FileReceiver {
         FileReceiver {
             state: RecvState::Waiting,
             name: String::new(),
@@ -550,8 +553,9 @@ impl FileReceiver {
         self.name = excerpt(&name, MAX_NAME);
         self.size = size;
         self.started = now;
-        let Some(room) = self.room else {
-            return self.fail(FileError::NotAccepting);
+        let room = match self.room.clone() {
+            Ok(room) => room,
+            Err(e) => return self.fail(e),
         };
         if let Err(e) = check_name(&name) {
             return self.fail(e);
@@ -632,7 +636,10 @@ impl FileReceiver {
 
     fn fail(&mut self, error: FileError) -> RecvAction {
         let reply = match &error {
-            FileError::BadName { .. } | FileError::TooLarge { .. } | FileError::NotAccepting
+            FileError::BadName { .. }
+            | FileError::TooLarge { .. }
+            | FileError::NotAccepting
+            | FileError::TooMany(_)
                 if self.state == RecvState::Waiting =>
             {
                 Control::Reject {
@@ -672,7 +679,7 @@ mod tests {
     fn transfer(file: &[u8]) -> (SendOutcome, Vec<u8>, RecvAction) {
         let t0 = Instant::now();
         let mut s = FileSender::new("a.bin".into(), file.len() as u64);
-        let mut r = FileReceiver::new(Some(1 << 30), t0);
+        let mut r = FileReceiver::new(Ok(1 << 30), t0);
         let mut written = Vec::new();
         let mut last = None;
         s.opened(t0);
@@ -745,7 +752,7 @@ mod tests {
         for good in ["a.bin", "photo 1.jpg", "caf\u{e9}", "a..b"] {
             assert_eq!(check_name(good), Ok(good));
         }
-        let mut r = FileReceiver::new(Some(100), Instant::now());
+        let mut r = FileReceiver::new(Ok(100), Instant::now());
         match r.on_message(false, offer("../x", 3), Instant::now()) {
             Some(RecvAction::Fail { error, reply }) => {
                 assert_eq!(
@@ -772,7 +779,7 @@ mod tests {
     #[test]
     fn files_over_the_room_or_with_no_receive_dir_are_refused() {
         let now = Instant::now();
-        let mut r = FileReceiver::new(Some(1000), now);
+        let mut r = FileReceiver::new(Ok(1000), now);
         match r.on_message(false, offer("big.bin", 1001), now) {
             Some(RecvAction::Fail { error, .. }) => assert_eq!(
                 error.to_string(),
@@ -780,7 +787,7 @@ mod tests {
             ),
             other => panic!("{other:?}"),
         }
-        let mut r = FileReceiver::new(Some(1000), now);
+        let mut r = FileReceiver::new(Ok(1000), now);
         assert_eq!(
             r.on_message(false, offer("ok.bin", 1000), now),
             Some(RecvAction::Create {
@@ -788,7 +795,7 @@ mod tests {
                 size: 1000
             })
         );
-        let mut r = FileReceiver::new(None, now);
+        let mut r = FileReceiver::new(Err(FileError::NotAccepting), now);
         assert!(matches!(
             r.on_message(false, offer("ok.bin", 1), now),
             Some(RecvAction::Fail {
@@ -796,6 +803,18 @@ mod tests {
                 ..
             })
         ));
+        let mut r = FileReceiver::new(Err(FileError::TooMany(4)), now);
+        match r.on_message(false, offer("ok.bin", 1), now) {
+            Some(RecvAction::Fail { error, reply }) => {
+                assert_eq!(
+                    error.to_string(),
+                    "this peer takes 4 files at once; try later"
+                );
+                let c = Control::parse(&reply.data).unwrap();
+                assert!(matches!(c, Control::Reject { .. }), "{c:?}");
+            }
+            other => panic!("{other:?}"),
+        }
         // The sender reports the peer's reason.
         let mut s = FileSender::new("big.bin".into(), 1001);
         s.opened(now);
@@ -815,7 +834,7 @@ mod tests {
     fn truncated_oversized_and_out_of_order_transfers_fail() {
         let now = Instant::now();
         let accepted = || {
-            let mut r = FileReceiver::new(Some(1 << 20), now);
+            let mut r = FileReceiver::new(Ok(1 << 20), now);
             assert!(matches!(
                 r.on_message(false, offer("a.bin", 10), now),
                 Some(RecvAction::Create { .. })
@@ -828,7 +847,7 @@ mod tests {
             other => panic!("{other:?}"),
         };
         // Data before the offer.
-        let mut r = FileReceiver::new(Some(1 << 20), now);
+        let mut r = FileReceiver::new(Ok(1 << 20), now);
         assert_eq!(
             failed(r.on_message(true, vec![0; 5], now)),
             "protocol error: 5 bytes of data before the file's offer"
