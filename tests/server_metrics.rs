@@ -277,3 +277,19 @@ fn time_outs_are_counted_as_evictions() {
         0.0
     );
 }
+
+#[test]
+fn a_separate_metrics_address_serves_metrics_and_nothing_else() {
+    let mut server = ServerProc::start(&["--metrics-addr", "127.0.0.1:0"]);
+    let line = server
+        .proc_
+        .wait_line("peerconnection_server metrics on", Duration::from_secs(10));
+    let metrics_port: u16 = line.rsplit(':').next().unwrap().trim().parse().unwrap();
+    assert_eq!(get(server.port, "/sign_in?alice").code, 200);
+    // The protocol's port keeps /metrics off; the metrics port serves nothing else.
+    assert_eq!(get(server.port, "/metrics").code, 404);
+    assert_eq!(get(metrics_port, "/sign_in?mallory").code, 404);
+    let m = Scrape::take(metrics_port);
+    assert_eq!(m.value("members", &[]), 1.0);
+    assert_eq!(m.requests("/sign_in", "200"), 1.0);
+}

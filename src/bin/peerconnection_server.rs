@@ -53,6 +53,10 @@ struct Args {
     /// Serve GET /metrics in the Prometheus text format (off: /metrics answers 404).
     #[arg(long)]
     metrics: bool,
+    /// Serve GET /metrics on this separate address (e.g. 127.0.0.1:9100) and nothing else
+    /// there; the protocol's ports answer /metrics with 404 unless --metrics is also given.
+    #[arg(long)]
+    metrics_addr: Option<std::net::SocketAddr>,
     /// Seconds an HTTP/1.1 connection kept alive may sit idle between requests.
     #[arg(long, default_value_t = 15.0)]
     keep_alive_timeout: f64,
@@ -111,6 +115,7 @@ fn config(args: &Args) -> Result<ServerConfig, String> {
         max_connections: args.max_connections,
         request_timeout: seconds("request-timeout", args.request_timeout)?,
         metrics: args.metrics,
+        metrics_addr: args.metrics_addr,
         keep_alive_timeout: seconds("keep-alive-timeout", args.keep_alive_timeout)?,
         max_memory: args.max_memory,
         tls: match (args.tls_port, &args.tls_cert, &args.tls_key) {
@@ -166,6 +171,14 @@ fn main() -> ExitCode {
             eprintln!("peerconnection_server: {e}");
             return ExitCode::FAILURE;
         }
+    }
+    match server.metrics_local_addr() {
+        Some(Ok(addr)) => println!("peerconnection_server metrics on {addr}"),
+        Some(Err(e)) => {
+            eprintln!("peerconnection_server: {e}");
+            return ExitCode::FAILURE;
+        }
+        None => {}
     }
     match server.tls_local_addr() {
         Some(Ok(addr)) => println!("peerconnection_server listening for TLS on {addr}"),

@@ -41,8 +41,10 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Time a connection gets to send its whole request, and to take its answer.
     pub request_timeout: Duration,
-    /// Serve `GET /metrics` (Prometheus text format).
+    /// Serve `GET /metrics` (Prometheus text format) on the protocol's ports.
     pub metrics: bool,
+    /// Serve `GET /metrics` on this address instead, and nothing else there.
+    pub metrics_addr: Option<SocketAddr>,
     /// How long a kept-alive connection may sit idle between requests.
     pub keep_alive_timeout: Duration,
     /// Bytes the process may hold in request buffers, answers being written, queued
@@ -65,6 +67,7 @@ impl Default for ServerConfig {
             max_connections: 16_000,
             request_timeout: Duration::from_secs(10),
             metrics: false,
+            metrics_addr: None,
             keep_alive_timeout: Duration::from_secs(15),
             max_memory: 256 << 20,
             tls: None,
@@ -105,6 +108,8 @@ struct Connection {
     wants_write: bool,
     /// The request's path label for metrics, once its head is read.
     path: &'static str,
+    /// The listener it came in on.
+    listener: Listener,
     /// The request being served asked to keep the connection (HTTP/1.1).
     keep_alive: bool,
     /// The socket may hold bytes not read yet (readable while its answer was being
@@ -119,15 +124,21 @@ struct Connection {
 /// requests) go on being served while the flood that filled the memory is turned away.
 const SMALL_REQUEST: usize = 16 * 1024;
 
-/// The HTTPS listener's token (the plain one is the reactor's `LISTENER_TOKEN`).
+/// The HTTPS and metrics listeners' tokens (the plain one is the reactor's
+/// `LISTENER_TOKEN`).
 const TLS_LISTENER_TOKEN: Token = Token(usize::MAX - 64);
+const METRICS_LISTENER_TOKEN: Token = Token(usize::MAX - 65);
 
 /// Which listening socket a connection came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Listener {
     Plain = 0,
     Tls = 1,
+    /// `--metrics-addr`: serves `/metrics` and nothing else.
+    Metrics = 2,
 }
+
+const LISTENERS: [Listener; 3] = [Listener::Plain, Listener::Tls, Listener::Metrics];
 
 /// The body of a `503` past `--max-memory`.
 const OVER_BUDGET: &str = "server over its memory budget: try again later\n";
@@ -180,6 +191,8 @@ pub struct Server {
     listener: TcpListener,
     /// The HTTPS listener and the TLS configuration its connections share.
     tls_listener: Option<(TcpListener, Arc<rustls::ServerConfig>)>,
+    /// `--metrics-addr`.
+    metrics_listener: Option<TcpListener>,
     conns: Slab<Connection>,
     channel: PeerChannel,
     deadlines: Timers<(ConnId, u64)>,
@@ -187,7 +200,7 @@ pub struct Server {
     accept_paused_until: Option<Instant>,
     /// The last accept pass stopped at its bound with connections possibly still queued:
     /// the next poll does not wait, and the pass continues after the other events.
-    accept_more: [bool; 2],
+    accept_more: [bool; 3],
     actions: Vec<Action>,
     scratch: Vec<u8>,
     quit: bool,
@@ -224,17 +237,32 @@ impl Server {
                 Some((socket, tls_config))
             }
         };
+        let metrics_listener = match config.metrics_addr {
+            None => None,
+            Some(addr) => {
+                let mut socket = listen(addr).map_err(|e| {
+                    io::Error::new(e.kind(), format!("cannot listen on {addr} (metrics): {e}"))
+                })?;
+                reactor.registry().register(
+                    &mut socket,
+                    METRICS_LISTENER_TOKEN,
+                    Interest::READABLE,
+                )?;
+                Some(socket)
+            }
+        };
         Ok(Server {
             channel: PeerChannel::new(config.channel),
             config,
             reactor,
             listener,
             tls_listener,
+            metrics_listener,
             conns: Slab::with_capacity(1024),
             deadlines: Timers::new(),
             next_generation: 0,
             accept_paused_until: None,
-            accept_more: [false; 2],
+            accept_more: [false; 3],
             actions: Vec::new(),
             scratch: Vec::with_capacity(16 * 1024),
             quit: false,
@@ -246,6 +274,11 @@ impl Server {
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// The metrics listener's address, when `--metrics-addr` is given.
+    pub fn metrics_local_addr(&self) -> Option<io::Result<SocketAddr>> {
+        self.metrics_listener.as_ref().map(|l| l.local_addr())
     }
 
     /// The HTTPS listener's address, when `--tls-port` is given.
@@ -265,7 +298,7 @@ impl Server {
             ]);
             self.reactor.poll_ready(deadline, &mut ready)?;
             let now = Instant::now();
-            let mut accepted = [false; 2];
+            let mut accepted = [false; 3];
             for r in &ready {
                 match r.token {
                     SIGNAL_TOKEN => self.quit |= self.reactor.take_shutdown_signal(),
@@ -277,10 +310,14 @@ impl Server {
                         self.accept_all(Listener::Tls, now);
                         accepted[1] = true;
                     }
+                    METRICS_LISTENER_TOKEN => {
+                        self.accept_all(Listener::Metrics, now);
+                        accepted[2] = true;
+                    }
                     Token(key) => self.connection_event(key, r.readable, r.writable, now),
                 }
             }
-            for which in [Listener::Plain, Listener::Tls] {
+            for which in LISTENERS {
                 if self.accept_more[which as usize] && !accepted[which as usize] {
                     self.accept_all(which, now);
                 }
@@ -303,8 +340,9 @@ impl Server {
     fn handle_timeouts(&mut self, now: Instant) {
         if self.accept_paused_until.is_some_and(|t| t <= now) {
             self.accept_paused_until = None;
-            self.accept_all(Listener::Plain, now);
-            self.accept_all(Listener::Tls, now);
+            for which in LISTENERS {
+                self.accept_all(which, now);
+            }
         }
         while let Some((key, generation)) = self.deadlines.pop_due(now) {
             let Some(conn) = self.conns.get_mut(key) else {
@@ -356,6 +394,10 @@ impl Server {
                 (Listener::Plain, _) => self.listener.accept(),
                 (Listener::Tls, Some((listener, _))) => listener.accept(),
                 (Listener::Tls, None) => return,
+                (Listener::Metrics, _) => match &self.metrics_listener {
+                    Some(listener) => listener.accept(),
+                    None => return,
+                },
             };
             match accepted {
                 Ok((stream, _)) => self.add_connection(stream, which, now),
@@ -382,7 +424,7 @@ impl Server {
     fn add_connection(&mut self, mut stream: TcpStream, which: Listener, now: Instant) {
         // A refusal is a plain-text 503 only where the client speaks plain text; a TLS
         // client is refused by closing.
-        let refuse_plainly = which == Listener::Plain;
+        let refuse_plainly = which != Listener::Tls;
         if self.conns.len() >= self.config.max_connections {
             log::warn!(
                 "refusing a connection: --max-connections {} reached",
@@ -435,6 +477,7 @@ impl Server {
             registered: false,
             wants_write: false,
             path: metrics::UNPARSED,
+            listener: which,
             keep_alive: false,
             unread: false,
             counted: 0,
@@ -670,13 +713,23 @@ impl Server {
 
     fn dispatch(&mut self, key: ConnId, req: &Request, now: Instant) {
         log::trace!("connection {key}: {:?} {}", req.method, req.target);
+        let mut metrics_only = false;
         if let Some(conn) = self.conns.get_mut(key) {
             // A request taken from what an idle connection had buffered is served as read.
             conn.state = ConnState::Reading;
             conn.path = metrics::path_label(&req.target);
             conn.keep_alive = req.keep_alive;
+            metrics_only = conn.listener == Listener::Metrics;
         }
-        if self.config.metrics && split_target(&req.target).0 == "/metrics" {
+        let is_metrics = split_target(&req.target).0 == "/metrics";
+        if metrics_only && !is_metrics {
+            let e = HttpError {
+                status: Status::NotFound,
+                reason: "only /metrics is served on --metrics-addr",
+            };
+            return self.refuse(key, e, now);
+        }
+        if (self.config.metrics || metrics_only) && is_metrics {
             let body = metrics::render(&self.counters, &self.gauges());
             let status = if req.method == Method::Get {
                 Status::Ok
