@@ -19,11 +19,8 @@ use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
 
 use crate::media::audio::{AudioError, FRAME_SAMPLES, SAMPLE_RATE};
-
-/// Readiness of the capture PCM's descriptors.
-pub const AUDIO_CAPTURE_TOKEN: Token = Token(usize::MAX - 16);
-/// Readiness of the playback PCM's descriptors.
-pub const AUDIO_PLAYBACK_TOKEN: Token = Token(usize::MAX - 17);
+#[cfg(test)]
+use crate::reactor::AUDIO_PLAYBACK_TOKEN;
 
 /// The device's ring buffer: four 20 ms periods.
 const PERIODS: i64 = 4;

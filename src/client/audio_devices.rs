@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use mio::Registry;
 
-use super::audio_alsa::{AlsaPcm, AUDIO_CAPTURE_TOKEN, AUDIO_PLAYBACK_TOKEN};
+use super::audio_alsa::AlsaPcm;
+use crate::reactor::{AUDIO_CAPTURE_TOKEN, AUDIO_PLAYBACK_TOKEN};
 
 use crate::media::audio::{
     read_wav, AudioError, PcmFrame, ToneSource, WavWriter, FRAME_DURATION, FRAME_SAMPLES,

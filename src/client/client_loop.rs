@@ -14,7 +14,6 @@ use mio::unix::SourceFd;
 use mio::{Interest, Token};
 use slab::Slab;
 
-use super::audio_alsa::{AUDIO_CAPTURE_TOKEN, AUDIO_PLAYBACK_TOKEN};
 use super::audio_devices::{AudioOut, LocalAudio};
 use super::audio_session::AudioSession;
 use super::chat_input::StdinReader;
@@ -31,7 +30,10 @@ use super::nat::{Delivery, GatherOutput, IceGatherer, IcePolicy};
 use super::peer_connection_client::{Channel, ClientOutput, ClientState, PeerConnectionClient};
 use super::resolver::Resolver;
 use crate::media::{monotonic_us, I420Frame, MediaError, VideoSource};
-use crate::reactor::{earliest, Reactor, CAMERA_TOKEN, SIGNAL_TOKEN, STDIN_TOKEN, WINDOW_TOKEN};
+use crate::reactor::{
+    earliest, Reactor, AUDIO_CAPTURE_TOKEN, AUDIO_PLAYBACK_TOKEN, CAMERA_TOKEN, SIGNAL_TOKEN,
+    STDIN_TOKEN, WINDOW_TOKEN,
+};
 use crate::signaling::exchange::{ExchangeOutcome, HttpExchange};
 
 /// Largest signaling response the client accepts (an SDP is a few kB; a peer list can be long).

@@ -23,6 +23,10 @@ pub const CAMERA_TOKEN: Token = Token(usize::MAX - 4);
 pub const WINDOW_TOKEN: Token = Token(usize::MAX - 5);
 /// The client's stdin (`--chat-stdin`).
 pub const STDIN_TOKEN: Token = Token(usize::MAX - 6);
+/// Readiness of the client's ALSA capture PCM's descriptors (all share one token).
+pub const AUDIO_CAPTURE_TOKEN: Token = Token(usize::MAX - 7);
+/// Readiness of the client's ALSA playback PCM's descriptors.
+pub const AUDIO_PLAYBACK_TOKEN: Token = Token(usize::MAX - 8);
 
 /// One readiness event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
