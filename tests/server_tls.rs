@@ -219,7 +219,9 @@ fn keep_alive_over_one_tls_session() {
 
 #[test]
 fn bad_handshakes_plain_http_and_slow_handshakes_hurt_nobody() {
-    let server = TlsServer::start(&["--request-timeout", "1"]);
+    // A request time-out long enough that a loaded machine finishes the good handshakes
+    // within it, short enough to see the slow one closed at it.
+    let server = TlsServer::start(&["--request-timeout", "3"]);
     let start = Instant::now();
     // Garbage where a ClientHello should be.
     let mut garbage = TcpStream::connect(("127.0.0.1", server.tls_port)).unwrap();
@@ -259,7 +261,7 @@ fn bad_handshakes_plain_http_and_slow_handshakes_hurt_nobody() {
         );
         assert!(raw.len() < 64, "{what}: {} bytes back", raw.len());
         assert!(
-            start.elapsed() < Duration::from_secs(1),
+            start.elapsed() < Duration::from_secs(3),
             "{what} closed before the request time-out"
         );
     }
@@ -268,7 +270,7 @@ fn bad_handshakes_plain_http_and_slow_handshakes_hurt_nobody() {
     let _ = slow.read_to_end(&mut raw);
     let waited = start.elapsed();
     assert!(
-        waited >= Duration::from_millis(900) && waited < Duration::from_secs(4),
+        waited >= Duration::from_millis(2900) && waited < Duration::from_secs(8),
         "{waited:?}"
     );
     assert_eq!(server.get("/sign_in?after").code, 200);

@@ -14,7 +14,6 @@ const { chromium } = require('playwright-core');
 const [scenario, serverBin, clientBin] = process.argv.slice(2);
 const children = [];
 const limitMs = scenario === 'long-call' ? 150_000 : 100_000;
-const crypto = require('crypto');
 const sha256 = (buf) => crypto.createHash('sha256').update(buf).digest('hex');
 const deadline = setTimeout(() => fail(`scenario took longer than ${limitMs} ms`), limitMs);
 
