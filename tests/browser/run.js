@@ -91,14 +91,20 @@ const peerIdByName = (page, name) =>
 let pageUrl = null;
 
 // Opus both ways: the page has received 150 packets (3 s) and the native side 150 too;
-// the page's concealed share of what it received, from getStats.
+// the page's concealed share of what it received over the next 150 packets, from getStats
+// (the call's first seconds, while NetEq settles, are left out).
 async function audioBothWays(page, native) {
   await until(page, () => (window.pcState.audio?.packetsReceived || 0) >= 150, null, 'page receives audio');
   const stats = await native.waitLine('STATS', (l) => Number(field(l, 'audio_recv')) >= 150);
+  const a0 = (await page.evaluate(() => window.pcState)).audio;
+  await until(page, (n) => (window.pcState.audio?.packetsReceived || 0) >= n, a0.packetsReceived + 150,
+    'page receives 150 more audio packets');
   const a = (await page.evaluate(() => window.pcState)).audio;
+  const concealed = a.concealedSamples - a0.concealedSamples;
+  const received = a.totalSamplesReceived - a0.totalSamplesReceived;
   return {
     page_audio_packets: a.packetsReceived,
-    page_concealed_ratio: (a.concealedSamples / Math.max(1, a.totalSamplesReceived)).toFixed(4),
+    page_concealed_ratio: (concealed / Math.max(1, received)).toFixed(4),
     native_audio_recv: field(stats, 'audio_recv'), native_concealed_ms: field(stats, 'concealed_ms'),
   };
 }
