@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use peerconnection::server::cluster::RedisUrl;
 use peerconnection::server::{ChannelConfig, Limits, Server, ServerConfig};
 
 /// Signaling server for peerconnection clients (native and browser).
@@ -58,6 +59,10 @@ struct Args {
     /// it new work gets 503 and the members holding the most undelivered data are removed.
     #[arg(long, default_value_t = 256 << 20)]
     max_memory: usize,
+    /// Share members and messages with other servers through Redis:
+    /// redis://[:PASSWORD@]HOST:PORT[/DB]. Without it the server stands alone.
+    #[arg(long)]
+    redis: Option<String>,
 }
 
 fn seconds(name: &str, value: f64) -> Result<Duration, String> {
@@ -96,6 +101,7 @@ fn config(args: &Args) -> Result<ServerConfig, String> {
         metrics: args.metrics,
         keep_alive_timeout: seconds("keep-alive-timeout", args.keep_alive_timeout)?,
         max_memory: args.max_memory,
+        redis: args.redis.as_deref().map(RedisUrl::parse).transpose()?,
     })
 }
 

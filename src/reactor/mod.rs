@@ -23,6 +23,9 @@ pub const CAMERA_TOKEN: Token = Token(usize::MAX - 4);
 pub const WINDOW_TOKEN: Token = Token(usize::MAX - 5);
 /// The client's stdin (`--chat-stdin`).
 pub const STDIN_TOKEN: Token = Token(usize::MAX - 6);
+/// The server's Redis connections (`--redis`): commands, and the pub/sub subscriber.
+pub const REDIS_TOKEN: Token = Token(usize::MAX - 7);
+pub const REDIS_SUB_TOKEN: Token = Token(usize::MAX - 8);
 
 /// One readiness event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

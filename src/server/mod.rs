@@ -3,6 +3,7 @@
 //! sources on it. Requests go through [`DataSocket`] into [`PeerChannel`], whose actions
 //! this loop turns into writes and closes.
 
+pub mod cluster;
 pub mod data_socket;
 pub mod metrics;
 pub mod peer_channel;
@@ -45,6 +46,8 @@ pub struct ServerConfig {
     /// Bytes the process may hold in request buffers, answers being written, queued
     /// messages and the presence log, all together.
     pub max_memory: usize,
+    /// Share members and messages with other servers through Redis (`--redis`).
+    pub redis: Option<cluster::RedisUrl>,
 }
 
 impl Default for ServerConfig {
@@ -62,6 +65,7 @@ impl Default for ServerConfig {
             metrics: false,
             keep_alive_timeout: Duration::from_secs(15),
             max_memory: 256 << 20,
+            redis: None,
         }
     }
 }
@@ -160,6 +164,8 @@ pub struct Server {
     resume: Vec<(ConnId, u64)>,
     /// Bytes held by connections: request buffers and answers not yet written.
     conn_bytes: usize,
+    /// Redis and the other servers (`--redis` only).
+    cluster: Option<cluster::Cluster>,
 }
 
 impl Server {
@@ -172,8 +178,27 @@ impl Server {
         reactor
             .registry()
             .register(&mut listener, LISTENER_TOKEN, Interest::READABLE)?;
+        let mut channel = PeerChannel::new(config.channel);
+        let cluster = match &config.redis {
+            None => None,
+            Some(url) => {
+                channel.enable_cluster();
+                let cluster_config = cluster::ClusterConfig::for_timeout(
+                    config.channel.timeout,
+                    config.channel.max_queue_items,
+                );
+                let port = listener.local_addr()?.port();
+                Some(cluster::Cluster::new(
+                    url.clone(),
+                    port,
+                    cluster_config,
+                    Instant::now(),
+                )?)
+            }
+        };
         Ok(Server {
-            channel: PeerChannel::new(config.channel),
+            cluster,
+            channel,
             config,
             reactor,
             listener,
@@ -203,6 +228,7 @@ impl Server {
                 self.deadlines.next_deadline(),
                 self.channel.poll_timeout(),
                 self.accept_paused_until,
+                self.cluster.as_ref().and_then(|c| c.poll_timeout()),
                 (self.accept_more || !self.resume.is_empty()).then(Instant::now),
             ]);
             self.reactor.poll_ready(deadline, &mut ready)?;
@@ -214,6 +240,17 @@ impl Server {
                     LISTENER_TOKEN => {
                         self.accept_all(now);
                         accepted = true;
+                    }
+                    cluster::COMMANDS_TOKEN | cluster::SUBSCRIBER_TOKEN => {
+                        if let Some(c) = self.cluster.as_mut() {
+                            c.socket_event(
+                                r.token,
+                                self.reactor.registry(),
+                                &mut self.channel,
+                                now,
+                                &mut self.actions,
+                            );
+                        }
                     }
                     Token(key) => self.connection_event(key, r.readable, r.writable, now),
                 }
@@ -231,9 +268,23 @@ impl Server {
                 }
             }
             self.handle_timeouts(now);
+            self.drive_cluster(now);
         }
         self.shutdown();
         Ok(())
+    }
+
+    /// Hands the channel's events to Redis, carries out what came back, writes to Redis.
+    fn drive_cluster(&mut self, now: Instant) {
+        if let Some(c) = self.cluster.as_mut() {
+            c.drive(
+                self.reactor.registry(),
+                &mut self.channel,
+                now,
+                &mut self.actions,
+            );
+            self.apply_actions(now);
+        }
     }
 
     fn handle_timeouts(&mut self, now: Instant) {
@@ -622,7 +673,7 @@ impl Server {
                     conn.deadline = None;
                 }
             }
-            Disposition::Answered => {}
+            Disposition::Answered | Disposition::Pending => {}
             Disposition::Quit => {
                 log::info!("/quit received, shutting down");
                 self.quit = true;
@@ -726,6 +777,9 @@ impl Server {
         // deregistering first.
         let conn = self.conns.remove(key);
         self.conn_bytes -= conn.counted;
+        if let Some(c) = self.cluster.as_mut() {
+            c.node.connection_closed(key);
+        }
         if let ConnState::Held(id) = conn.state {
             self.channel.hanging_get_closed(key, id, now);
         }
@@ -761,6 +815,10 @@ impl Server {
             ],
             memory_used: self.memory_used(),
             memory_budget: self.config.max_memory,
+            cluster: self
+                .cluster
+                .as_ref()
+                .map(|c| (c.node.is_joined(), c.node.outages)),
         }
     }
 
