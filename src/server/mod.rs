@@ -679,6 +679,9 @@ impl Server {
                 self.quit = true;
             }
         }
+        // With --redis, what Redis must hear (a sign-in's registration) is written to it
+        // before the answer, so the member's next request finds it on any server.
+        self.drive_cluster(now);
         self.apply_actions(now);
         if self.memory_used() > self.config.max_memory {
             self.relieve_memory(now);
@@ -818,7 +821,7 @@ impl Server {
             cluster: self
                 .cluster
                 .as_ref()
-                .map(|c| (c.node.is_joined(), c.node.outages)),
+                .map(|c| (c.node.is_ready(), c.node.outages)),
         }
     }
 

@@ -355,6 +355,34 @@ impl PeerChannel {
         }
     }
 
+    /// Takes everything a member has not yet been given, in order, as (from, content type,
+    /// body): notices (from itself, as a hanging GET renders them) and queued messages.
+    /// For a member moving to another server, which then hands them out from Redis.
+    pub fn take_unread(&mut self, id: PeerId) -> Vec<(PeerId, Vec<u8>, Vec<u8>)> {
+        let mut items = Vec::new();
+        while let Some(member) = self.members.get_mut(&id) {
+            match member.next(&self.log) {
+                None => break,
+                Some(Next::Notice(seq)) => {
+                    let entry = self.log.get(seq).unwrap_or_default().to_vec();
+                    member.cursor = seq + 1;
+                    self.log.move_cursor(seq, seq + 1);
+                    items.push((id, b"text/plain".to_vec(), entry));
+                }
+                Some(Next::Message) => {
+                    let Some(m) = member.queue.pop_front() else {
+                        break;
+                    };
+                    member.queued_bytes -= m.size();
+                    self.queued_bytes -= m.size();
+                    self.queued_messages -= 1;
+                    items.push((m.from, m.content_type, m.body));
+                }
+            }
+        }
+        items
+    }
+
     /// Answers `to`'s held GET with a message from Redis; false if it holds none (the
     /// message then goes back to Redis).
     pub fn deliver_held(
@@ -623,11 +651,8 @@ impl PeerChannel {
             for (id, name) in &view.remote {
                 write_entry(&mut body, name, *id, true);
             }
-            view.events.push(ClusterEvent::Joined {
-                id,
-                name: member.name.clone(),
-            });
         }
+
         log::info!(
             "member {id} {:?} signed in ({} members)",
             String::from_utf8_lossy(&member.name),
@@ -638,17 +663,29 @@ impl PeerChannel {
         member.cursor = self.log.end();
         self.log.add_cursor(member.cursor);
         self.absent.insert((now, id));
+        let name = member.name.clone();
         self.members.insert(id, member);
-        respond(
-            out,
+        let answer = Response {
+            status: Status::Added,
+            content_type: b"text/plain",
+            pragma: Some(id),
+            body: &body,
+        }
+        .to_bytes();
+        if let Some(view) = self.cluster.as_mut() {
+            // Answered once Redis lists the member, so its next request finds it on any
+            // server.
+            view.events.push(ClusterEvent::Joined {
+                id,
+                name,
+                answer: (conn, answer),
+            });
+            return Disposition::Pending;
+        }
+        out.push(Action::Send {
             conn,
-            Response {
-                status: Status::Added,
-                content_type: b"text/plain",
-                pragma: Some(id),
-                body: &body,
-            },
-        );
+            bytes: answer,
+        });
         Disposition::Answered
     }
 
@@ -727,11 +764,9 @@ impl PeerChannel {
         now: Instant,
         out: &mut Vec<Action>,
     ) -> Disposition {
+        // Through Redis, which checks that both are members: a join may not have reached
+        // this server yet.
         if let Some(view) = self.cluster.as_mut().filter(|v| v.up) {
-            let known = |id| self.members.contains_key(&id) || view.remote.contains_key(&id);
-            if !known(from) || !known(to) {
-                return peer_gone(out, conn);
-            }
             if from != to {
                 view.events.push(ClusterEvent::Relay {
                     conn,

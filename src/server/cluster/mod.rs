@@ -34,9 +34,11 @@ use resp::Value;
 /// What a member's requests did that Redis must hear of.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClusterEvent {
+    /// A sign-in, with its answer: sent once Redis has registered the member.
     Joined {
         id: PeerId,
         name: Box<[u8]>,
+        answer: (ConnId, Vec<u8>),
     },
     Left {
         id: PeerId,
@@ -104,6 +106,12 @@ const PRESENCE: &[u8] = b"pc:presence";
 const MEMBERS: &[u8] = b"pc:members";
 const IDS: &[u8] = b"pc:ids";
 
+/// Queues a message (ARGV[3]) for member ARGV[2] from member ARGV[1] if both are members;
+/// -1 if either is not. Answers the new length of the queue.
+const RELAY: &[u8] = b"if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 or \
+redis.call('HEXISTS', KEYS[1], ARGV[2]) == 0 then return -1 end \
+return redis.call('RPUSH', KEYS[2], ARGV[3])";
+
 /// Raises the id counter to at least ARGV[1] (after Redis lost it in a restart).
 const RAISE_IDS: &[u8] = b"local v = tonumber(redis.call('GET', KEYS[1]) or '0') \
 if v < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end return 0";
@@ -129,6 +137,12 @@ pub enum Tag {
         conn: ConnId,
         seq: u64,
         to: PeerId,
+    },
+    /// A sign-in's answer, sent when its registration is acknowledged.
+    Answer {
+        conn: ConnId,
+        seq: u64,
+        bytes: Vec<u8>,
     },
     Fetch {
         id: PeerId,
@@ -252,6 +266,8 @@ pub struct ClusterNode {
     homes: HashMap<PeerId, String>,
     fetching: BTreeSet<PeerId>,
     asking_ids: bool,
+    /// An id block arrived since joining.
+    has_ids: bool,
     /// Relayed messages waiting for Redis, by connection: the request's number, so a
     /// connection key reused after a close is not answered.
     relays: HashMap<ConnId, u64>,
@@ -277,6 +293,7 @@ impl ClusterNode {
             homes: HashMap::new(),
             fetching: BTreeSet::new(),
             asking_ids: false,
+            has_ids: false,
             relays: HashMap::new(),
             next_relay: 0,
             left_while_away: Vec::new(),
@@ -286,6 +303,11 @@ impl ClusterNode {
 
     pub fn is_joined(&self) -> bool {
         self.joined
+    }
+
+    /// Joined and holding ids to sign members in with: what `/metrics` reports as up.
+    pub fn is_ready(&self) -> bool {
+        self.joined && self.has_ids
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
@@ -320,6 +342,11 @@ impl ClusterNode {
                 Tag::Fetch { id } => {
                     self.fetching.remove(&id);
                 }
+                // Signed in here all the same: registered again on rejoining.
+                Tag::Answer { conn, seq, bytes } if self.relays.get(&conn) == Some(&seq) => {
+                    self.relays.remove(&conn);
+                    out.push(Action::Send { conn, bytes });
+                }
                 Tag::IdBlock => self.asking_ids = false,
                 _ => {}
             }
@@ -337,6 +364,7 @@ impl ClusterNode {
         self.subscribed = 0;
         self.fetching.clear();
         self.asking_ids = false;
+        self.has_ids = false;
         if let Some(view) = ch.cluster() {
             view.up = false;
         }
@@ -439,6 +467,8 @@ impl ClusterNode {
         }
         self.commands
             .send(&[b"HGETALL", MEMBERS], Tag::Sync { sweep: false });
+        // Ids reserved before Redis went away are still this server's to hand out.
+        self.has_ids = ch.cluster().is_some_and(|v| v.ids_left() > 0);
         self.top_up_ids(ch);
         if let Some(view) = ch.cluster() {
             view.up = true;
@@ -553,7 +583,28 @@ impl ClusterNode {
             Presence::Move { server, id } => {
                 self.homes.insert(id, server.to_string());
                 if ch.is_local(id) {
-                    log::info!("member {id} moved to server {server}");
+                    // What it had not been given here goes to the front of its list in
+                    // Redis, for its new server to hand out.
+                    let unread = ch.take_unread(id);
+                    log::info!(
+                        "member {id} moved to server {server}: {} unread items follow it",
+                        unread.len()
+                    );
+                    if !unread.is_empty() {
+                        let key = queue_key(id);
+                        let entries: Vec<Vec<u8>> = unread
+                            .iter()
+                            .rev()
+                            .map(|(from, ct, body)| encode_entry(*from, ct, body))
+                            .collect();
+                        let mut args: Vec<&[u8]> = vec![b"LPUSH", &key];
+                        args.extend(entries.iter().map(Vec::as_slice));
+                        self.commands.send(&args, Tag::Ignore);
+                        let wake = wake_channel(server);
+                        let id_text = id.to_string();
+                        self.commands
+                            .send(&[b"PUBLISH", &wake, id_text.as_bytes()], Tag::Ignore);
+                    }
                     ch.moved_away(id, out);
                     self.fetching.remove(&id);
                 }
@@ -577,6 +628,12 @@ impl ClusterNode {
         }
         match tag {
             Tag::Ignore => {}
+            Tag::Answer { conn, seq, bytes } => {
+                if self.relays.get(&conn) == Some(&seq) {
+                    self.relays.remove(&conn);
+                    out.push(Action::Send { conn, bytes });
+                }
+            }
             Tag::IdBlock => {
                 self.asking_ids = false;
                 match value.int().and_then(|n| PeerId::try_from(n).ok()) {
@@ -584,6 +641,7 @@ impl ClusterNode {
                         if let Some(view) = ch.cluster() {
                             view.add_ids(last - ID_BLOCK + 1..=last);
                         }
+                        self.has_ids = true;
                     }
                     _ => log::warn!("Redis gave no usable id block: {value:?}"),
                 }
@@ -592,11 +650,10 @@ impl ClusterNode {
             Tag::Relay { conn, seq, to } => {
                 if self.relays.get(&conn) == Some(&seq) {
                     self.relays.remove(&conn);
-                    let ok = matches!(value, Value::Int(_));
-                    let response = if ok {
-                        Response::text(Status::Ok, b"")
-                    } else {
-                        Response::text(Status::Unavailable, b"Redis refused the message\n")
+                    let response = match value {
+                        Value::Int(-1) => Response::text(Status::Error, b"Peer most likely gone."),
+                        Value::Int(_) => Response::text(Status::Ok, b""),
+                        _ => Response::text(Status::Unavailable, b"Redis refused the message\n"),
                     };
                     out.push(Action::Send {
                         conn,
@@ -732,8 +789,22 @@ impl ClusterNode {
             .unwrap_or_default();
         for ev in events {
             match ev {
-                ClusterEvent::Joined { id, name } if self.joined => {
-                    self.announce_join(id, &name, b"J")
+                ClusterEvent::Joined {
+                    id,
+                    name,
+                    answer: (conn, bytes),
+                } => {
+                    if self.joined {
+                        self.announce_join(id, &name, b"J");
+                        let seq = self.next_relay;
+                        self.next_relay += 1;
+                        // PING after the HSET and PUBLISH: its reply says both are done.
+                        self.commands
+                            .send(&[b"PING"], Tag::Answer { conn, seq, bytes });
+                        self.relays.insert(conn, seq);
+                    } else {
+                        out.push(Action::Send { conn, bytes });
+                    }
                 }
                 ClusterEvent::Adopted { id, name } => {
                     self.homes.remove(&id);
@@ -759,10 +830,18 @@ impl ClusterNode {
                     let seq = self.next_relay;
                     self.next_relay += 1;
                     let entry = encode_entry(from, &content_type, &body);
-                    if self.commands.send(
-                        &[b"RPUSH", &queue_key(to), &entry],
-                        Tag::Relay { conn, seq, to },
-                    ) {
+                    let (from_text, to_text) = (from.to_string(), to.to_string());
+                    let args: [&[u8]; 8] = [
+                        b"EVAL",
+                        RELAY,
+                        b"2",
+                        MEMBERS,
+                        &queue_key(to),
+                        from_text.as_bytes(),
+                        to_text.as_bytes(),
+                        &entry,
+                    ];
+                    if self.commands.send(&args, Tag::Relay { conn, seq, to }) {
                         self.relays.insert(conn, seq);
                     } else {
                         out.push(Action::Send {
@@ -775,7 +854,6 @@ impl ClusterNode {
                         });
                     }
                 }
-                ClusterEvent::Joined { .. } => {}
             }
         }
         if self.joined && now >= self.next_beat {
