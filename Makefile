@@ -9,7 +9,7 @@ APT_PACKAGES := libsdl2-dev nasm libclang-dev pkg-config chromium iproute2 xvfb 
 APT_PACKAGES += pulseaudio libasound2-plugins
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: deps browser-deps build run-server run-client test bench lint demo
+.PHONY: deps browser-deps build run-server run-client test bench lint demo cluster
 
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do \
@@ -48,3 +48,7 @@ lint:
 # The main job: a demo call between two headless clients (stops by itself).
 demo: build
 	./scripts/demo.sh
+
+# Redis, three servers sharing it and HAProxy in front, on loopback (Ctrl-C stops them).
+cluster: build
+	PORT=$(PORT) ./scripts/cluster.sh

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use peerconnection::server::tls::TlsFiles;
+use peerconnection::server::cluster::RedisUrl;
 use peerconnection::server::{ChannelConfig, Limits, Server, ServerConfig};
 
 /// Signaling server for peerconnection clients (native and browser).
@@ -79,6 +80,10 @@ struct Args {
     /// and then browsers need a direct route to their peer.
     #[arg(long = "ice-server", value_name = "URL")]
     ice_servers: Vec<String>,
+    /// Share members and messages with other servers through Redis:
+    /// redis://[:PASSWORD@]HOST:PORT[/DB]. Without it the server stands alone.
+    #[arg(long)]
+    redis: Option<String>,
 }
 
 fn seconds(name: &str, value: f64) -> Result<Duration, String> {
@@ -128,6 +133,7 @@ fn config(args: &Args) -> Result<ServerConfig, String> {
             )),
             _ => None,
         },
+        redis: args.redis.as_deref().map(RedisUrl::parse).transpose()?,
     })
 }
 

@@ -27,6 +27,9 @@ pub const STDIN_TOKEN: Token = Token(usize::MAX - 6);
 pub const AUDIO_CAPTURE_TOKEN: Token = Token(usize::MAX - 7);
 /// Readiness of the client's ALSA playback PCM's descriptors.
 pub const AUDIO_PLAYBACK_TOKEN: Token = Token(usize::MAX - 8);
+/// The server's Redis connections (`--redis`): commands, and the pub/sub subscriber.
+pub const REDIS_TOKEN: Token = Token(usize::MAX - 9);
+pub const REDIS_SUB_TOKEN: Token = Token(usize::MAX - 10);
 
 /// One readiness event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -80,6 +80,8 @@ pub struct Gauges {
     pub evictions: Vec<(Eviction, u64)>,
     pub memory_used: usize,
     pub memory_budget: usize,
+    /// With `--redis`: joined to the cluster now, and how many times Redis was lost.
+    pub cluster: Option<(bool, u64)>,
 }
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
@@ -185,6 +187,22 @@ pub fn render(counters: &Counters, g: &Gauges) -> String {
         "--max-memory.",
     );
     let _ = writeln!(out, "{p}_memory_budget_bytes {}", g.memory_budget);
+    if let Some((joined, outages)) = g.cluster {
+        family(
+            &mut out,
+            &format!("{p}_cluster_up"),
+            "gauge",
+            "1 while Redis is reachable and this server has joined the cluster (--redis).",
+        );
+        let _ = writeln!(out, "{p}_cluster_up {}", u8::from(joined));
+        family(
+            &mut out,
+            &format!("{p}_cluster_outages_total"),
+            "counter",
+            "Times Redis was lost and members were served locally.",
+        );
+        let _ = writeln!(out, "{p}_cluster_outages_total {outages}");
+    }
     out
 }
 

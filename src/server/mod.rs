@@ -5,6 +5,7 @@
 //! ask for it, runs TLS connections through rustls ([`tls`]), counts what every
 //! connection and the channel hold against `--max-memory`, and serves `/metrics`.
 
+pub mod cluster;
 pub mod data_socket;
 pub mod metrics;
 pub mod peer_channel;
@@ -52,6 +53,8 @@ pub struct ServerConfig {
     pub max_memory: usize,
     /// Also serve HTTPS on this port with this certificate and key.
     pub tls: Option<(u16, tls::TlsFiles)>,
+    /// Share members and messages with other servers through Redis (`--redis`).
+    pub redis: Option<cluster::RedisUrl>,
 }
 
 impl Default for ServerConfig {
@@ -71,6 +74,7 @@ impl Default for ServerConfig {
             keep_alive_timeout: Duration::from_secs(15),
             max_memory: 256 << 20,
             tls: None,
+            redis: None,
         }
     }
 }
@@ -210,6 +214,8 @@ pub struct Server {
     resume: Vec<(ConnId, u64)>,
     /// Bytes held by connections: request buffers and answers not yet written.
     conn_bytes: usize,
+    /// Redis and the other servers (`--redis` only).
+    cluster: Option<cluster::Cluster>,
 }
 
 impl Server {
@@ -251,8 +257,27 @@ impl Server {
                 Some(socket)
             }
         };
+        let mut channel = PeerChannel::new(config.channel);
+        let cluster = match &config.redis {
+            None => None,
+            Some(url) => {
+                channel.enable_cluster();
+                let cluster_config = cluster::ClusterConfig::for_timeout(
+                    config.channel.timeout,
+                    config.channel.max_queue_items,
+                );
+                let port = listener.local_addr()?.port();
+                Some(cluster::Cluster::new(
+                    url.clone(),
+                    port,
+                    cluster_config,
+                    Instant::now(),
+                )?)
+            }
+        };
         Ok(Server {
-            channel: PeerChannel::new(config.channel),
+            cluster,
+            channel,
             config,
             reactor,
             listener,
@@ -294,6 +319,7 @@ impl Server {
                 self.deadlines.next_deadline(),
                 self.channel.poll_timeout(),
                 self.accept_paused_until,
+                self.cluster.as_ref().and_then(|c| c.poll_timeout()),
                 (self.accept_more.contains(&true) || !self.resume.is_empty()).then(Instant::now),
             ]);
             self.reactor.poll_ready(deadline, &mut ready)?;
@@ -314,6 +340,17 @@ impl Server {
                         self.accept_all(Listener::Metrics, now);
                         accepted[2] = true;
                     }
+                    cluster::COMMANDS_TOKEN | cluster::SUBSCRIBER_TOKEN => {
+                        if let Some(c) = self.cluster.as_mut() {
+                            c.socket_event(
+                                r.token,
+                                self.reactor.registry(),
+                                &mut self.channel,
+                                now,
+                                &mut self.actions,
+                            );
+                        }
+                    }
                     Token(key) => self.connection_event(key, r.readable, r.writable, now),
                 }
             }
@@ -332,9 +369,23 @@ impl Server {
                 }
             }
             self.handle_timeouts(now);
+            self.drive_cluster(now);
         }
         self.shutdown();
         Ok(())
+    }
+
+    /// Hands the channel's events to Redis, carries out what came back, writes to Redis.
+    fn drive_cluster(&mut self, now: Instant) {
+        if let Some(c) = self.cluster.as_mut() {
+            c.drive(
+                self.reactor.registry(),
+                &mut self.channel,
+                now,
+                &mut self.actions,
+            );
+            self.apply_actions(now);
+        }
     }
 
     fn handle_timeouts(&mut self, now: Instant) {
@@ -777,12 +828,15 @@ impl Server {
                     conn.deadline = None;
                 }
             }
-            Disposition::Answered => {}
+            Disposition::Answered | Disposition::Pending => {}
             Disposition::Quit => {
                 log::info!("/quit received, shutting down");
                 self.quit = true;
             }
         }
+        // With --redis, what Redis must hear (a sign-in's registration) is written to it
+        // before the answer, so the member's next request finds it on any server.
+        self.drive_cluster(now);
         self.apply_actions(now);
         if self.memory_used() > self.config.max_memory {
             self.relieve_memory(now);
@@ -888,6 +942,9 @@ impl Server {
         // deregistering first.
         let conn = self.conns.remove(key);
         self.conn_bytes -= conn.counted;
+        if let Some(c) = self.cluster.as_mut() {
+            c.node.connection_closed(key);
+        }
         if let ConnState::Held(id) = conn.state {
             self.channel.hanging_get_closed(key, id, now);
         }
@@ -923,6 +980,10 @@ impl Server {
             ],
             memory_used: self.memory_used(),
             memory_budget: self.config.max_memory,
+            cluster: self
+                .cluster
+                .as_ref()
+                .map(|c| (c.node.is_ready(), c.node.outages)),
         }
     }
 

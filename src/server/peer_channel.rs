@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
+use super::cluster::{ClusterEvent, ClusterView};
 use super::data_socket::{Method, Request};
 use super::metrics::Eviction;
 use crate::signaling::peers::write_entry;
@@ -37,6 +38,8 @@ pub enum Disposition {
     Held(PeerId),
     /// Answered, and the server was asked to quit (only with `--allow-quit`).
     Quit,
+    /// Answered later, when Redis has taken the message (`--redis` only).
+    Pending,
 }
 
 /// Per-member and timing bounds.
@@ -236,6 +239,8 @@ fn render_message(m: &QueuedMessage) -> Vec<u8> {
 enum Removal {
     SignedOut,
     Evicted(Eviction),
+    /// Signed out, timed out or evicted through another server (`--redis`).
+    Elsewhere,
 }
 
 /// The registry of members.
@@ -252,6 +257,8 @@ pub struct PeerChannel {
     queued_messages: usize,
     /// Members removed by the server, by cause (in [`Eviction`] order).
     evictions: [u64; 3],
+    /// Members on other servers and what Redis must be told (`--redis` only).
+    cluster: Option<ClusterView>,
 }
 
 /// What the channel holds, for metrics.
@@ -295,7 +302,178 @@ impl PeerChannel {
             queued_bytes: 0,
             queued_messages: 0,
             evictions: [0; 3],
+            cluster: None,
         }
+    }
+
+    /// Clustering on (`--redis`): ids come from blocks Redis hands out, members on other
+    /// servers are listed and notified like local ones, messages go through Redis.
+    pub fn enable_cluster(&mut self) {
+        self.cluster = Some(ClusterView::default());
+    }
+
+    pub fn cluster(&mut self) -> Option<&mut ClusterView> {
+        self.cluster.as_mut()
+    }
+
+    /// A member signed in or went away on another server.
+    pub fn remote_joined(&mut self, id: PeerId, name: &[u8], now: Instant, out: &mut Vec<Action>) {
+        let Some(view) = self.cluster.as_mut() else {
+            return;
+        };
+        if self.members.contains_key(&id) || view.remote.contains_key(&id) {
+            return;
+        }
+        view.remote.insert(id, name.into());
+        let mut line = Vec::with_capacity(name.len() + 14);
+        write_entry(&mut line, name, id, true);
+        self.notify_all(line.into(), now, out);
+    }
+
+    /// A member left through another server (or its server died).
+    pub fn remote_left(&mut self, id: PeerId, now: Instant, out: &mut Vec<Action>) {
+        let Some(view) = self.cluster.as_mut() else {
+            return;
+        };
+        if let Some(name) = view.remote.remove(&id) {
+            let mut line = Vec::with_capacity(name.len() + 14);
+            write_entry(&mut line, &name, id, false);
+            self.notify_all(line.into(), now, out);
+        } else {
+            self.remove(id, Removal::Elsewhere, now, out);
+        }
+    }
+
+    /// A local member's requests now go to another server: it is forgotten here without
+    /// a leave notice (its held GET, if any, is closed) and listed as remote.
+    pub fn moved_away(&mut self, id: PeerId, out: &mut Vec<Action>) {
+        let Some(member) = self.detach(id, out) else {
+            return;
+        };
+        if let Some(view) = self.cluster.as_mut() {
+            view.remote.insert(id, member.name);
+        }
+    }
+
+    /// Takes everything a member has not yet been given, in order, as (from, content type,
+    /// body): notices (from itself, as a hanging GET renders them) and queued messages.
+    /// For a member moving to another server, which then hands them out from Redis.
+    pub fn take_unread(&mut self, id: PeerId) -> Vec<(PeerId, Vec<u8>, Vec<u8>)> {
+        let mut items = Vec::new();
+        while let Some(member) = self.members.get_mut(&id) {
+            match member.next(&self.log) {
+                None => break,
+                Some(Next::Notice(seq)) => {
+                    let entry = self.log.get(seq).unwrap_or_default().to_vec();
+                    member.cursor = seq + 1;
+                    self.log.move_cursor(seq, seq + 1);
+                    items.push((id, b"text/plain".to_vec(), entry));
+                }
+                Some(Next::Message) => {
+                    let Some(m) = member.queue.pop_front() else {
+                        break;
+                    };
+                    member.queued_bytes -= m.size();
+                    self.queued_bytes -= m.size();
+                    self.queued_messages -= 1;
+                    items.push((m.from, m.content_type, m.body));
+                }
+            }
+        }
+        items
+    }
+
+    /// Answers `to`'s held GET with a message from Redis; false if it holds none (the
+    /// message then goes back to Redis).
+    pub fn deliver_held(
+        &mut self,
+        to: PeerId,
+        from: PeerId,
+        content_type: &[u8],
+        body: &[u8],
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) -> bool {
+        let Some(conn) = self.members.get_mut(&to).and_then(|m| m.waiting.take()) else {
+            return false;
+        };
+        out.push(Action::Send {
+            conn,
+            bytes: Response {
+                status: Status::Ok,
+                content_type,
+                pragma: Some(from),
+                body,
+            }
+            .to_bytes(),
+        });
+        self.answered(to, now);
+        true
+    }
+
+    /// Local members holding a GET (the cluster fetches their messages from Redis).
+    pub fn held_members(&self) -> impl Iterator<Item = PeerId> + '_ {
+        self.members
+            .values()
+            .filter(|m| m.waiting.is_some())
+            .map(|m| m.id)
+    }
+
+    /// A local member holding a GET.
+    pub fn is_held(&self, id: PeerId) -> bool {
+        self.members.get(&id).is_some_and(|m| m.waiting.is_some())
+    }
+
+    pub fn is_local(&self, id: PeerId) -> bool {
+        self.members.contains_key(&id)
+    }
+
+    /// Every local member's id and name (to register them again after Redis returns).
+    pub fn local_members(&self) -> impl Iterator<Item = (PeerId, &[u8])> + '_ {
+        self.members.values().map(|m| (m.id, &m.name[..]))
+    }
+
+    /// The largest id this server knows of, local or remote.
+    pub fn highest_id(&self) -> PeerId {
+        let local = self.members.keys().next_back().copied().unwrap_or(0);
+        let remote = self
+            .cluster
+            .as_ref()
+            .and_then(|v| v.remote.keys().next_back().copied())
+            .unwrap_or(0);
+        local.max(remote)
+    }
+
+    /// Adopts a member known as remote whose request came here: it becomes local, reading
+    /// the presence log from now on.
+    fn adopt(&mut self, id: PeerId, now: Instant) -> bool {
+        let Some(view) = self.cluster.as_mut() else {
+            return false;
+        };
+        let Some(name) = view.remote.remove(&id) else {
+            return false;
+        };
+        view.events.push(ClusterEvent::Adopted {
+            id,
+            name: name.clone(),
+        });
+        let cursor = self.log.end();
+        self.log.add_cursor(cursor);
+        self.absent.insert((now, id));
+        self.members.insert(
+            id,
+            ChannelMember {
+                id,
+                name,
+                waiting: None,
+                absent_since: Some(now),
+                cursor,
+                queue: VecDeque::new(),
+                queued_bytes: 0,
+            },
+        );
+        log::info!("member {id} adopted from another server");
+        true
     }
 
     pub fn stats(&self) -> ChannelStats {
@@ -344,12 +522,16 @@ impl PeerChannel {
             (Method::Get, "/sign_in") => self.sign_in(conn, args, now, out),
             (Method::Get, "/wait") => match self.peer_arg(args, "peer_id") {
                 Err(why) => error(out, conn, Status::BadRequest, why),
-                Ok(id) if !self.members.contains_key(&id) => peer_gone(out, conn),
+                Ok(id) if !self.members.contains_key(&id) && !self.adopt(id, now) => {
+                    peer_gone(out, conn)
+                }
                 Ok(id) => self.wait(conn, id, now, out),
             },
             (Method::Get, "/sign_out") => match self.peer_arg(args, "peer_id") {
                 Err(why) => error(out, conn, Status::BadRequest, why),
-                Ok(id) if !self.members.contains_key(&id) => peer_gone(out, conn),
+                Ok(id) if !self.members.contains_key(&id) && !self.adopt(id, now) => {
+                    peer_gone(out, conn)
+                }
                 Ok(id) => {
                     self.remove(id, Removal::SignedOut, now, out);
                     respond(out, conn, Response::text(Status::Ok, b""));
@@ -423,8 +605,24 @@ impl PeerChannel {
         now: Instant,
         out: &mut Vec<Action>,
     ) -> Disposition {
-        let id = self.next_id;
-        self.next_id = self.next_id.wrapping_add(1).max(1);
+        let id = match self.cluster.as_mut() {
+            None => {
+                let id = self.next_id;
+                self.next_id = self.next_id.wrapping_add(1).max(1);
+                id
+            }
+            Some(view) => match view.take_id() {
+                Some(id) => id,
+                None => {
+                    return error(
+                        out,
+                        conn,
+                        Status::Unavailable,
+                        "no member ids from Redis yet: try again\n",
+                    )
+                }
+            },
+        };
         let mut name: Vec<u8> = args.as_bytes().to_vec();
         if name.is_empty() {
             name = format!("peer_{id}").into_bytes();
@@ -449,6 +647,12 @@ impl PeerChannel {
         for other in self.members.values() {
             write_entry(&mut body, &other.name, other.id, true);
         }
+        if let Some(view) = self.cluster.as_mut() {
+            for (id, name) in &view.remote {
+                write_entry(&mut body, name, *id, true);
+            }
+        }
+
         log::info!(
             "member {id} {:?} signed in ({} members)",
             String::from_utf8_lossy(&member.name),
@@ -459,17 +663,29 @@ impl PeerChannel {
         member.cursor = self.log.end();
         self.log.add_cursor(member.cursor);
         self.absent.insert((now, id));
+        let name = member.name.clone();
         self.members.insert(id, member);
-        respond(
-            out,
+        let answer = Response {
+            status: Status::Added,
+            content_type: b"text/plain",
+            pragma: Some(id),
+            body: &body,
+        }
+        .to_bytes();
+        if let Some(view) = self.cluster.as_mut() {
+            // Answered once Redis lists the member, so its next request finds it on any
+            // server.
+            view.events.push(ClusterEvent::Joined {
+                id,
+                name,
+                answer: (conn, answer),
+            });
+            return Disposition::Pending;
+        }
+        out.push(Action::Send {
             conn,
-            Response {
-                status: Status::Added,
-                content_type: b"text/plain",
-                pragma: Some(id),
-                body: &body,
-            },
-        );
+            bytes: answer,
+        });
         Disposition::Answered
     }
 
@@ -533,6 +749,9 @@ impl PeerChannel {
         if let Some(since) = member.absent_since.take() {
             self.absent.remove(&(since, id));
         }
+        if let Some(view) = self.cluster.as_mut() {
+            view.events.push(ClusterEvent::Waiting { id });
+        }
         Disposition::Held(id)
     }
 
@@ -545,6 +764,21 @@ impl PeerChannel {
         now: Instant,
         out: &mut Vec<Action>,
     ) -> Disposition {
+        // Through Redis, which checks that both are members: a join may not have reached
+        // this server yet.
+        if let Some(view) = self.cluster.as_mut().filter(|v| v.up) {
+            if from != to {
+                view.events.push(ClusterEvent::Relay {
+                    conn,
+                    from,
+                    to,
+                    content_type: req.content_type.clone(),
+                    body: req.body.clone(),
+                });
+                self.seen(from, now);
+                return Disposition::Pending;
+            }
+        }
         if !self.members.contains_key(&from) || !self.members.contains_key(&to) {
             return peer_gone(out, conn);
         }
@@ -640,10 +874,9 @@ impl PeerChannel {
         }
     }
 
-    fn remove(&mut self, id: PeerId, why: Removal, now: Instant, out: &mut Vec<Action>) {
-        let Some(member) = self.members.remove(&id) else {
-            return;
-        };
+    /// Takes a member out of every index, closing its held GET; tells nobody.
+    fn detach(&mut self, id: PeerId, out: &mut Vec<Action>) -> Option<ChannelMember> {
+        let member = self.members.remove(&id)?;
         if let Some(since) = member.absent_since {
             self.absent.remove(&(since, id));
         }
@@ -652,8 +885,23 @@ impl PeerChannel {
         }
         self.queued_bytes -= member.queued_bytes;
         self.queued_messages -= member.queue.len();
-        let unread = (self.log.end() - member.cursor) as usize;
         self.log.remove_cursor(member.cursor);
+        Some(member)
+    }
+
+    fn remove(&mut self, id: PeerId, why: Removal, now: Instant, out: &mut Vec<Action>) {
+        let unread = self
+            .members
+            .get(&id)
+            .map_or(0, |m| (self.log.end() - m.cursor) as usize);
+        let Some(member) = self.detach(id, out) else {
+            return;
+        };
+        if let Some(view) = self.cluster.as_mut() {
+            if !matches!(why, Removal::Elsewhere) {
+                view.events.push(ClusterEvent::Left { id });
+            }
+        }
         if let Removal::Evicted(why) = why {
             self.evictions[why as usize] += 1;
         }

@@ -1,0 +1,384 @@
+//! The cluster's decisions on a virtual clock, with Redis played by hand: what the node
+//! writes is read as text, and replies are fed in the order Redis would send them.
+
+use super::*;
+use crate::server::peer_channel::{ChannelConfig, Disposition};
+use crate::server::{DataSocket, Limits};
+use crate::signaling::http::parse_response;
+
+const LIMITS: Limits = Limits {
+    max_header_bytes: 8192,
+    max_body_bytes: 1 << 20,
+};
+
+struct Fixture {
+    ch: PeerChannel,
+    node: ClusterNode,
+    now: Instant,
+    out: Vec<Action>,
+}
+
+fn url() -> RedisUrl {
+    RedisUrl::parse("redis://127.0.0.1:6379").unwrap()
+}
+
+impl Fixture {
+    /// A node whose links are up and subscribed, joined, with ids 1..=256 and one remote
+    /// member, carol (300), on server `other`.
+    fn joined() -> Fixture {
+        let now = Instant::now();
+        let mut ch = PeerChannel::new(ChannelConfig::default());
+        ch.enable_cluster();
+        let config = ClusterConfig {
+            server_ttl: Duration::from_secs(3),
+            max_queue_items: 3,
+        };
+        let mut f = Fixture {
+            ch,
+            node: ClusterNode::new(url(), "me".into(), config, now),
+            now,
+            out: Vec::new(),
+        };
+        f.node.commands.connecting();
+        f.node.subscriber.connecting();
+        assert_eq!(f.written_sub(), "PING");
+        assert_eq!(render(std::mem::take(f.node.commands.output())), "PING");
+        f.commands(b"+PONG\r\n");
+        f.pushes(b"+PONG\r\n");
+        assert_eq!(f.written_sub(), "SUBSCRIBE pc:presence pc:wake:me");
+        f.pushes(
+            b"*3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n*3\r\n$9\r\nsubscribe\r\n$1\r\nb\r\n:2\r\n",
+        );
+        assert!(f.node.is_joined());
+        let sent = f.written();
+        assert!(sent.contains("SET pc:server:me 1 PX 3000"), "{sent}");
+        assert!(
+            sent.ends_with("HGETALL pc:members | INCRBY pc:ids 256"),
+            "{sent}"
+        );
+        // EVAL, SET, HGETALL, INCRBY.
+        f.commands(b":0\r\n+OK\r\n*2\r\n$3\r\n300\r\n$11\r\nother carol\r\n:256\r\n");
+        f
+    }
+
+    fn commands(&mut self, bytes: &[u8]) {
+        let mut ev = Vec::new();
+        self.node.commands.received(bytes, &mut ev).unwrap();
+        for e in ev {
+            self.node
+                .on_command(e, &mut self.ch, self.now, &mut self.out);
+        }
+    }
+
+    /// Writes what is due and answers every command in flight with nil (an empty queue,
+    /// an ignored reply).
+    fn settle(&mut self) {
+        self.written();
+        let nils = "$-1\r\n".repeat(self.node.commands.in_flight());
+        self.commands(nils.as_bytes());
+    }
+
+    fn pushes(&mut self, bytes: &[u8]) {
+        let mut ev = Vec::new();
+        self.node.subscriber.received(bytes, &mut ev).unwrap();
+        for e in ev {
+            self.node
+                .on_subscriber(e, &mut self.ch, self.now, &mut self.out);
+        }
+    }
+
+    fn message(&mut self, channel: &str, payload: &str) {
+        let push = format!(
+            "*3\r\n$7\r\nmessage\r\n${}\r\n{channel}\r\n${}\r\n{payload}\r\n",
+            channel.len(),
+            payload.len()
+        );
+        self.pushes(push.as_bytes());
+    }
+
+    /// Commands written since last asked, as `ARG ARG | ARG ...`.
+    fn written(&mut self) -> String {
+        self.node.drive(&mut self.ch, self.now, &mut self.out);
+        render(std::mem::take(self.node.commands.output()))
+    }
+
+    fn written_sub(&mut self) -> String {
+        render(std::mem::take(self.node.subscriber.output()))
+    }
+
+    fn req(&mut self, conn: ConnId, raw: &str) -> Disposition {
+        let req = DataSocket::new()
+            .feed(raw.as_bytes(), &LIMITS)
+            .unwrap()
+            .unwrap();
+        self.ch.handle_request(conn, &req, self.now, &mut self.out)
+    }
+
+    fn get(&mut self, conn: ConnId, target: &str) -> Disposition {
+        self.req(conn, &format!("GET {target} HTTP/1.0\r\n\r\n"))
+    }
+
+    fn post(&mut self, conn: ConnId, from: PeerId, to: PeerId, body: &str) -> Disposition {
+        self.req(
+            conn,
+            &format!(
+                "POST /message?peer_id={from}&to={to} HTTP/1.0\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            ),
+        )
+    }
+
+    /// Answers sent: (connection, status, pragma, body).
+    fn answers(&mut self) -> Vec<(ConnId, u16, Option<PeerId>, String)> {
+        self.out
+            .drain(..)
+            .filter_map(|a| match a {
+                Action::Send { conn, bytes } => {
+                    let r = parse_response(&bytes).unwrap().unwrap();
+                    Some((
+                        conn,
+                        r.code,
+                        r.pragma,
+                        String::from_utf8_lossy(&r.body).into_owned(),
+                    ))
+                }
+                Action::Close { .. } => None,
+            })
+            .collect()
+    }
+}
+
+fn render(bytes: Vec<u8>) -> String {
+    let mut commands = Vec::new();
+    let mut at = 0;
+    while let Ok(Some((v, n))) = resp::decode(&bytes[at..]) {
+        at += n;
+        let args: Vec<String> = v
+            .array()
+            .unwrap()
+            .iter()
+            .map(|a| String::from_utf8_lossy(a.bytes().unwrap()).replace('\n', "/"))
+            .collect();
+        commands.push(args.join(" "));
+    }
+    commands.join(" | ")
+}
+
+#[test]
+fn sign_in_lists_remote_members_and_is_announced() {
+    let mut f = Fixture::joined();
+    assert_eq!(f.get(1, "/sign_in?alice"), Disposition::Pending);
+    assert_eq!(
+        f.written(),
+        "HSET pc:members 1 me alice | PUBLISH pc:presence J me 1 alice | PING"
+    );
+    assert!(f.answers().is_empty(), "answered once Redis lists alice");
+    f.commands(b":1\r\n:1\r\n+PONG\r\n");
+    let answers = f.answers();
+    assert_eq!(answers[0].3, "alice,1,1\ncarol,300,1\n");
+}
+
+#[test]
+fn remote_joins_and_leaves_reach_held_gets_and_garbage_is_ignored() {
+    let mut f = Fixture::joined();
+    f.get(1, "/sign_in?alice");
+    f.get(2, "/wait?peer_id=1");
+    f.answers();
+    f.message("pc:presence", "J other 400 dave");
+    assert_eq!(f.answers(), [(2, 200, Some(1), "dave,400,1\n".to_string())]);
+    f.message("pc:presence", "X nonsense");
+    f.message("pc:presence", "J other notanid x");
+    f.pushes(b"*2\r\n:1\r\n$-1\r\n");
+    f.get(3, "/wait?peer_id=1");
+    assert_eq!(f.answers(), []);
+    f.message("pc:presence", "L other 400");
+    assert_eq!(f.answers(), [(3, 200, Some(1), "dave,400,0\n".to_string())]);
+}
+
+#[test]
+fn a_message_is_answered_once_redis_took_it_and_wakes_the_home_server() {
+    let mut f = Fixture::joined();
+    f.get(1, "/sign_in?alice");
+    f.settle();
+    f.answers();
+    assert_eq!(f.post(5, 1, 300, "hi"), Disposition::Pending);
+    assert!(f.answers().is_empty());
+    let sent = f.written();
+    assert!(sent.starts_with("EVAL "), "{sent}");
+    assert!(
+        sent.ends_with(" 2 pc:members pc:q:300 1 300 1/text/plain/hi"),
+        "{sent}"
+    );
+    f.commands(b":1\r\n");
+    assert_eq!(f.answers(), [(5, 200, None, String::new())]);
+    assert_eq!(f.written(), "PUBLISH pc:wake:other 300");
+    // A connection closed before Redis answered is not answered (its key may be reused).
+    f.post(6, 1, 300, "x");
+    f.written();
+    f.node.connection_closed(6);
+    f.commands(b":2\r\n");
+    f.settle();
+    assert!(f.answers().is_empty());
+    // Redis does not list one of the two (a leave this server has not heard of yet).
+    f.post(7, 1, 300, "x");
+    f.written();
+    f.commands(b":-1\r\n");
+    assert_eq!(f.answers()[0].3, "Peer most likely gone.");
+}
+
+#[test]
+fn messages_leave_redis_only_into_a_held_get_and_go_back_otherwise() {
+    let mut f = Fixture::joined();
+    f.get(1, "/sign_in?alice");
+    f.settle();
+    f.answers();
+    assert_eq!(f.get(2, "/wait?peer_id=1"), Disposition::Held(1));
+    assert_eq!(f.written(), "LPOP pc:q:1");
+    f.commands(b"$18\r\n300\ntext/plain\nhey\r\n");
+    assert_eq!(f.answers(), [(2, 200, Some(300), "hey".to_string())]);
+    // Woken while held, but the GET closes before the message arrives: it goes back.
+    f.get(3, "/wait?peer_id=1");
+    assert_eq!(f.written(), "LPOP pc:q:1");
+    f.ch.hanging_get_closed(3, 1, f.now);
+    f.commands(b"$18\r\n300\ntext/plain\nbye\r\n");
+    assert_eq!(f.written(), "LPUSH pc:q:1 300/text/plain/bye");
+    // An empty queue leaves the GET held; a wake-up fetches again.
+    f.get(4, "/wait?peer_id=1");
+    f.written();
+    f.commands(b":1\r\n$-1\r\n"); // LPUSH, LPOP
+    assert!(f.answers().is_empty());
+    f.message("pc:wake:me", "1");
+    assert_eq!(f.written(), "LPOP pc:q:1");
+}
+
+#[test]
+fn a_member_past_its_redis_queue_bound_is_evicted_everywhere() {
+    let mut f = Fixture::joined();
+    f.get(1, "/sign_in?alice");
+    f.settle();
+    f.post(5, 1, 300, "x");
+    f.written();
+    f.commands(b":4\r\n");
+    assert_eq!(
+        f.written(),
+        "HDEL pc:members 300 | DEL pc:q:300 | PUBLISH pc:presence L me 300"
+    );
+    f.answers();
+    f.settle();
+    // Redis no longer lists it: the next message is refused there.
+    f.post(6, 1, 300, "x");
+    f.written();
+    f.commands(b":-1\r\n");
+    assert_eq!(f.answers()[0].3, "Peer most likely gone.");
+}
+
+#[test]
+fn a_request_for_a_remote_member_adopts_it() {
+    let mut f = Fixture::joined();
+    assert_eq!(f.get(2, "/wait?peer_id=300"), Disposition::Held(300));
+    assert_eq!(
+        f.written(),
+        "HSET pc:members 300 me carol | PUBLISH pc:presence M me 300 | LPOP pc:q:300"
+    );
+    // Its old server hears the move and forgets it without a leave notice.
+    let mut old = Fixture::joined();
+    old.get(1, "/sign_in?watcher");
+    old.get(2, "/wait?peer_id=1");
+    old.answers();
+    old.message("pc:presence", "J other 500 eve");
+    old.answers();
+    old.get(3, "/wait?peer_id=1");
+    old.get(4, "/wait?peer_id=500");
+    assert!(old.ch.is_local(500));
+    old.settle();
+    // Something eve has not read yet here (its GET gone): a join.
+    old.ch.hanging_get_closed(4, 500, old.now);
+    old.message("pc:presence", "J other 600 frank");
+    old.answers();
+    old.message("pc:presence", "M other 500");
+    assert!(!old.ch.is_local(500));
+    assert!(old.answers().is_empty(), "a move is not a leave");
+    // What eve had not read follows it, to the front of its list, and its server is woken.
+    assert_eq!(
+        old.written(),
+        "LPUSH pc:q:500 500/text/plain/frank,600,1/ | PUBLISH pc:wake:other 500"
+    );
+}
+
+#[test]
+fn losing_redis_serves_locally_and_rejoining_registers_again() {
+    let mut f = Fixture::joined();
+    f.get(1, "/sign_in?alice");
+    f.get(2, "/sign_in?bob");
+    f.settle();
+    f.answers();
+    f.post(5, 1, 2, "in flight");
+    f.written();
+    let lost = f.node.commands.disconnected(f.now);
+    f.node.link_lost(&mut f.ch, lost, &mut f.out);
+    assert_eq!(f.answers()[0].1, 503);
+    assert!(!f.node.is_joined());
+    // Local members still reach each other, through the local queue.
+    assert_eq!(f.post(6, 1, 2, "local"), Disposition::Answered);
+    f.get(7, "/wait?peer_id=2");
+    let got: Vec<String> = f.answers().into_iter().map(|a| a.3).collect();
+    assert_eq!(got, ["", "local"]);
+    f.get(8, "/sign_out?peer_id=2");
+    // Back: both links up again.
+    f.now += Duration::from_secs(1);
+    f.node.subscriber.disconnected(f.now);
+    f.node.commands.connecting();
+    f.node.subscriber.connecting();
+    f.node.commands.output().clear();
+    f.commands(b"+PONG\r\n");
+    f.pushes(b"+PONG\r\n");
+    f.written_sub();
+    f.pushes(
+        b"*3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n*3\r\n$9\r\nsubscribe\r\n$1\r\nb\r\n:2\r\n",
+    );
+    let sent = f.written();
+    assert!(sent.starts_with("EVAL "), "{sent}");
+    assert!(
+        sent.contains("pc:ids 300 |"),
+        "the id counter is raised past known ids: {sent}"
+    );
+    assert!(sent.contains("PUBLISH pc:presence L me 2"), "{sent}");
+    assert!(
+        sent.contains("HSET pc:members 1 me alice | PUBLISH pc:presence J me 1 alice"),
+        "{sent}"
+    );
+}
+
+#[test]
+fn a_silent_server_is_reaped_once_after_a_grace_period() {
+    let mut f = Fixture::joined();
+    f.get(1, "/sign_in?alice");
+    f.get(2, "/wait?peer_id=1");
+    f.settle();
+    f.answers();
+    f.now += Duration::from_secs(1);
+    assert_eq!(
+        f.written(),
+        "SET pc:server:me 1 PX 3000 | EXISTS pc:server:other | LPOP pc:q:1"
+    );
+    f.commands(b"+OK\r\n:0\r\n$-1\r\n");
+    assert!(
+        !f.written().contains("pc:reap"),
+        "no reaping within a TTL of joining"
+    );
+    f.now += Duration::from_secs(3);
+    let sent = f.written();
+    assert!(sent.contains("EXISTS pc:server:other"), "{sent}");
+    f.commands(b"+OK\r\n:0\r\n$-1\r\n");
+    assert_eq!(f.written(), "SET pc:reap:other me NX PX 3000");
+    // The sweep's HGETALL (one TTL after joining) still lists carol; then the lock is ours.
+    f.commands(b"*2\r\n$3\r\n300\r\n$11\r\nother carol\r\n+OK\r\n");
+    assert_eq!(
+        f.written(),
+        "HDEL pc:members 300 | DEL pc:q:300 | PUBLISH pc:presence L me 300"
+    );
+    assert_eq!(
+        f.answers(),
+        [(2, 200, Some(1), "carol,300,0\n".to_string())]
+    );
+}
