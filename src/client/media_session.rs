@@ -29,6 +29,11 @@ pub const ENCODER_SHARE: f64 = 0.8;
 pub const BUDGET_SHARE: f64 = 0.9;
 /// The send budget's debt allowed before captured frames are dropped, in time at its rate.
 pub const BUDGET_ALLOWANCE: Duration = Duration::from_millis(100);
+/// Below this estimate the video is sent at half its width and height (an encoder restart
+/// and a keyframe): at a few hundred kbit/s a full-size keyframe of busy content takes
+/// seconds of the budget. Back to full size at [`FULL_SIZE_BPS`] (hysteresis).
+pub const HALF_SIZE_BPS: u64 = 400_000;
+pub const FULL_SIZE_BPS: u64 = 600_000;
 /// The peer's keyframe requests are answered at most this often (the first keyframe and
 /// the one after an encoder error are not held back).
 pub const KEYFRAME_INTERVAL: Duration = Duration::from_secs(1);
@@ -181,6 +186,8 @@ pub struct MediaSession {
     last_keyframe: Option<Instant>,
     last_pli: Option<Instant>,
     budget: SendBudget,
+    /// Frames are halved before encoding (a low estimate).
+    half_size: bool,
     stats: MediaStats,
 }
 
@@ -195,6 +202,7 @@ impl MediaSession {
             last_keyframe: None,
             last_pli: None,
             budget: SendBudget::new(budget_bps(config.bitrate_bps.into())),
+            half_size: false,
             stats: MediaStats {
                 target_bitrate_bps: config.bitrate_bps,
                 ..MediaStats::default()
@@ -235,6 +243,15 @@ impl MediaSession {
                 .last_keyframe
                 .is_none_or(|t| now.saturating_duration_since(t) >= KEYFRAME_INTERVAL);
         let keyframe = self.force_idr || requested;
+        let halved;
+        let frame = if self.half_size && can_halve(frame) {
+            halved = halve(frame)?;
+            &halved
+        } else {
+            frame
+        };
+        // A new size restarts the encoder, whose first frame is a keyframe.
+        let keyframe = keyframe || (frame.width, frame.height) != self.encoder.size();
         match self.encoder.encode(frame, keyframe) {
             Ok(data) if data.is_empty() => Ok(None),
             Ok(data) => {
@@ -309,6 +326,15 @@ impl MediaSession {
     /// retune costs the encoder a little).
     pub fn bandwidth_estimate(&mut self, estimate_bps: u64, now: Instant) {
         self.budget.set_rate(budget_bps(estimate_bps), now);
+        let half = if self.half_size {
+            estimate_bps < FULL_SIZE_BPS
+        } else {
+            estimate_bps < HALF_SIZE_BPS
+        };
+        if half != self.half_size {
+            log::debug!("bandwidth estimate {estimate_bps} bps: half size {half}");
+            self.half_size = half;
+        }
         let configured = self.config.bitrate_bps.max(MIN_BITRATE_BPS);
         let share = (estimate_bps as f64 * ENCODER_SHARE).min(u32::MAX.into()) as u32;
         let target = share.clamp(MIN_BITRATE_BPS, configured);
@@ -319,6 +345,36 @@ impl MediaSession {
                 Ok(()) => self.stats.target_bitrate_bps = target,
                 Err(e) => log::warn!("cannot retune the encoder: {e}"),
             }
+        }
+    }
+}
+
+/// Whether a frame can be halved into an I420 frame (even sizes) of at least 160x120.
+fn can_halve(frame: &I420Frame) -> bool {
+    frame.width.is_multiple_of(4)
+        && frame.height.is_multiple_of(4)
+        && frame.width >= 320
+        && frame.height >= 240
+}
+
+/// The frame at half its width and height, each sample the mean of four.
+fn halve(frame: &I420Frame) -> Result<I420Frame, MediaError> {
+    let (w, h) = (frame.width as usize, frame.height as usize);
+    let mut out = I420Frame::try_new(frame.width / 2, frame.height / 2)?;
+    let (y, u, v) = out.planes_mut();
+    halve_plane(frame.y(), w, h, y);
+    halve_plane(frame.u(), w / 2, h / 2, u);
+    halve_plane(frame.v(), w / 2, h / 2, v);
+    Ok(out)
+}
+
+fn halve_plane(src: &[u8], w: usize, h: usize, dst: &mut [u8]) {
+    let half_w = w / 2;
+    for (row, out) in dst.chunks_exact_mut(half_w).take(h / 2).enumerate() {
+        let (a, b) = (&src[2 * row * w..][..w], &src[(2 * row + 1) * w..][..w]);
+        for (x, px) in out.iter_mut().enumerate() {
+            let sum = a[2 * x] as u32 + a[2 * x + 1] as u32 + b[2 * x] as u32 + b[2 * x + 1] as u32;
+            *px = ((sum + 2) / 4) as u8;
         }
     }
 }
@@ -470,6 +526,57 @@ mod tests {
         assert!(m.stats().frames_dropped > 0);
         assert_eq!(m.stats().frames_encoded, sent);
         assert!(m.stats().keyframes_encoded <= 11, "{:?}", m.stats());
+    }
+
+    #[test]
+    fn a_low_estimate_halves_the_picture_with_hysteresis() {
+        let t0 = Instant::now();
+        let mut sender = MediaSession::new(WIDE, t0).unwrap();
+        let mut receiver = MediaSession::new(WIDE, t0).unwrap();
+        let mut p = TestPattern::new(320, 240);
+        let mut sizes = Vec::new();
+        for (i, estimate) in [2_000_000, 300_000, 300_000, 500_000, 700_000, 700_000]
+            .into_iter()
+            .enumerate()
+        {
+            // A second apart: the budget never holds a frame back here.
+            let now = ms(t0, i as u64 * 1_000);
+            sender.bandwidth_estimate(estimate, now);
+            let enc = sender.encode(&p.frame(i as u32, 0), now).unwrap().unwrap();
+            let d = receiver.decode(&enc.data, now, 0);
+            let f = d.frame.expect("decoded");
+            sizes.push((f.width, f.height, enc.keyframe));
+        }
+        assert_eq!(
+            sizes,
+            [
+                (320, 240, true),
+                (160, 120, true),
+                (160, 120, false),
+                (160, 120, false),
+                (320, 240, true),
+                (320, 240, false)
+            ]
+        );
+        assert_eq!(receiver.stats().decode_errors, 0);
+    }
+
+    #[test]
+    fn halving_averages_four_samples() {
+        let mut f = I420Frame::try_new(320, 240).unwrap();
+        let y = f.y_mut();
+        y.fill(0);
+        y[0] = 10;
+        y[1] = 20;
+        y[320] = 30;
+        y[321] = 41;
+        f.u_mut().fill(7);
+        let h = halve(&f).unwrap();
+        assert_eq!((h.width, h.height), (160, 120));
+        assert_eq!(h.y()[0], 25);
+        assert_eq!(h.y()[1], 0);
+        assert!(h.u().iter().all(|&u| u == 7));
+        assert!(!can_halve(&h), "never below 160x120");
     }
 
     #[test]
