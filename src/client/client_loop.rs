@@ -388,7 +388,7 @@ impl ClientLoop {
         let Some(media) = self.media.as_mut().filter(|_| self.conductor.is_sending()) else {
             return;
         };
-        match media.encode(&frame) {
+        match media.encode(&frame, now) {
             Ok(Some(enc)) => {
                 self.conductor.send_video(enc.data, capture_us, now);
             }
@@ -628,7 +628,7 @@ impl ClientLoop {
             }
             CallOutput::BandwidthEstimate(bps) => {
                 if let Some(m) = self.media.as_mut() {
-                    m.bandwidth_estimate(bps);
+                    m.bandwidth_estimate(bps, now);
                 }
             }
             CallOutput::PeerSilent { peer, silent } => {

@@ -1709,7 +1709,7 @@ mod tests {
             return;
         };
         if side.c.is_sending() {
-            if let Ok(Some(enc)) = m.encode(&p.frame(frame, us)) {
+            if let Ok(Some(enc)) = m.encode(&p.frame(frame, us), now) {
                 side.c.send_video(enc.data, us, now);
             }
         }

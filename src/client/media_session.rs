@@ -3,6 +3,16 @@
 //! estimate, and the stamp latency. No str0m and no clock: the loop hands in what the
 //! [`Conductor`](super::conductor::Conductor) received and passes every instant, so the
 //! policy is tested on its own.
+//!
+//! On a thin link three rules keep the sender under str0m's estimate whatever OpenH264
+//! does: the encoder is given [`ENCODER_SHARE`] of the estimate; a send budget (a leaky
+//! bucket drained at [`BUDGET_SHARE`] of the estimate) drops captured frames before they are
+//! encoded while what was sent has overrun it, so a large keyframe is paid for by the frames
+//! after it instead of by the link; and keyframe requests are answered at most once per
+//! [`KEYFRAME_INTERVAL`] (frames are not encoded at all while a keyframe still drains the
+//! budget), so a keyframe lost in a full queue does not start a storm of larger ones.
+//! str0m paces the packets itself (its leaky-bucket pacer runs at 1.1x the estimate
+//! whenever bandwidth estimation is on).
 
 use std::time::{Duration, Instant};
 
@@ -12,6 +22,21 @@ use crate::media::{read_stamp, EncoderConfig, H264Decoder, H264Encoder, I420Fram
 pub const MIN_BITRATE_BPS: u32 = 100_000;
 /// Keyframe requests for a broken remote stream are sent at most this often.
 pub const PLI_INTERVAL: Duration = Duration::from_millis(500);
+/// The share of the estimate the encoder is asked for: OpenH264 overshoots its target on
+/// busy content, and RTP/UDP overhead and audio share the link.
+pub const ENCODER_SHARE: f64 = 0.8;
+/// The share of the estimate the send budget lets through (encoded payload).
+pub const BUDGET_SHARE: f64 = 0.9;
+/// The send budget's debt allowed before captured frames are dropped, in time at its rate.
+pub const BUDGET_ALLOWANCE: Duration = Duration::from_millis(100);
+/// Below this estimate the video is sent at half its width and height (an encoder restart
+/// and a keyframe): at a few hundred kbit/s a full-size keyframe of busy content takes
+/// seconds of the budget. Back to full size at [`FULL_SIZE_BPS`] (hysteresis).
+pub const HALF_SIZE_BPS: u64 = 400_000;
+pub const FULL_SIZE_BPS: u64 = 600_000;
+/// The peer's keyframe requests are answered at most this often (the first keyframe and
+/// the one after an encoder error are not held back).
+pub const KEYFRAME_INTERVAL: Duration = Duration::from_secs(1);
 /// A stamp latency above this is a frame from another clock (another machine): not counted.
 const MAX_PLAUSIBLE_LATENCY_US: u64 = 10_000_000;
 
@@ -50,6 +75,8 @@ pub struct MediaStats {
     pub frames_decoded: u64,
     pub decode_errors: u64,
     pub keyframe_requests: u64,
+    /// Captured frames not encoded because the send budget was overrun.
+    pub frames_dropped: u64,
     /// Capture-to-decode latency of the last decoded frame, read from its stamp.
     pub last_stamp_latency_us: Option<u64>,
     pub stamp_latency_sum_us: u64,
@@ -83,13 +110,84 @@ pub struct Decoded {
     pub request_keyframe: bool,
 }
 
+/// A leaky bucket of encoded bits: filled by each frame sent, drained at a rate. While it
+/// holds more than [`BUDGET_ALLOWANCE`] at its rate, nothing more may be sent, so over any
+/// span the bits sent stay under rate x span + the allowance + one frame.
+#[derive(Debug, Clone)]
+pub struct SendBudget {
+    rate_bps: u64,
+    level_bits: u64,
+    at: Option<Instant>,
+}
+
+impl SendBudget {
+    pub fn new(rate_bps: u64) -> SendBudget {
+        SendBudget {
+            rate_bps,
+            level_bits: 0,
+            at: None,
+        }
+    }
+
+    pub fn rate_bps(&self) -> u64 {
+        self.rate_bps
+    }
+
+    /// A new drain rate, from `now` on (what was drained until now at the old one stays).
+    pub fn set_rate(&mut self, rate_bps: u64, now: Instant) {
+        self.drain(now);
+        self.rate_bps = rate_bps;
+    }
+
+    fn drain(&mut self, now: Instant) {
+        if let Some(at) = self.at.filter(|at| now > *at) {
+            let us = now.duration_since(at).as_micros().min(u64::MAX.into()) as u64;
+            let drained = self.rate_bps.saturating_mul(us) / 1_000_000;
+            self.level_bits = self.level_bits.saturating_sub(drained);
+        }
+        if self.at.is_none_or(|at| now > at) {
+            self.at = Some(now);
+        }
+    }
+
+    fn allowance_bits(&self) -> u64 {
+        self.rate_bps
+            .saturating_mul(BUDGET_ALLOWANCE.as_millis() as u64)
+            / 1000
+    }
+
+    /// The bits sent and not yet drained at `now`.
+    pub fn level_bits(&mut self, now: Instant) -> u64 {
+        self.drain(now);
+        self.level_bits
+    }
+
+    /// Whether a frame may be sent at `now`: the debt is within the allowance.
+    pub fn may_send(&mut self, now: Instant) -> bool {
+        self.level_bits(now) <= self.allowance_bits()
+    }
+
+    /// A frame of `bytes` was sent at `now`.
+    pub fn spent(&mut self, bytes: usize, now: Instant) {
+        self.drain(now);
+        self.level_bits = self.level_bits.saturating_add(bytes as u64 * 8);
+    }
+}
+
 pub struct MediaSession {
     config: MediaConfig,
     encoder: H264Encoder,
     decoder: H264Decoder,
     started: Instant,
+    /// A keyframe now (first frame, after an encoder error).
     force_idr: bool,
+    /// The peer asked for a keyframe: sent once [`KEYFRAME_INTERVAL`] has passed.
+    keyframe_pending: bool,
+    last_keyframe: Option<Instant>,
     last_pli: Option<Instant>,
+    budget: SendBudget,
+    /// Frames are halved before encoding (a low estimate).
+    half_size: bool,
     stats: MediaStats,
 }
 
@@ -100,7 +198,11 @@ impl MediaSession {
             decoder: H264Decoder::new()?,
             started: now,
             force_idr: true,
+            keyframe_pending: false,
+            last_keyframe: None,
             last_pli: None,
+            budget: SendBudget::new(budget_bps(config.bitrate_bps.into())),
+            half_size: false,
             stats: MediaStats {
                 target_bitrate_bps: config.bitrate_bps,
                 ..MediaStats::default()
@@ -118,25 +220,49 @@ impl MediaSession {
         self.force_idr = true;
     }
 
-    /// The peer asked for a keyframe (PLI or FIR).
+    /// The peer asked for a keyframe (PLI or FIR): sent with the first frame the budget lets
+    /// through once [`KEYFRAME_INTERVAL`] has passed since the last one.
     pub fn keyframe_requested(&mut self) {
         self.stats.keyframe_requests += 1;
-        self.force_idr = true;
+        self.keyframe_pending = true;
     }
 
-    /// Encodes a captured frame. `Ok(None)`: the encoder skipped it (rate control).
-    pub fn encode(&mut self, frame: &I420Frame) -> Result<Option<EncodedFrame>, MediaError> {
-        let keyframe = std::mem::take(&mut self.force_idr);
+    /// Encodes a frame captured at `now`. `Ok(None)`: not sent, either dropped because the
+    /// send budget is overrun or skipped by the encoder's rate control.
+    pub fn encode(
+        &mut self,
+        frame: &I420Frame,
+        now: Instant,
+    ) -> Result<Option<EncodedFrame>, MediaError> {
+        if !self.budget.may_send(now) {
+            self.stats.frames_dropped += 1;
+            return Ok(None);
+        }
+        let requested = self.keyframe_pending
+            && self
+                .last_keyframe
+                .is_none_or(|t| now.saturating_duration_since(t) >= KEYFRAME_INTERVAL);
+        let keyframe = self.force_idr || requested;
+        let halved;
+        let frame = if self.half_size && can_halve(frame) {
+            halved = halve(frame)?;
+            &halved
+        } else {
+            frame
+        };
+        // A new size restarts the encoder, whose first frame is a keyframe.
+        let keyframe = keyframe || (frame.width, frame.height) != self.encoder.size();
         match self.encoder.encode(frame, keyframe) {
-            Ok(data) if data.is_empty() => {
-                self.force_idr |= keyframe;
-                Ok(None)
-            }
+            Ok(data) if data.is_empty() => Ok(None),
             Ok(data) => {
                 self.stats.frames_encoded += 1;
                 if keyframe {
                     self.stats.keyframes_encoded += 1;
+                    self.force_idr = false;
+                    self.keyframe_pending = false;
+                    self.last_keyframe = Some(now);
                 }
+                self.budget.spent(data.len(), now);
                 Ok(Some(EncodedFrame { data, keyframe }))
             }
             Err(e) => {
@@ -194,12 +320,24 @@ impl MediaSession {
         }
     }
 
-    /// The send-side bandwidth estimate: the encoder follows it between
+    /// The send-side bandwidth estimate at `now`: the send budget drains at
+    /// [`BUDGET_SHARE`] of it, and the encoder targets [`ENCODER_SHARE`] of it between
     /// [`MIN_BITRATE_BPS`] and the configured bitrate, retuned only on real changes (each
     /// retune costs the encoder a little).
-    pub fn bandwidth_estimate(&mut self, estimate_bps: u64) {
+    pub fn bandwidth_estimate(&mut self, estimate_bps: u64, now: Instant) {
+        self.budget.set_rate(budget_bps(estimate_bps), now);
+        let half = if self.half_size {
+            estimate_bps < FULL_SIZE_BPS
+        } else {
+            estimate_bps < HALF_SIZE_BPS
+        };
+        if half != self.half_size {
+            log::debug!("bandwidth estimate {estimate_bps} bps: half size {half}");
+            self.half_size = half;
+        }
         let configured = self.config.bitrate_bps.max(MIN_BITRATE_BPS);
-        let target = (estimate_bps.min(u32::MAX.into()) as u32).clamp(MIN_BITRATE_BPS, configured);
+        let share = (estimate_bps as f64 * ENCODER_SHARE).min(u32::MAX.into()) as u32;
+        let target = share.clamp(MIN_BITRATE_BPS, configured);
         let current = self.stats.target_bitrate_bps;
         if target.abs_diff(current) > current / 10 {
             log::debug!("bandwidth estimate {estimate_bps} bps: encoder target {target} bps");
@@ -209,6 +347,41 @@ impl MediaSession {
             }
         }
     }
+}
+
+/// Whether a frame can be halved into an I420 frame (even sizes) of at least 160x120.
+fn can_halve(frame: &I420Frame) -> bool {
+    frame.width.is_multiple_of(4)
+        && frame.height.is_multiple_of(4)
+        && frame.width >= 320
+        && frame.height >= 240
+}
+
+/// The frame at half its width and height, each sample the mean of four.
+fn halve(frame: &I420Frame) -> Result<I420Frame, MediaError> {
+    let (w, h) = (frame.width as usize, frame.height as usize);
+    let mut out = I420Frame::try_new(frame.width / 2, frame.height / 2)?;
+    let (y, u, v) = out.planes_mut();
+    halve_plane(frame.y(), w, h, y);
+    halve_plane(frame.u(), w / 2, h / 2, u);
+    halve_plane(frame.v(), w / 2, h / 2, v);
+    Ok(out)
+}
+
+fn halve_plane(src: &[u8], w: usize, h: usize, dst: &mut [u8]) {
+    let half_w = w / 2;
+    for (row, out) in dst.chunks_exact_mut(half_w).take(h / 2).enumerate() {
+        let (a, b) = (&src[2 * row * w..][..w], &src[(2 * row + 1) * w..][..w]);
+        for (x, px) in out.iter_mut().enumerate() {
+            let sum = a[2 * x] as u32 + a[2 * x + 1] as u32 + b[2 * x] as u32 + b[2 * x + 1] as u32;
+            *px = ((sum + 2) / 4) as u8;
+        }
+    }
+}
+
+/// The send budget's rate for an estimate: never under what the encoder's floor needs.
+fn budget_bps(estimate_bps: u64) -> u64 {
+    ((estimate_bps as f64 * BUDGET_SHARE) as u64).max(MIN_BITRATE_BPS.into())
 }
 
 #[cfg(test)]
@@ -223,34 +396,246 @@ mod tests {
         bitrate_bps: 300_000,
     };
 
+    /// A session with the budget wide enough that it never drops a frame.
+    const WIDE: MediaConfig = MediaConfig {
+        bitrate_bps: 20_000_000,
+        ..MEDIA
+    };
+
+    /// Busy content: grey noise, new each frame, which costs the encoder all the bits it
+    /// is given and more.
+    fn busy(seed: u32) -> I420Frame {
+        let mut f = I420Frame::try_new(320, 240).unwrap();
+        let (y, u, v) = f.planes_mut();
+        let mut x = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+        for p in y.iter_mut() {
+            x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            *p = (x >> 24) as u8;
+        }
+        u.fill(128);
+        v.fill(128);
+        f
+    }
+
+    fn ms(t0: Instant, ms: u64) -> Instant {
+        t0 + Duration::from_millis(ms)
+    }
+
     #[test]
     fn first_frame_is_a_keyframe_and_requests_bring_another() {
-        let now = Instant::now();
-        let mut m = MediaSession::new(MEDIA, now).unwrap();
+        let t0 = Instant::now();
+        let mut m = MediaSession::new(WIDE, t0).unwrap();
         let mut p = TestPattern::new(320, 240);
-        let first = m.encode(&p.frame(0, 0)).unwrap().unwrap();
+        let first = m.encode(&p.frame(0, 0), t0).unwrap().unwrap();
         assert!(first.keyframe);
-        let second = m.encode(&p.frame(1, 33_000)).unwrap().unwrap();
+        let second = m.encode(&p.frame(1, 33_000), ms(t0, 33)).unwrap().unwrap();
         assert!(!second.keyframe);
         m.keyframe_requested();
-        assert!(m.encode(&p.frame(2, 66_000)).unwrap().unwrap().keyframe);
+        let third = m
+            .encode(&p.frame(2, 66_000), ms(t0, 1_000))
+            .unwrap()
+            .unwrap();
+        assert!(third.keyframe, "a second after the last keyframe");
         m.connected();
-        assert!(m.encode(&p.frame(3, 99_000)).unwrap().unwrap().keyframe);
+        let fourth = m
+            .encode(&p.frame(3, 99_000), ms(t0, 1_033))
+            .unwrap()
+            .unwrap();
+        assert!(fourth.keyframe, "the transport's start is never held back");
         assert_eq!(m.stats().keyframes_encoded, 3);
         assert_eq!(m.stats().keyframe_requests, 1);
     }
 
     #[test]
+    fn keyframe_requests_are_answered_at_most_once_per_interval() {
+        let t0 = Instant::now();
+        let mut m = MediaSession::new(WIDE, t0).unwrap();
+        let mut p = TestPattern::new(320, 240);
+        let mut keyframes_at = Vec::new();
+        // A PLI with every frame for 3.5 s, as a receiver whose keyframes keep getting lost.
+        for i in 0..105u64 {
+            m.keyframe_requested();
+            let now = ms(t0, i * 33 + 1);
+            let enc = m.encode(&p.frame(i as u32, i * 33_000), now).unwrap();
+            if enc.is_some_and(|e| e.keyframe) {
+                keyframes_at.push(i * 33 + 1);
+            }
+        }
+        assert_eq!(keyframes_at[0], 1, "the first frame");
+        for w in keyframes_at.windows(2) {
+            assert!(w[1] - w[0] >= 1_000, "keyframes at {keyframes_at:?}");
+        }
+        assert_eq!(
+            keyframes_at.len(),
+            4,
+            "at 0, ~1, ~2 and ~3 s: {keyframes_at:?}"
+        );
+        assert_eq!(m.stats().keyframe_requests, 105);
+    }
+
+    #[test]
+    fn the_budget_holds_back_frames_and_a_due_keyframe_until_it_drained() {
+        let t0 = Instant::now();
+        let mut m = MediaSession::new(WIDE, t0).unwrap();
+        let idr = m.encode(&busy(0), t0).unwrap().unwrap();
+        // The link turns thin just after a large keyframe: it drains at 100 kbit/s.
+        m.bandwidth_estimate(100_000, t0);
+        let idr_bits = idr.data.len() as u64 * 8;
+        let drained_ms = (idr_bits - 10_000) / 100;
+        assert!(drained_ms > 1_100, "{idr_bits} bits");
+        assert!(m.encode(&busy(1), ms(t0, 33)).unwrap().is_none());
+        assert_eq!(m.stats().frames_dropped, 1);
+        // The interval has passed but the keyframe has not drained: the request waits.
+        m.keyframe_requested();
+        assert!(m.encode(&busy(2), ms(t0, 1_000)).unwrap().is_none());
+        assert!(m
+            .encode(&busy(3), ms(t0, drained_ms - 1))
+            .unwrap()
+            .is_none());
+        let next = m.encode(&busy(4), ms(t0, drained_ms + 1)).unwrap().unwrap();
+        assert!(next.keyframe);
+        assert_eq!(m.stats().frames_dropped, 3);
+    }
+
+    #[test]
+    fn a_session_on_a_thin_link_sends_no_more_than_its_budget() {
+        let t0 = Instant::now();
+        let mut m = MediaSession::new(MEDIA, t0).unwrap();
+        let estimate = 150_000;
+        m.bandwidth_estimate(estimate, t0);
+        let rate = (estimate as f64 * BUDGET_SHARE) as u64;
+        let (mut sent_bits, mut largest, mut sent) = (0u64, 0u64, 0u64);
+        // 10 s at 30 fps, a keyframe asked for every 300 ms.
+        for i in 0..300u64 {
+            if i % 9 == 0 {
+                m.keyframe_requested();
+            }
+            let now = t0 + Duration::from_micros(i * 33_333);
+            if let Some(e) = m.encode(&busy(i as u32), now).unwrap() {
+                let bits = e.data.len() as u64 * 8;
+                sent_bits += bits;
+                largest = largest.max(bits);
+                sent += 1;
+            }
+        }
+        let allowance = rate / 10;
+        assert!(
+            sent_bits <= rate * 10 + allowance + largest,
+            "{sent_bits} bits in 10 s at {rate} bit/s"
+        );
+        assert!(m.stats().frames_dropped > 0);
+        assert_eq!(m.stats().frames_encoded, sent);
+        assert!(m.stats().keyframes_encoded <= 11, "{:?}", m.stats());
+    }
+
+    #[test]
+    fn a_low_estimate_halves_the_picture_with_hysteresis() {
+        let t0 = Instant::now();
+        let mut sender = MediaSession::new(WIDE, t0).unwrap();
+        let mut receiver = MediaSession::new(WIDE, t0).unwrap();
+        let mut p = TestPattern::new(320, 240);
+        let mut sizes = Vec::new();
+        for (i, estimate) in [2_000_000, 300_000, 300_000, 500_000, 700_000, 700_000]
+            .into_iter()
+            .enumerate()
+        {
+            // A second apart: the budget never holds a frame back here.
+            let now = ms(t0, i as u64 * 1_000);
+            sender.bandwidth_estimate(estimate, now);
+            let enc = sender.encode(&p.frame(i as u32, 0), now).unwrap().unwrap();
+            let d = receiver.decode(&enc.data, now, 0);
+            let f = d.frame.expect("decoded");
+            sizes.push((f.width, f.height, enc.keyframe));
+        }
+        assert_eq!(
+            sizes,
+            [
+                (320, 240, true),
+                (160, 120, true),
+                (160, 120, false),
+                (160, 120, false),
+                (320, 240, true),
+                (320, 240, false)
+            ]
+        );
+        assert_eq!(receiver.stats().decode_errors, 0);
+    }
+
+    #[test]
+    fn halving_averages_four_samples() {
+        let mut f = I420Frame::try_new(320, 240).unwrap();
+        let y = f.y_mut();
+        y.fill(0);
+        y[0] = 10;
+        y[1] = 20;
+        y[320] = 30;
+        y[321] = 41;
+        f.u_mut().fill(7);
+        let h = halve(&f).unwrap();
+        assert_eq!((h.width, h.height), (160, 120));
+        assert_eq!(h.y()[0], 25);
+        assert_eq!(h.y()[1], 0);
+        assert!(h.u().iter().all(|&u| u == 7));
+        assert!(!can_halve(&h), "never below 160x120");
+    }
+
+    #[test]
+    fn the_send_budget_drains_at_its_rate() {
+        let t0 = Instant::now();
+        // 800 kbit/s: 80 kbit of allowance, 100 bytes a millisecond.
+        let mut b = SendBudget::new(800_000);
+        assert!(b.may_send(t0));
+        b.spent(50_000, t0); // 400 kbit
+        assert!(!b.may_send(t0));
+        assert_eq!(b.level_bits(ms(t0, 300)), 160_000);
+        assert!(!b.may_send(ms(t0, 399)));
+        assert!(b.may_send(ms(t0, 400)));
+        assert_eq!(b.level_bits(ms(t0, 10_000)), 0, "never below empty");
+        // Half the rate from 10 s on: 400 kbit drain in 1 s down to the 40 kbit allowance
+        // after 900 ms.
+        b.set_rate(400_000, ms(t0, 10_000));
+        b.spent(50_000, ms(t0, 10_000));
+        assert!(!b.may_send(ms(t0, 10_899)));
+        assert!(b.may_send(ms(t0, 10_900)));
+        // An instant earlier than the last one drains nothing (and does not panic).
+        assert!(b.may_send(ms(t0, 5_000)));
+    }
+
+    #[test]
+    fn the_send_budget_bounds_an_overshooting_encoder() {
+        let t0 = Instant::now();
+        let rate = 300_000u64;
+        let mut b = SendBudget::new(rate);
+        let (mut sent, mut largest) = (0u64, 0u64);
+        // An encoder twice over its 10 kbit/frame target, with a 200 kbit keyframe every
+        // second, offered 30 frames a second for 20 s.
+        for i in 0..600u64 {
+            let now = t0 + Duration::from_micros(i * 33_333);
+            if b.may_send(now) {
+                let bits = if i % 30 == 0 { 200_000 } else { 20_000 };
+                b.spent(bits as usize / 8, now);
+                sent += bits;
+                largest = largest.max(bits);
+            }
+        }
+        assert!(
+            sent <= rate * 20 + rate / 10 + largest,
+            "{sent} bits in 20 s"
+        );
+        assert!(sent >= rate * 20 * 8 / 10, "the budget is used: {sent}");
+    }
+
+    #[test]
     fn decodes_a_peer_stream_and_reads_the_stamp_latency() {
         let t0 = Instant::now();
-        let mut sender = MediaSession::new(MEDIA, t0).unwrap();
+        let mut sender = MediaSession::new(WIDE, t0).unwrap();
         let mut receiver = MediaSession::new(MEDIA, t0).unwrap();
         let mut p = TestPattern::new(320, 240);
         let base = monotonic_us();
         for i in 0..10u32 {
             let capture = base + i as u64 * 33_333;
-            let enc = sender.encode(&p.frame(i, capture)).unwrap().unwrap();
             let now = t0 + Duration::from_millis(40 + i as u64 * 33);
+            let enc = sender.encode(&p.frame(i, capture), now).unwrap().unwrap();
             let d = receiver.decode(&enc.data, now, capture + 5_000);
             assert!(d.frame.is_some(), "frame {i}");
             assert!(!d.request_keyframe);
@@ -282,19 +667,28 @@ mod tests {
 
     #[test]
     fn the_bitrate_follows_the_estimate_within_bounds() {
-        let mut m = MediaSession::new(MEDIA, Instant::now()).unwrap();
-        m.bandwidth_estimate(10_000_000);
+        let now = Instant::now();
+        let mut m = MediaSession::new(MEDIA, now).unwrap();
+        m.bandwidth_estimate(10_000_000, now);
         assert_eq!(m.stats().target_bitrate_bps, 300_000, "capped at --bitrate");
-        m.bandwidth_estimate(150_000);
-        assert_eq!(m.stats().target_bitrate_bps, 150_000);
-        m.bandwidth_estimate(155_000);
+        assert_eq!(m.budget.rate_bps(), 9_000_000, "the budget is not capped");
+        m.bandwidth_estimate(200_000, now);
         assert_eq!(
             m.stats().target_bitrate_bps,
-            150_000,
+            160_000,
+            "a share of the estimate"
+        );
+        assert_eq!(m.budget.rate_bps(), 180_000);
+        m.bandwidth_estimate(205_000, now);
+        assert_eq!(
+            m.stats().target_bitrate_bps,
+            160_000,
             "small changes ignored"
         );
-        m.bandwidth_estimate(1_000);
+        assert_eq!(m.budget.rate_bps(), 184_500, "but not by the budget");
+        m.bandwidth_estimate(1_000, now);
         assert_eq!(m.stats().target_bitrate_bps, MIN_BITRATE_BPS, "floor");
+        assert_eq!(m.budget.rate_bps(), u64::from(MIN_BITRATE_BPS));
     }
 
     #[test]

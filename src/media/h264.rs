@@ -109,6 +109,11 @@ impl H264Encoder {
         self.config
     }
 
+    /// The size frames are encoded at now (the last frame's).
+    pub fn size(&self) -> (u32, u32) {
+        (self.config.width, self.config.height)
+    }
+
     /// Encodes one frame. `force_idr` makes it a key frame (answer to PLI/FIR, or the first
     /// frame after the far side joined). A frame of another size than configured restarts the
     /// encoder at that size (the next frame is then an IDR). The result may be empty if the
