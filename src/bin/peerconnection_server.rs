@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use peerconnection::server::tls::TlsFiles;
 use peerconnection::server::cluster::RedisUrl;
+use peerconnection::server::tls::TlsFiles;
 use peerconnection::server::{ChannelConfig, Limits, Server, ServerConfig};
 
 /// Signaling server for peerconnection clients (native and browser).
