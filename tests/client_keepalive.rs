@@ -62,3 +62,35 @@ fn a_call_reuses_the_signaling_connections() {
         "{accepted} connections for {requests} requests"
     );
 }
+
+#[test]
+fn a_kept_connection_the_server_closed_is_replaced_mid_session() {
+    let server = ServerProc::start(&["--metrics", "--keep-alive-timeout", "0.5"]);
+    let port = server.port;
+    let mut bob = pattern_client("bob", port, &["--duration", "40"]);
+    bob.wait_line("SIGNED_IN", Duration::from_secs(10));
+    // Bob's sign-in connection idles past the server's keep-alive time-out and is closed;
+    // his answer to the call goes on it first, then once more on a new connection.
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut alice = pattern_client("alice", port, &["--autocall", "--duration", "5"]);
+    alice.wait_line("CALL_STARTED", Duration::from_secs(10));
+    let alice_end = alice.wait_line("CALL_ENDED", Duration::from_secs(20));
+    let bob_end = bob.wait_line("CALL_ENDED", Duration::from_secs(10));
+    assert!(num(&alice_end, "frames_decoded") >= 60.0, "{alice_end}");
+    assert!(num(&bob_end, "frames_decoded") >= 60.0, "{bob_end}");
+    assert_eq!(alice.wait_exit(Duration::from_secs(10)), Some(0));
+    bob.interrupt();
+    assert_eq!(bob.wait_exit(Duration::from_secs(10)), Some(0));
+    let (requests, accepted) = counts(port);
+    eprintln!(
+        "with a 0.5 s keep-alive: requests answered: {requests}, connections accepted: {accepted}"
+    );
+    assert!(
+        accepted > 4.0,
+        "bob's closed connection was replaced: {accepted}"
+    );
+    assert!(
+        accepted < requests,
+        "{accepted} connections for {requests} requests"
+    );
+}
