@@ -783,10 +783,29 @@ impl ClientLoop {
         }
     }
 
-    fn open(&mut self, channel: Channel, addr: SocketAddr, request: Vec<u8>, now: Instant) {
+    /// Sends a channel's request (as HTTP/1.1, so the server may keep the connection): on
+    /// the channel's kept connection if it has one to `addr`, else on a new one.
+    fn open(&mut self, channel: Channel, addr: SocketAddr, mut request: Vec<u8>, now: Instant) {
+        crate::signaling::http::keep_alive_request(&mut request);
         if let Some(old) = self.channel_key(channel).take() {
+            if let Some(Source::Http { exchange, .. }) = self.sources.get_mut(old) {
+                if exchange.keeps_connection() && exchange.peer() == addr {
+                    exchange.reuse(request);
+                    let outcome = exchange.on_ready(true, true, &mut self.scratch);
+                    *self.channel_key(channel) = Some(old);
+                    if let Some(outcome) = outcome {
+                        self.finish(old, outcome, now);
+                    }
+                    return;
+                }
+            }
             self.remove_source(old);
         }
+        self.connect(channel, addr, request, now);
+    }
+
+    /// Sends a channel's request on a new connection.
+    fn connect(&mut self, channel: Channel, addr: SocketAddr, request: Vec<u8>, now: Instant) {
         let mut exchange = match HttpExchange::connect(addr, request, MAX_RESPONSE) {
             Ok(x) => x,
             Err(e) => return self.client.handle_response(channel, Err(e), now),
@@ -842,16 +861,30 @@ impl ClientLoop {
         }
     }
 
-    /// A request connection is done: close it and tell the signaling client.
+    /// A request is done: keep its connection for the channel's next request if the server
+    /// keeps it, else close it; resend the request once on a new connection if it went on a
+    /// kept one the server had closed; tell the signaling client.
     fn finish(&mut self, key: usize, outcome: ExchangeOutcome, now: Instant) {
-        let Some(Source::Http { channel, .. }) = self.sources.get(key) else {
+        let Some(Source::Http { channel, exchange }) = self.sources.get_mut(key) else {
             return;
         };
         let channel = *channel;
-        if *self.channel_key(channel) == Some(key) {
-            *self.channel_key(channel) = None;
+        let keep = exchange.keeps_connection();
+        let retry = exchange
+            .retry_request(&outcome)
+            .map(|request| (exchange.peer(), request));
+        let current = *self.channel_key(channel) == Some(key);
+        let retry = retry.filter(|_| current);
+        if !(keep && current) {
+            if current {
+                *self.channel_key(channel) = None;
+            }
+            self.remove_source(key);
         }
-        self.remove_source(key);
+        if let Some((addr, request)) = retry {
+            log::debug!("kept connection to {addr} was closed; resending on a new one");
+            return self.connect(channel, addr, request, now);
+        }
         self.client.handle_response(channel, outcome, now);
     }
 

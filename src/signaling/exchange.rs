@@ -1,9 +1,22 @@
 //! One HTTP exchange: one request over one non-blocking TCP connection, and the response
-//! read back. The protocol asks for nothing more (the server answers `Connection: close`),
-//! and the signaling client and the load generator both need exactly this, so it is
+//! read back. The signaling client and the load generator both need exactly this, so it is
 //! written once here: the connect check before writing, partial writes, reads that stop at
 //! a size limit, and the difference between "never reached the server" and "reached it but
 //! got no usable answer".
+//!
+//! A connection can also carry the next request (HTTP/1.1 keep-alive): once an answer was
+//! read whole and said `Connection: keep-alive` ([`HttpExchange::keeps_connection`]),
+//! [`HttpExchange::reuse`] sends another request on the same socket. A kept connection the
+//! server closed meanwhile (its keep-alive time-out, or a restart) shows as an end or a
+//! reset before any byte of answer; [`HttpExchange::retry_request`] then hands the request
+//! back to be sent once more on a fresh connection.
+//!
+//! Resending is safe, even for a `POST /message`: the server (`src/server/data_socket.rs`,
+//! `src/server/mod.rs`) dispatches a request only once all of it (head and
+//! `Content-Length` body) is in, and answers it in that same turn of its loop — a message
+//! is delivered or refused at once, never held — before it could close the connection. A
+//! server that closed without a byte of answer therefore never acted on the request. (A
+//! held `GET /wait` is answered later, but resending it is harmless.)
 //!
 //! The exchange owns its socket but never registers it: the loop registers
 //! [`HttpExchange::stream_mut`] for read and write readiness, passes each readiness event
@@ -83,8 +96,14 @@ pub type ExchangeOutcome = Result<ParsedResponse, ExchangeError>;
 pub struct HttpExchange {
     stream: BufferedStream<TcpStream>,
     parser: ResponseParser,
-    /// The request, until the connection is established and it is handed to the socket.
-    unsent: Option<Vec<u8>>,
+    /// The request, kept after it is handed to the socket for [`Self::retry_request`].
+    request: Vec<u8>,
+    /// The request has been handed to the socket.
+    sent: bool,
+    /// This request went on a connection kept from an earlier one.
+    reused: bool,
+    /// The server closed (or reset) the connection.
+    closed: bool,
     peer: SocketAddr,
     max_response: usize,
     finished: bool,
@@ -114,7 +133,10 @@ impl HttpExchange {
         HttpExchange {
             stream: BufferedStream::new(stream),
             parser: ResponseParser::new(max_response),
-            unsent: Some(request),
+            request,
+            sent: false,
+            reused: false,
+            closed: false,
             peer,
             max_response,
             finished: false,
@@ -134,7 +156,34 @@ impl HttpExchange {
 
     /// The request has been handed to the socket (some of it may still be buffered here).
     pub fn request_sent(&self) -> bool {
-        self.unsent.is_none()
+        self.sent
+    }
+
+    /// The exchange is over with a whole answer after which the server keeps the
+    /// connection (HTTP/1.1, `Connection: keep-alive`, nothing more after the body): the
+    /// next request may go on it with [`Self::reuse`].
+    pub fn keeps_connection(&self) -> bool {
+        self.finished && !self.closed && self.parser.keeps_connection()
+    }
+
+    /// Starts `request` on this exchange's kept connection (see [`Self::keeps_connection`]).
+    /// The socket stays registered as it was; the caller then calls [`Self::on_ready`] as if
+    /// readable and writable, since readiness that came before will not be reported again.
+    pub fn reuse(&mut self, request: Vec<u8>) {
+        self.parser = ResponseParser::new(self.max_response);
+        self.request = request;
+        self.sent = false;
+        self.reused = true;
+        self.finished = false;
+    }
+
+    /// The request back, to be sent once more on a fresh connection, when this exchange
+    /// went on a kept connection that failed before any byte of answer arrived (the server
+    /// had closed it: see the module's note on why that is safe). `None` for any other
+    /// outcome, and for requests on fresh connections, so a request is retried once at most.
+    pub fn retry_request(&mut self, outcome: &ExchangeOutcome) -> Option<Vec<u8>> {
+        let retry = self.reused && outcome.is_err() && self.received() == 0;
+        retry.then(|| std::mem::take(&mut self.request))
     }
 
     /// Response bytes received so far.
@@ -176,6 +225,7 @@ impl HttpExchange {
         scratch.clear();
         let limit = self.parser_limit();
         let read = read_available(&mut self.stream.io, scratch, limit);
+        self.closed |= read.closed;
         match self.parser.feed(scratch) {
             Ok(Some(response)) => Some(Ok(response)),
             Ok(None) if read.closed => Some(Err(self.closed_early())),
@@ -190,9 +240,9 @@ impl HttpExchange {
     /// Writes the request once the connection is established, or flushes what is left of
     /// it. A connect in progress is not an error.
     fn write(&mut self) -> io::Result<()> {
-        let Some(request) = self.unsent.as_ref() else {
+        if self.sent {
             return self.stream.flush().map(|_| ());
-        };
+        }
         // Writable while connecting means connected or failed: the pending socket error
         // tells which, before anything is written.
         if let Some(e) = self.stream.io.take_error()? {
@@ -202,14 +252,14 @@ impl HttpExchange {
         if self.stream.io.peer_addr().is_err() {
             return Ok(());
         }
-        self.stream.send(request)?;
-        self.unsent = None;
+        self.stream.send(&self.request)?;
+        self.sent = true;
         Ok(())
     }
 
     /// The server closed before a whole response arrived.
     fn closed_early(&mut self) -> ExchangeError {
-        if self.unsent.is_some() {
+        if !self.sent {
             // Closed before the request could even be written: a connect failure.
             return match self.stream.io.take_error() {
                 Ok(Some(e)) | Err(e) => ExchangeError::unreachable(self.peer, &e),
@@ -241,7 +291,7 @@ mod tests {
     use mio::{Events, Interest, Poll, Token};
 
     use super::*;
-    use crate::signaling::http::{sign_in_request, Response, Status};
+    use crate::signaling::http::{message_request, sign_in_request, Response, Status};
 
     /// A poll with one exchange registered on it, driven the way a loop drives it.
     struct Driver {
@@ -427,6 +477,122 @@ mod tests {
             ),
             "{err:?}"
         );
+    }
+
+    fn kept_response(body: &[u8]) -> Vec<u8> {
+        let mut bytes = ok_response(body);
+        crate::signaling::http::keep_connection(&mut bytes);
+        bytes
+    }
+
+    /// Starts `request` on the driver's kept connection, as the client loop does.
+    fn reuse(d: &mut Driver, request: Vec<u8>) -> Option<ExchangeOutcome> {
+        assert!(d.ex.keeps_connection());
+        d.ex.reuse(request);
+        d.ex.on_ready(true, true, &mut d.scratch)
+    }
+
+    #[test]
+    fn a_kept_connection_carries_the_next_request() {
+        let (l, addr) = listener();
+        let request = sign_in_request("alice");
+        let ex = HttpExchange::connect(addr, request.clone(), 1 << 16).unwrap();
+        let mut d = Driver::new(ex);
+        let mut s = accept_request(&l, &mut d, request.len());
+        s.write_all(&kept_response(b"alice,7,1\n")).unwrap();
+        assert_eq!(d.finish().unwrap().body, b"alice,7,1\n");
+        assert!(d.ex.keeps_connection());
+        // The second request arrives on the same server socket; no new connection.
+        l.set_nonblocking(true).unwrap();
+        assert!(reuse(&mut d, request.clone()).is_none());
+        let mut again = vec![0u8; request.len()];
+        s.read_exact(&mut again).unwrap();
+        assert_eq!(again, request);
+        s.write_all(&ok_response(b"second")).unwrap();
+        let resp = d.finish().unwrap();
+        assert_eq!(resp.body, b"second");
+        assert!(l.accept().is_err(), "no second connection");
+        // That answer said `Connection: close`: nothing more goes on this connection.
+        assert!(!d.ex.keeps_connection());
+    }
+
+    #[test]
+    fn a_close_or_a_cut_answer_does_not_keep_the_connection() {
+        let (l, addr) = listener();
+        let request = sign_in_request("alice");
+        let ex = HttpExchange::connect(addr, request.clone(), 1 << 16).unwrap();
+        let mut d = Driver::new(ex);
+        let mut s = accept_request(&l, &mut d, request.len());
+        s.write_all(&ok_response(b"x")).unwrap();
+        d.finish().unwrap();
+        assert!(!d.ex.keeps_connection(), "Connection: close");
+
+        let ex = HttpExchange::connect(addr, request.clone(), 1 << 16).unwrap();
+        let mut d = Driver::new(ex);
+        let mut s = accept_request(&l, &mut d, request.len());
+        let kept = kept_response(b"xyz");
+        s.write_all(&kept[..kept.len() - 1]).unwrap();
+        drop(s);
+        let outcome = d.finish();
+        assert!(outcome.is_err());
+        assert!(!d.ex.keeps_connection(), "an error never keeps");
+        // A fresh connection's failure is the caller's to report, never retried.
+        assert_eq!(d.ex.retry_request(&outcome), None);
+    }
+
+    #[test]
+    fn a_kept_connection_closed_by_the_server_is_retried_once() {
+        let (l, addr) = listener();
+        let request = sign_in_request("alice");
+        let ex = HttpExchange::connect(addr, request.clone(), 1 << 16).unwrap();
+        let mut d = Driver::new(ex);
+        let mut s = accept_request(&l, &mut d, request.len());
+        s.write_all(&kept_response(b"a")).unwrap();
+        d.finish().unwrap();
+        // The server's keep-alive time-out: it closes the idle connection.
+        drop(s);
+        std::thread::sleep(Duration::from_millis(50));
+        let second = message_request(7, 8, "text/plain", b"hello");
+        let outcome = match reuse(&mut d, second.clone()) {
+            Some(out) => out,
+            None => d.finish(),
+        };
+        assert!(outcome.is_err(), "{outcome:?}");
+        assert_eq!(d.ex.retry_request(&outcome), Some(second.clone()));
+        // The retry goes on a fresh connection, and is not retried again.
+        let ex = HttpExchange::connect(addr, second.clone(), 1 << 16).unwrap();
+        let mut d = Driver::new(ex);
+        let (s, _) = l.accept().unwrap();
+        drop(s);
+        let outcome = d.finish();
+        assert!(outcome.is_err());
+        assert_eq!(d.ex.retry_request(&outcome), None);
+    }
+
+    #[test]
+    fn a_kept_connection_cut_mid_answer_is_not_retried() {
+        let (l, addr) = listener();
+        let request = sign_in_request("alice");
+        let ex = HttpExchange::connect(addr, request.clone(), 1 << 16).unwrap();
+        let mut d = Driver::new(ex);
+        let mut s = accept_request(&l, &mut d, request.len());
+        s.write_all(&kept_response(b"a")).unwrap();
+        d.finish().unwrap();
+        assert!(reuse(&mut d, request.clone()).is_none());
+        let mut again = vec![0u8; request.len()];
+        s.read_exact(&mut again).unwrap();
+        // Some of an answer came: the server acted on the request, so no resending.
+        s.write_all(b"HTTP/1.1 200 OK\r\n").unwrap();
+        drop(s);
+        let outcome = d.finish();
+        assert!(matches!(
+            outcome,
+            Err(ExchangeError::BadResponse {
+                error: ResponseError::Truncated { have: 17 },
+                ..
+            })
+        ));
+        assert_eq!(d.ex.retry_request(&outcome), None);
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! HTTP as the peerconnection protocol uses it: one request per connection, responses with
 //! `Connection: close`, `Content-Length` bodies and the member id in `Pragma`. (The server
-//! also keeps HTTP/1.1 connections that ask; [`keep_connection`] is the one difference.)
+//! also keeps HTTP/1.1 connections that ask; [`keep_connection`] is the one difference in
+//! an answer, [`keep_alive_request`] the one in a request, and
+//! [`ResponseParser::keeps_connection`] how the native client tells a kept answer.)
 
 use std::fmt;
 
@@ -139,6 +141,19 @@ pub fn status_code(response: &[u8]) -> u16 {
         .unwrap_or(0)
 }
 
+/// Turns a request laid out by the functions below (HTTP/1.0, the original client's bytes)
+/// into one that lets the server keep the connection: HTTP/1.1, and no `Connection: close`.
+/// Only the version in the request line changes.
+pub fn keep_alive_request(request: &mut [u8]) {
+    let line_end = request
+        .windows(2)
+        .position(|w| w == b"\r\n")
+        .unwrap_or(request.len());
+    if request[..line_end].ends_with(b" HTTP/1.0") {
+        request[line_end - 1] = b'1';
+    }
+}
+
 /// `GET /sign_in?NAME`, byte for byte what the original client sends.
 pub fn sign_in_request(name: &str) -> Vec<u8> {
     format!("GET /sign_in?{name} HTTP/1.0\r\n\r\n").into_bytes()
@@ -237,6 +252,28 @@ impl ResponseParser {
         parse_response(&self.buf)
     }
 
+    /// True when the bytes fed make exactly one whole response (nothing after its body)
+    /// that lets the client send its next request on the same connection: HTTP/1.1 with
+    /// `Connection: keep-alive`, as [`keep_connection`] lays it out.
+    pub fn keeps_connection(&self) -> bool {
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut resp = httparse::Response::new(&mut headers);
+        let Ok(httparse::Status::Complete(head_len)) = resp.parse(&self.buf) else {
+            return false;
+        };
+        let mut keep = false;
+        let mut length = None;
+        for h in resp.headers.iter() {
+            let value = std::str::from_utf8(h.value).unwrap_or("").trim();
+            if h.name.eq_ignore_ascii_case("connection") {
+                keep = value.eq_ignore_ascii_case("keep-alive");
+            } else if h.name.eq_ignore_ascii_case("content-length") {
+                length = value.parse::<usize>().ok();
+            }
+        }
+        resp.version == Some(1) && keep && length.map(|n| head_len + n) == Some(self.buf.len())
+    }
+
     /// The peer closed: an incomplete response is an error.
     pub fn finish(&self) -> ResponseError {
         ResponseError::Truncated {
@@ -319,6 +356,43 @@ mod tests {
             "the body is untouched"
         );
         assert_eq!(status_code(&kept), 200);
+    }
+
+    #[test]
+    fn a_keep_alive_request_changes_the_version_only() {
+        let mut r = message_request(1, 2, "text/plain", b"HTTP/1.0\r\n");
+        keep_alive_request(&mut r);
+        assert_eq!(
+            r,
+            b"POST /message?peer_id=1&to=2 HTTP/1.1\r\nContent-Length: 10\r\nContent-Type: text/plain\r\n\r\nHTTP/1.0\r\n"
+        );
+        let mut w = wait_request(4);
+        keep_alive_request(&mut w);
+        assert_eq!(w, b"GET /wait?peer_id=4 HTTP/1.1\r\n\r\n");
+        keep_alive_request(&mut w);
+        assert_eq!(w, b"GET /wait?peer_id=4 HTTP/1.1\r\n\r\n");
+    }
+
+    #[test]
+    fn only_a_whole_keep_alive_answer_keeps_the_connection() {
+        let keeps = |bytes: &[u8]| {
+            let mut p = ResponseParser::new(1 << 16);
+            let _ = p.feed(bytes);
+            p.keeps_connection()
+        };
+        let close = Response::text(Status::Ok, b"hi").to_bytes();
+        let mut kept = close.clone();
+        keep_connection(&mut kept);
+        assert!(keeps(&kept));
+        assert!(!keeps(&close), "Connection: close");
+        assert!(!keeps(&kept[..kept.len() - 1]), "body not all in");
+        let mut extra = kept.clone();
+        extra.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+        assert!(!keeps(&extra), "bytes after the answer");
+        let old = String::from_utf8(kept.clone())
+            .unwrap()
+            .replacen("HTTP/1.1", "HTTP/1.0", 1);
+        assert!(!keeps(old.as_bytes()), "HTTP/1.0");
     }
 
     #[test]
