@@ -39,7 +39,7 @@ use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::channel::{ChannelConfig, ChannelData, ChannelId};
 use str0m::format::Codec;
 use str0m::media::{
-    Direction, Frequency, KeyframeRequestKind, MediaData, MediaKind, MediaTime, Mid,
+    Direction, Frequency, KeyframeRequestKind, MediaData, MediaKind, MediaTime, Mid, Pt, Writer,
 };
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
@@ -971,18 +971,7 @@ impl Conductor {
         let Some(call) = self.call.as_mut() else {
             return false;
         };
-        let Some(mid) = call.mid.filter(|_| call.connected && !call.silent) else {
-            return false;
-        };
-        let Some(writer) = call.rtc.writer(mid) else {
-            return false;
-        };
-        let pt = writer
-            .payload_params()
-            .find(|p| p.spec().codec == Codec::H264)
-            .map(|p| p.pt());
-        let Some(pt) = pt else {
-            log::warn!("the peer accepted no H.264: nothing to send");
+        let Some((writer, pt)) = media_writer(call, call.mid, Codec::H264) else {
             return false;
         };
         let rtp_time = MediaTime::from_90khz(capture_us.wrapping_mul(9) / 100);
@@ -1010,17 +999,7 @@ impl Conductor {
         let Some(call) = self.call.as_mut() else {
             return false;
         };
-        let Some(mid) = call.audio_mid.filter(|_| call.connected && !call.silent) else {
-            return false;
-        };
-        let Some(writer) = call.rtc.writer(mid) else {
-            return false;
-        };
-        let Some(pt) = writer
-            .payload_params()
-            .find(|p| p.spec().codec == Codec::Opus)
-            .map(|p| p.pt())
-        else {
+        let Some((writer, pt)) = media_writer(call, call.audio_mid, Codec::Opus) else {
             return false;
         };
         let rtp_time = MediaTime::new(rtp_ticks, Frequency::FORTY_EIGHT_KHZ);
@@ -1514,6 +1493,21 @@ fn sender_clock(data: &MediaData) -> Option<SystemTime> {
         sr.ntp_time
             .checked_sub(Duration::from_micros(us.unsigned_abs()))
     }
+}
+
+/// The writer for `mid` and the payload type agreed for `codec`, while frames may go out
+/// (connected, the peer not silent); None otherwise. Video and audio send through it.
+fn media_writer(call: &mut Call, mid: Option<Mid>, codec: Codec) -> Option<(Writer<'_>, Pt)> {
+    let mid = mid.filter(|_| call.connected && !call.silent)?;
+    let writer = call.rtc.writer(mid)?;
+    let pt = writer
+        .payload_params()
+        .find(|p| p.spec().codec == codec)
+        .map(|p| p.pt());
+    if pt.is_none() {
+        log::debug!("the peer accepted no {codec}: nothing to send");
+    }
+    Some((writer, pt?))
 }
 
 /// Holds a chat line the full send buffer did not take; false (with a warning) when the
