@@ -370,6 +370,18 @@ mod tests {
         s
     }
 
+    /// Alice's sign-in sent over a new exchange and read by the test's server side.
+    fn exchange_accepted(
+        l: &TcpListener,
+        addr: SocketAddr,
+        request: &[u8],
+    ) -> (Driver, StdTcpStream) {
+        let ex = HttpExchange::connect(addr, request.to_vec(), 1 << 16).unwrap();
+        let mut d = Driver::new(ex);
+        let s = accept_request(l, &mut d, request.len());
+        (d, s)
+    }
+
     fn ok_response(body: &[u8]) -> Vec<u8> {
         Response {
             status: Status::Added,
@@ -420,9 +432,7 @@ mod tests {
     fn a_server_closing_after_the_request_is_a_bad_response() {
         let (l, addr) = listener();
         let request = sign_in_request("alice");
-        let ex = HttpExchange::connect(addr, request.clone(), 1 << 16).unwrap();
-        let mut d = Driver::new(ex);
-        let mut s = accept_request(&l, &mut d, request.len());
+        let (mut d, mut s) = exchange_accepted(&l, addr, &request);
         s.write_all(b"HTTP/1.1 200 OK\r\nContent-Le").unwrap();
         drop(s);
         let err = d.finish().unwrap_err();
@@ -496,9 +506,7 @@ mod tests {
     fn a_kept_connection_carries_the_next_request() {
         let (l, addr) = listener();
         let request = sign_in_request("alice");
-        let ex = HttpExchange::connect(addr, request.clone(), 1 << 16).unwrap();
-        let mut d = Driver::new(ex);
-        let mut s = accept_request(&l, &mut d, request.len());
+        let (mut d, mut s) = exchange_accepted(&l, addr, &request);
         s.write_all(&kept_response(b"alice,7,1\n")).unwrap();
         assert_eq!(d.finish().unwrap().body, b"alice,7,1\n");
         assert!(d.ex.keeps_connection());
@@ -520,16 +528,12 @@ mod tests {
     fn a_close_or_a_cut_answer_does_not_keep_the_connection() {
         let (l, addr) = listener();
         let request = sign_in_request("alice");
-        let ex = HttpExchange::connect(addr, request.clone(), 1 << 16).unwrap();
-        let mut d = Driver::new(ex);
-        let mut s = accept_request(&l, &mut d, request.len());
+        let (mut d, mut s) = exchange_accepted(&l, addr, &request);
         s.write_all(&ok_response(b"x")).unwrap();
         d.finish().unwrap();
         assert!(!d.ex.keeps_connection(), "Connection: close");
 
-        let ex = HttpExchange::connect(addr, request.clone(), 1 << 16).unwrap();
-        let mut d = Driver::new(ex);
-        let mut s = accept_request(&l, &mut d, request.len());
+        let (mut d, mut s) = exchange_accepted(&l, addr, &request);
         let kept = kept_response(b"xyz");
         s.write_all(&kept[..kept.len() - 1]).unwrap();
         drop(s);
@@ -544,9 +548,7 @@ mod tests {
     fn a_kept_connection_closed_by_the_server_is_retried_once() {
         let (l, addr) = listener();
         let request = sign_in_request("alice");
-        let ex = HttpExchange::connect(addr, request.clone(), 1 << 16).unwrap();
-        let mut d = Driver::new(ex);
-        let mut s = accept_request(&l, &mut d, request.len());
+        let (mut d, mut s) = exchange_accepted(&l, addr, &request);
         s.write_all(&kept_response(b"a")).unwrap();
         d.finish().unwrap();
         // The server's keep-alive time-out: it closes the idle connection.
@@ -573,9 +575,7 @@ mod tests {
     fn a_kept_connection_cut_mid_answer_is_not_retried() {
         let (l, addr) = listener();
         let request = sign_in_request("alice");
-        let ex = HttpExchange::connect(addr, request.clone(), 1 << 16).unwrap();
-        let mut d = Driver::new(ex);
-        let mut s = accept_request(&l, &mut d, request.len());
+        let (mut d, mut s) = exchange_accepted(&l, addr, &request);
         s.write_all(&kept_response(b"a")).unwrap();
         d.finish().unwrap();
         assert!(reuse(&mut d, request.clone()).is_none());
@@ -599,9 +599,7 @@ mod tests {
     fn a_response_split_across_many_reads_is_put_together() {
         let (l, addr) = listener();
         let request = sign_in_request("alice");
-        let ex = HttpExchange::connect(addr, request.clone(), 1 << 16).unwrap();
-        let mut d = Driver::new(ex);
-        let mut s = accept_request(&l, &mut d, request.len());
+        let (mut d, mut s) = exchange_accepted(&l, addr, &request);
         s.set_nodelay(true).unwrap();
         let bytes = ok_response(b"alice,7,1\nbob,8,1\n");
         let chunks: Vec<&[u8]> = bytes.chunks(7).collect();
