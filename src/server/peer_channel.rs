@@ -144,10 +144,22 @@ impl PresenceLog {
     }
 
     fn move_cursor(&mut self, from: u64, to: u64) {
-        if from != to {
-            self.add_cursor(to);
-            self.remove_cursor(from);
+        self.move_cursors(from, to, 1);
+    }
+
+    /// Moves `n` cursors at `from` to `to`.
+    fn move_cursors(&mut self, from: u64, to: u64, n: usize) {
+        if from == to || n == 0 {
+            return;
         }
+        *self.cursors.entry(to).or_default() += n;
+        if let Some(count) = self.cursors.get_mut(&from) {
+            *count = count.saturating_sub(n);
+            if *count == 0 {
+                self.cursors.remove(&from);
+            }
+        }
+        self.trim();
     }
 
     /// Drops the entries every member has read.
@@ -848,27 +860,28 @@ impl PeerChannel {
     fn notify_all(&mut self, entry: Box<[u8]>, now: Instant, out: &mut Vec<Action>) {
         let seq = self.log.end();
         self.log.push(entry);
-        let mut answered = Vec::new();
+        let line = self.log.get(seq).unwrap_or_default();
+        let mut told = 0;
         let mut overflowed = Vec::new();
         for member in self.members.values_mut() {
             if let Some(conn) = member.waiting.take() {
                 // A held GET means nothing else was pending: this entry is next.
                 debug_assert_eq!(member.cursor, seq);
-                let entry = self.log.get(seq).unwrap_or_default();
                 out.push(Action::Send {
                     conn,
-                    bytes: member.render_notice(entry),
+                    bytes: member.render_notice(line),
                 });
-                self.log.move_cursor(member.cursor, seq + 1);
                 member.cursor = seq + 1;
-                answered.push(member.id);
+                told += 1;
+                // Answered: absent until its next request.
+                member.absent_since = Some(now);
+                self.absent.insert((now, member.id));
             } else if member.pending(&self.log) > self.config.max_queue_items {
                 overflowed.push(member.id);
             }
         }
-        for id in answered {
-            self.answered(id, now);
-        }
+        // Everyone told moved past the entry together: one update of the cursor counts.
+        self.log.move_cursors(seq, seq + 1, told);
         for id in overflowed {
             self.remove(id, Removal::Evicted(Eviction::QueueOverflow), now, out);
         }
