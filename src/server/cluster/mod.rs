@@ -330,14 +330,7 @@ impl ClusterNode {
             match tag {
                 Tag::Relay { conn, seq, .. } if self.relays.get(&conn) == Some(&seq) => {
                     self.relays.remove(&conn);
-                    out.push(Action::Send {
-                        conn,
-                        bytes: Response::text(
-                            Status::Unavailable,
-                            b"Redis went away: message not sent\n",
-                        )
-                        .to_bytes(),
-                    });
+                    out.push(message_not_sent(conn));
                 }
                 Tag::Fetch { id } => {
                     self.fetching.remove(&id);
@@ -844,14 +837,7 @@ impl ClusterNode {
                     if self.commands.send(&args, Tag::Relay { conn, seq, to }) {
                         self.relays.insert(conn, seq);
                     } else {
-                        out.push(Action::Send {
-                            conn,
-                            bytes: Response::text(
-                                Status::Unavailable,
-                                b"Redis went away: message not sent\n",
-                            )
-                            .to_bytes(),
-                        });
+                        out.push(message_not_sent(conn));
                     }
                 }
             }
@@ -1096,6 +1082,15 @@ impl Cluster {
                 self.drop_link(is_commands, &why, registry, ch, now, out);
             }
         }
+    }
+}
+
+/// The `503` a `/message` gets when Redis went away before it was queued there.
+fn message_not_sent(conn: ConnId) -> Action {
+    Action::Send {
+        conn,
+        bytes: Response::text(Status::Unavailable, b"Redis went away: message not sent\n")
+            .to_bytes(),
     }
 }
 
