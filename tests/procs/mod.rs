@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod impair;
 pub mod member;
 pub mod signal;
 pub mod x11;
