@@ -982,21 +982,25 @@ impl Flow {
         }
     }
 
-    /// The longest run of seconds with nothing decoded, from the first decoded frame to the
-    /// last STATS line of the call but one (the hang-up's second is left out).
     fn longest_stall(&self) -> usize {
-        let start = self.recv_fps.iter().position(|(_, f)| *f >= 1.0);
-        let Some(start) = start else {
-            return self.recv_fps.len();
-        };
-        let end = self.recv_fps.len().saturating_sub(1).max(start);
-        let (mut run, mut longest) = (0, 0);
-        for (_, f) in &self.recv_fps[start..end] {
-            run = if *f < 1.0 { run + 1 } else { 0 };
-            longest = longest.max(run);
-        }
-        longest
+        let fps: Vec<f64> = self.recv_fps.iter().map(|(_, f)| *f).collect();
+        longest_stall(&fps)
     }
+}
+
+/// The longest run of seconds with nothing decoded in a per-second frame-rate series, from
+/// the first decoded frame to the last second but one (the hang-up's second is left out).
+fn longest_stall(fps: &[f64]) -> usize {
+    let Some(start) = fps.iter().position(|f| *f >= 1.0) else {
+        return fps.len();
+    };
+    let end = fps.len().saturating_sub(1).max(start);
+    let (mut run, mut longest) = (0, 0);
+    for f in &fps[start..end] {
+        run = if *f < 1.0 { run + 1 } else { 0 };
+        longest = longest.max(run);
+    }
+    longest
 }
 
 fn median(v: &[f64]) -> f64 {
@@ -1312,21 +1316,13 @@ fn impaired_chromium_pages() {
     };
     for (who, peer) in [("a", "b"), ("b", "a")] {
         let fps = series(&format!("{who}_recv_fps"));
-        let flow = Flow {
-            recv_fps: fps.iter().map(|f| (0.0, *f)).collect(),
-            sent_kbps: Vec::new(),
-            decoded: 0.0,
-            rtt_ms: Vec::new(),
-            concealed_pct: 0.0,
-            end: String::new(),
-        };
         eprintln!(
             "IMPAIRED chromium {who}: decoded={} recv_fps_median={:.1} longest_stall_s={} \
              keyframes_asked={} nacks={} peer_sent_kbps_median={:.0} rtt_ms_median={:.0} \
              audio_concealed_pct={:.1} recv_fps={fps:?}",
             field(&result, &format!("{who}_decoded")).unwrap_or("-"),
             median(&fps),
-            flow.longest_stall(),
+            longest_stall(&fps),
             field(&result, &format!("{who}_pli")).unwrap_or("-"),
             field(&result, &format!("{who}_nack")).unwrap_or("-"),
             median(&series(&format!("{peer}_sent_kbps"))),
