@@ -116,7 +116,7 @@ async function main() {
   }
   const st = await a.evaluate(() => window.pcState);
   const concealed = (s) => (s.conc / Math.max(1, s.samples)).toFixed(4);
-  console.log(`RESULT a_decoded=${pa.dec} b_decoded=${pb.dec} codec=${st.codec}`
+  const result = (`RESULT a_decoded=${pa.dec} b_decoded=${pb.dec} codec=${st.codec}`
     + ` a_pli=${pa.pliOut} b_pli=${pb.pliOut} a_nack=${pa.nackOut} b_nack=${pb.nackOut}`
     + ` a_lost=${pa.lost} b_lost=${pb.lost} a_received=${pa.recvd} b_received=${pb.recvd}`
     + ` a_concealed_ratio=${concealed(pa)} b_concealed_ratio=${concealed(pb)}`);
@@ -124,6 +124,8 @@ async function main() {
   await Promise.all(browsers.map((br) => br.close()));
   clearTimeout(deadline);
   fs.rmSync(dir, { recursive: true, force: true });
+  // Last: the test stops this script once it has read it.
+  console.log(result);
 }
 
 main().catch((e) => fail(e.stack || String(e)));
