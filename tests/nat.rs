@@ -766,7 +766,8 @@ impl Lab {
             .unwrap_or_else(|e| panic!("the relay in {middle}: {e}"))
     }
 
-    /// A new namespace of this lab for a relay: no IPv6, so it sends nothing of its own.
+    /// A new namespace of this lab without IPv6 (so nothing of its own crosses the relay):
+    /// the relay's, and the hosts of the relay's own test.
     fn add_bridge_namespace(&mut self, ns: &str) {
         let name = self.ns(ns);
         run(&["ip", "netns", "add", &name]);
