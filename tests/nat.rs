@@ -869,6 +869,75 @@ fn calls_follow_a_host_that_changes_address() {
     });
 }
 
+/// The web page as the caller restarts ICE: Chromium on host A calls a native client on
+/// host B (routed lab); once video flows, router A drops all UDP until the page says it
+/// restarted ICE (`restartIce()` after 2.5 s `disconnected`, or at `failed`), then lets it
+/// through. The page must decode 60 more frames in the same call, and the native callee
+/// must have answered the restart offer without its call ending.
+#[test]
+fn a_browser_caller_restarts_ice_when_its_path_dies() {
+    if let Some(why) = missing_prerequisite() {
+        eprintln!("SKIPPED browser ICE restart: {why}");
+        return;
+    }
+    let root = env!("CARGO_MANIFEST_DIR");
+    let playwright = Path::new(root).join("tests/browser/node_modules/playwright-core");
+    if !Path::new("/usr/bin/chromium").exists() || !playwright.exists() {
+        eprintln!(
+            "SKIPPED browser ICE restart: no chromium or playwright-core (make test installs them)"
+        );
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    remove_stale_labs();
+    let lab = Lab::build("b", 100, Nat::None);
+    let (_server, _turn) = lab.start_servers();
+    let mut bob = lab.client("hb", "bob", &["--duration", "60"]);
+    bob.wait_line("SIGNED_IN", Duration::from_secs(10));
+    let url = format!("http://{WAN_IP}:{SIGNALING_PORT}/");
+    let script = format!("{root}/tests/browser/nat_restart.js");
+    let mut page = lab.spawn(
+        "ha",
+        "page",
+        "timeout",
+        &["90", "node", &script, &url, "bob"],
+    );
+    page.wait_line("DECODING", Duration::from_secs(60));
+    lab.exec("ra", &["nft", "add", "table", "ip", "outage"]);
+    lab.exec(
+        "ra",
+        &[
+            "nft",
+            "add chain ip outage block { type filter hook forward priority 0 ; }",
+        ],
+    );
+    lab.exec(
+        "ra",
+        &["nft", "add rule ip outage block meta l4proto udp drop"],
+    );
+    let cut = std::time::Instant::now();
+    let restarted = page.wait_line("RESTARTED", Duration::from_secs(25));
+    let restart_after = cut.elapsed();
+    lab.exec("ra", &["nft", "delete", "table", "ip", "outage"]);
+    let result = page.wait_line("RESULT", Duration::from_secs(25));
+    eprintln!(
+        "NAT-LAB browser restart: {restarted} {:.1} s into the cut; {result}",
+        restart_after.as_secs_f64()
+    );
+    assert!(num(&result, "ice_restarts") >= 1.0, "{result}");
+    assert_eq!(field(&result, "in_call"), Some("true"), "{result}");
+    let end = bob.wait_line("CALL_ENDED", Duration::from_secs(15));
+    let bob_log = std::fs::read_to_string(&bob.log).unwrap_or_default();
+    assert!(
+        bob_log.contains("answering its new offer"),
+        "bob answered the page's restart offer"
+    );
+    assert!(
+        end.contains("the peer hung up"),
+        "bob's call lasted until the page hung up: {end}"
+    );
+}
+
 /// A 640x480 Y4M clip of 30 frames of random 16x16 grey blocks (chroma flat): content
 /// that costs an H.264 encoder as many bits as it is given.
 fn busy_clip(tag: &str) -> std::path::PathBuf {
