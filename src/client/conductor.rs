@@ -31,7 +31,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime};
 
 use str0m::bwe::{Bitrate, BweKind};
@@ -746,12 +746,15 @@ impl Conductor {
                     mline_index,
                     &candidate,
                 );
-                // A host address the peer did not have when the call connected: its
-                // addresses changed. It cannot restart ICE itself (only the caller
-                // does), so its trickled candidate is the caller's cue.
-                if new_host && call.caller && call.connected {
-                    peer_moved = true;
-                }
+                // A host IP the peer had not shown, trickled into the connected call and
+                // not the one media comes from: its addresses changed. It cannot
+                // restart ICE itself (only the caller does), so this is the caller's cue.
+                // Not during a restart: a browser gathers anew (new ports) for each.
+                let pair_ip = call.pair_addrs.map(|(_, remote)| remote.ip());
+                peer_moved = new_host.is_some_and(|ip| Some(ip) != pair_ip)
+                    && call.caller
+                    && call.connected
+                    && call.restart_at.is_none();
                 Ok(())
             }
         };
@@ -1267,18 +1270,18 @@ fn accept_answer(call: &mut Call, sdp: &str, now: Instant) -> Result<(), CallErr
     Ok(())
 }
 
-/// Adds a trickled candidate; true if it is a host candidate not seen before (the peer
-/// has a new address).
+/// Adds a trickled candidate; returns its IP if it is a host candidate on an IP the peer
+/// had not shown before (it may have a new address).
 fn remote_candidate(
     call: &mut Call,
     local_addrs: &[SocketAddr],
     mid: Option<&str>,
     mline_index: Option<u32>,
     text: &str,
-) -> bool {
+) -> Option<IpAddr> {
     let text = text.trim();
     if text.is_empty() {
-        return false; // end of candidates
+        return None; // end of candidates
     }
     if call.remote_candidates >= MAX_REMOTE_CANDIDATES {
         call.stats.candidates_dropped += 1;
@@ -1288,7 +1291,7 @@ fn remote_candidate(
                 call.peer
             );
         }
-        return false;
+        return None;
     }
     let ours = call.mid.map(|m| m.to_string());
     let known_mid = match (mid, &ours) {
@@ -1300,7 +1303,7 @@ fn remote_candidate(
             "ignoring a candidate for unknown mid {:?}",
             mid.map(|m| excerpt(m, 20))
         );
-        return false;
+        return None;
     }
     let candidate = match Candidate::from_sdp_string(text.strip_prefix("a=").unwrap_or(text)) {
         Ok(c) => c,
@@ -1309,12 +1312,12 @@ fn remote_candidate(
                 "ignoring a candidate str0m cannot use ({})",
                 excerpt(&e.to_string(), 80)
             );
-            return false;
+            return None;
         }
     };
     if candidate.proto() != Protocol::Udp {
         log::debug!("ignoring a non-UDP candidate: {}", excerpt(text, 80));
-        return false;
+        return None;
     }
     let loopback_only = local_addrs.iter().all(|a| a.ip().is_loopback());
     if loopback_only && !candidate.addr().ip().is_loopback() {
@@ -1324,14 +1327,13 @@ fn remote_candidate(
             "ignoring non-loopback candidate {} (loopback-only host candidates)",
             candidate.addr()
         );
-        return false;
+        return None;
     }
     log::debug!("remote candidate {}", candidate.addr());
-    let new_host = candidate.kind() == CandidateKind::Host
-        && !call
-            .remote_seen
-            .iter()
-            .any(|c| c.addr() == candidate.addr());
+    let ip = candidate.addr().ip();
+    let new_host = (candidate.kind() == CandidateKind::Host
+        && !call.remote_seen.iter().any(|c| c.addr().ip() == ip))
+    .then_some(ip);
     call.remote_candidates += 1;
     call.remote_seen.push(candidate.clone());
     if call.remote_description_at.is_some() {
@@ -2050,6 +2052,31 @@ mod tests {
         assert_eq!(b.last_source, Some(new));
         assert!(a.ended.is_empty() && b.ended.is_empty());
         assert_eq!((a.started, b.started), (1, 1), "the same call");
+    }
+
+    /// Host candidates on an IP the caller already knows (a browser gathers anew, with new
+    /// ports, for each restart) are no cue; a new IP is, once: candidates trickled during
+    /// that restart are not (no restart loop).
+    #[test]
+    fn only_a_new_peer_ip_makes_the_caller_restart_and_only_once() {
+        let t0 = Instant::now();
+        let mut now = t0;
+        let (mut a, mut b) = call_until_decoding(t0, &mut now);
+        let cand = |ip: &str, port: u16| PeerMessage::Candidate {
+            mid: None,
+            mline_index: Some(0),
+            candidate: format!("candidate:7 1 udp 2130706431 {ip} {port} typ host"),
+        };
+        a.c.handle_message(cand("127.0.0.1", 2999), now);
+        pump(&mut a, 1, &mut b, now);
+        assert_eq!(a.offers, 1, "a known IP with a new port: no restart");
+        a.c.handle_message(cand("127.0.0.4", 3000), now);
+        a.c.handle_message(cand("127.0.0.5", 3001), now);
+        pump(&mut a, 1, &mut b, now);
+        assert_eq!(a.offers, 2, "one restart for the new IP, none during it");
+        b.c.handle_message(cand("127.0.0.6", 1999), now);
+        pump(&mut b, 2, &mut a, now);
+        assert_eq!(b.offers, 0, "the callee never restarts on a cue");
     }
 
     /// A change while our first offer is unanswered waits for the answer, then restarts
