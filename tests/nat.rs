@@ -642,6 +642,302 @@ fn thin_link_bitrate_follows_the_estimate() {
     assert!(num(&bob_end, "frames_decoded") >= 60.0, "{bob_end}");
 }
 
+impl Lab {
+    /// A headless client on host `host` that offers every address it has (no `--ice-ip`,
+    /// which pins them), so it follows its host's address changes; `extra` flags last.
+    fn roaming_client(&self, host: &str, name: &str, extra: &[&str]) -> Proc {
+        let mut args: Vec<&str> = PATTERN_ARGS.to_vec();
+        args.extend_from_slice(&[
+            "--server",
+            WAN_IP,
+            "--port",
+            SIGNALING_PORT,
+            "--name",
+            name,
+            "--stats",
+            "--headless",
+        ]);
+        args.extend_from_slice(extra);
+        self.spawn(host, name, CLIENT, &args)
+    }
+
+    /// Moves host `host` to `new_ip` in its network, as a DHCP renumbering or a hand-over
+    /// would: the old address goes (and with it the default route), the new one comes,
+    /// and the default route is set again.
+    fn renumber(&self, host: &str, new_ip: &str) {
+        let net = if host == "ha" { self.net } else { self.net + 1 };
+        let old = format!("{}/24", self.host_ip(host));
+        self.exec(host, &["ip", "addr", "del", &old, "dev", "eth0"]);
+        self.exec(
+            host,
+            &["ip", "addr", "add", &format!("{new_ip}/24"), "dev", "eth0"],
+        );
+        let gw = format!("10.{net}.0.1");
+        self.exec(host, &["ip", "route", "replace", "default", "via", &gw]);
+    }
+}
+
+/// `(t, decoded)` of each STATS line two processes print within `window`, each.
+type Stats = Vec<(f64, f64)>;
+fn stats_of_both(a: &mut Proc, b: &mut Proc, window: Duration) -> (Stats, Stats) {
+    let end = std::time::Instant::now() + window;
+    let (mut sa, mut sb) = (Vec::new(), Vec::new());
+    while std::time::Instant::now() < end {
+        for (p, s) in [(&mut *a, &mut sa), (&mut *b, &mut sb)] {
+            let first = p.next_line(Duration::from_millis(20));
+            for l in first.into_iter().chain(p.drain()) {
+                if l.starts_with("STATS") {
+                    s.push((num(&l, "t"), num(&l, "decoded")));
+                }
+            }
+        }
+    }
+    (sa, sb)
+}
+
+/// Milliseconds since midnight (UTC) of `t`, as the clients' log lines stamp them.
+fn ms_of_day(t: std::time::SystemTime) -> u64 {
+    let since = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    (since.as_millis() % 86_400_000) as u64
+}
+
+/// The milliseconds since midnight of a log line (`[2026-12-03T16:00:07.134Z INFO ...`).
+fn log_ms_of_day(line: &str) -> Option<u64> {
+    let (_, rest) = line.split_once('T')?;
+    let stamp = rest.get(..12)?;
+    let (h, m, s) = (stamp.get(..2)?, stamp.get(3..5)?, stamp.get(6..12)?);
+    let secs: f64 = s.parse().ok()?;
+    let (h, m): (u64, u64) = (h.parse().ok()?, m.parse().ok()?);
+    Some((h * 3600 + m * 60) * 1000 + (secs * 1000.0).round() as u64)
+}
+
+/// Seconds of video a side did not get after the move: for each STATS interval, the
+/// time it lasted less the frames it decoded at the rate decoded before the move.
+fn video_missing(before: &[(f64, f64)], after: &[(f64, f64)]) -> f64 {
+    let (first, last) = (before[before.len() - 3], before[before.len() - 1]);
+    let rate = (last.1 - first.1) / (last.0 - first.0);
+    let mut prev = last;
+    let mut missing = 0.0;
+    for &line in after {
+        let dt = line.0 - prev.0;
+        missing += (dt - (line.1 - prev.1) / rate).max(0.0);
+        prev = line;
+    }
+    missing
+}
+
+/// Alice (on host A) calls Bob (on host B); 5 s into the call, host `mover` ("ha" for
+/// the caller, "hb" for the callee) is renumbered. The call must not end, both sides must
+/// decode 30 frames or more after the move, the mover must have followed it
+/// (NETWORK_CHANGED naming the new address), and the pair both sides use must run from
+/// or to the new address (their logs name the pair's addresses; STATS `pair=` the
+/// types, checked against `pair`). Prints how much video each side missed.
+fn moving_call(lab: &Lab, mover: &str, flags: &[&str], pair: &[&str]) {
+    let (_server, _turn) = lab.start_servers();
+    let mut bob = lab.roaming_client("hb", "bob", &[flags, &["--duration", "40"]].concat());
+    bob.wait_line("SIGNED_IN", Duration::from_secs(10));
+    let mut alice = lab.roaming_client(
+        "ha",
+        "alice",
+        &[flags, &["--call", "bob", "--duration", "18"]].concat(),
+    );
+    alice.wait_line("CALL_STARTED", Duration::from_secs(10));
+    let (before_a, before_b) = stats_of_both(&mut alice, &mut bob, Duration::from_secs(5));
+    let net = if mover == "ha" { lab.net } else { lab.net + 1 };
+    let new_ip = format!("10.{net}.0.3");
+    lab.renumber(mover, &new_ip);
+    let moved_at = ms_of_day(std::time::SystemTime::now());
+    let (after_a, after_b) = stats_of_both(&mut alice, &mut bob, Duration::from_secs(9));
+    let alice_end = alice.wait_line("CALL_ENDED", Duration::from_secs(20));
+    let bob_end = bob.wait_line("CALL_ENDED", Duration::from_secs(10));
+    let who = if mover == "ha" { &alice } else { &bob };
+    let changed = who
+        .seen_with("NETWORK_CHANGED")
+        .first()
+        .map(|l| l.to_string())
+        .unwrap_or_else(|| panic!("{}: no NETWORK_CHANGED; {}", who.name, who.transcript()));
+    let alice_log = std::fs::read_to_string(&alice.log).unwrap_or_default();
+    let bob_log = std::fs::read_to_string(&bob.log).unwrap_or_default();
+    let decoded_at_move = |s: &[(f64, f64)]| s.last().map_or(0.0, |l| l.1);
+    let missing = |before: &[(f64, f64)], after: &[(f64, f64)]| {
+        if before.len() >= 3 {
+            format!("{:.1}", video_missing(before, after))
+        } else {
+            "-".into()
+        }
+    };
+    // The caller's log says when ICE was connected again after the restart: the
+    // interruption of the path (lost packets after it may still be resent in time).
+    let ice_back = alice_log
+        .lines()
+        .find(|l| l.contains("ICE connected again"))
+        .and_then(log_ms_of_day)
+        .map_or("-".into(), |t| (t as i64 - moved_at as i64).to_string());
+    eprintln!(
+        "NAT-LAB {} {mover} moved: {changed}; ICE connected again {ice_back} ms after the move; video missed after the move: alice {} s, bob {} s; {alice_end} / {bob_end}",
+        lab.tag,
+        missing(&before_a, &after_a),
+        missing(&before_b, &after_b),
+    );
+    assert!(
+        changed.contains(&format!("added={new_ip}:")),
+        "the mover opened a socket on {new_ip}: {changed}"
+    );
+    assert!(
+        alice_end.contains("--duration"),
+        "the call lasted: {alice_end}"
+    );
+    let last_pair = |p: &Proc| {
+        p.seen_with("STATS")
+            .last()
+            .and_then(|l| field(l, "pair"))
+            .unwrap_or("-")
+            .to_string()
+    };
+    for (p, end, at_move) in [
+        (&alice, &alice_end, decoded_at_move(&before_a)),
+        (&bob, &bob_end, decoded_at_move(&before_b)),
+    ] {
+        assert!(
+            num(end, "frames_decoded") >= at_move + 30.0,
+            "{}: video again after the move: {at_move} then {end}",
+            p.name
+        );
+        let got = last_pair(p);
+        assert!(
+            pair.contains(&got.as_str()),
+            "{}: pair={got}, expected one of {pair:?}",
+            p.name
+        );
+    }
+    // The pair each side settled on runs from (the mover) or to (its peer) the new address.
+    let (mover_log, peer_log) = if mover == "ha" {
+        (&alice_log, &bob_log)
+    } else {
+        (&bob_log, &alice_log)
+    };
+    let pair_line = |log: &str| {
+        log.lines()
+            .rev()
+            .find(|l| l.contains(": pair "))
+            .unwrap_or("")
+            .to_string()
+    };
+    if flags.is_empty() {
+        // Routed: the host addresses themselves carry the call.
+        let (m, p) = (pair_line(mover_log), pair_line(peer_log));
+        assert!(
+            m.contains(&format!("({new_ip}:")),
+            "the mover sends from {new_ip}: {m}"
+        );
+        assert!(
+            p.contains(&format!("-> {new_ip}:")),
+            "its peer sends to {new_ip}: {p}"
+        );
+    }
+}
+
+/// A host that changes address mid-call: the caller (it restarts ICE at once), the
+/// callee (its trickled new address makes the caller restart), and a callee behind a
+/// port-preserving NAT with STUN (its new server-reflexive address must be found).
+#[test]
+fn calls_follow_a_host_that_changes_address() {
+    if let Some(why) = missing_prerequisite() {
+        eprintln!("SKIPPED nat lab: {why}");
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    remove_stale_labs();
+    let turn = turn_flags();
+    let stun_only: Vec<&str> = turn[..2].iter().map(String::as_str).collect();
+    std::thread::scope(|s| {
+        let caller = s.spawn(|| {
+            let lab = Lab::build("c", 70, Nat::None);
+            moving_call(&lab, "ha", &[], &["host/host"])
+        });
+        let callee = s.spawn(|| {
+            let lab = Lab::build("e", 80, Nat::None);
+            moving_call(&lab, "hb", &[], &["host/host"])
+        });
+        let masq = s.spawn(|| {
+            let lab = Lab::build("q", 90, Nat::PortPreserving);
+            moving_call(&lab, "hb", &stun_only, &["srflx/srflx", "srflx/prflx"])
+        });
+        caller.join().expect("the caller moves");
+        callee.join().expect("the callee moves");
+        masq.join().expect("the callee behind a NAT moves");
+    });
+}
+
+/// The web page as the caller restarts ICE: Chromium on host A calls a native client on
+/// host B (routed lab); once video flows, router A drops all UDP until the page says it
+/// restarted ICE (`restartIce()` after 2.5 s `disconnected`, or at `failed`), then lets it
+/// through. The page must decode 60 more frames in the same call, and the native callee
+/// must have answered the restart offer without its call ending.
+#[test]
+fn a_browser_caller_restarts_ice_when_its_path_dies() {
+    if let Some(why) = missing_prerequisite() {
+        eprintln!("SKIPPED browser ICE restart: {why}");
+        return;
+    }
+    let root = env!("CARGO_MANIFEST_DIR");
+    let playwright = Path::new(root).join("tests/browser/node_modules/playwright-core");
+    if !Path::new("/usr/bin/chromium").exists() || !playwright.exists() {
+        eprintln!(
+            "SKIPPED browser ICE restart: no chromium or playwright-core (make test installs them)"
+        );
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    remove_stale_labs();
+    let lab = Lab::build("b", 100, Nat::None);
+    let (_server, _turn) = lab.start_servers();
+    let mut bob = lab.client("hb", "bob", &["--duration", "60"]);
+    bob.wait_line("SIGNED_IN", Duration::from_secs(10));
+    let url = format!("http://{WAN_IP}:{SIGNALING_PORT}/");
+    let script = format!("{root}/tests/browser/nat_restart.js");
+    let mut page = lab.spawn(
+        "ha",
+        "page",
+        "timeout",
+        &["90", "node", &script, &url, "bob"],
+    );
+    page.wait_line("DECODING", Duration::from_secs(60));
+    lab.exec("ra", &["nft", "add", "table", "ip", "outage"]);
+    lab.exec(
+        "ra",
+        &[
+            "nft",
+            "add chain ip outage block { type filter hook forward priority 0 ; }",
+        ],
+    );
+    lab.exec(
+        "ra",
+        &["nft", "add rule ip outage block meta l4proto udp drop"],
+    );
+    let cut = std::time::Instant::now();
+    let restarted = page.wait_line("RESTARTED", Duration::from_secs(25));
+    let restart_after = cut.elapsed();
+    lab.exec("ra", &["nft", "delete", "table", "ip", "outage"]);
+    let result = page.wait_line("RESULT", Duration::from_secs(25));
+    eprintln!(
+        "NAT-LAB browser restart: {restarted} {:.1} s into the cut; {result}",
+        restart_after.as_secs_f64()
+    );
+    assert!(num(&result, "ice_restarts") >= 1.0, "{result}");
+    assert_eq!(field(&result, "in_call"), Some("true"), "{result}");
+    let end = bob.wait_line("CALL_ENDED", Duration::from_secs(15));
+    let bob_log = std::fs::read_to_string(&bob.log).unwrap_or_default();
+    assert!(
+        bob_log.contains("answering its new offer"),
+        "bob answered the page's restart offer"
+    );
+    assert!(
+        end.contains("the peer hung up"),
+        "bob's call lasted until the page hung up: {end}"
+    );
+}
+
 /// A 640x480 Y4M clip of 30 frames of random 16x16 grey blocks (chroma flat): content
 /// that costs an H.264 encoder as many bits as it is given.
 fn busy_clip(tag: &str) -> std::path::PathBuf {

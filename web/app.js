@@ -8,7 +8,7 @@ const $ = (id) => document.getElementById(id);
 const state = (window.pcState = {
   myId: null, peers: {}, peerId: null, inCall: false, status: '',
   framesDecoded: 0, framesEncoded: 0, codec: null, firstFrameMs: null, callsEnded: 0,
-  audio: null, muted: false,
+  audio: null, muted: false, caller: false, iceRestarts: 0,
 });
 let pc = null;
 let localStream = null;
@@ -16,6 +16,16 @@ let pendingCandidates = [];
 let sendQueue = Promise.resolve();
 let callStart = 0;
 let statsTimer = null;
+// ICE restart, as the native client does it: only the caller restarts (both at once would
+// glare), when no packet came for this long (the stats read every 100 ms say so) or the
+// path has been 'disconnected' this long, or at once when it 'failed'.
+const RESTART_AFTER_MS = 2500;
+let restartTimer = null;
+// A restart offer went out and no packet came since: failing again ends the call.
+let restarting = false;
+// Packets received in the call (inbound RTP, all streams) and when that count last grew.
+let packetsIn = 0;
+let packetsInAt = 0;
 // The STUN/TURN servers the signaling server was given (--ice-server); none by default.
 let iceServers = [];
 fetch('/ice-servers.json').then((r) => (r.ok ? r.json() : []))
@@ -113,6 +123,7 @@ async function newPeerConnection(peer, offerer) {
   state.peerId = peer;
   state.inCall = true;
   state.framesDecoded = 0; state.framesEncoded = 0; state.firstFrameMs = null; state.codec = null;
+  state.caller = offerer; restarting = false; packetsIn = 0; packetsInAt = 0;
   callStart = performance.now();
   pc = new RTCPeerConnection({ iceServers });
   window.pcData.attach(pc, offerer, () => endCall('the peer hung up (bye on the data channel)'));
@@ -134,7 +145,18 @@ async function newPeerConnection(peer, offerer) {
     v.play().catch(() => {});
   };
   pc.oniceconnectionstatechange = () => {
-    if (pc && pc.iceConnectionState === 'failed') hangUp('ICE failed');
+    if (!pc) return;
+    const s = pc.iceConnectionState;
+    if (s === 'connected' || s === 'completed') {
+      clearTimeout(restartTimer); restartTimer = null; restarting = false;
+    } else if (s === 'failed') {
+      if (state.caller && !restarting) restartIce(); else hangUp('ICE failed');
+    } else if (s === 'disconnected' && state.caller && restartTimer === null) {
+      restartTimer = setTimeout(() => {
+        restartTimer = null;
+        if (pc && pc.iceConnectionState === 'disconnected' && !restarting) restartIce();
+      }, RESTART_AFTER_MS);
+    }
   };
   if (!localStream) localStream = await openMedia();
   $('local').srcObject = localStream;
@@ -144,10 +166,24 @@ async function newPeerConnection(peer, offerer) {
   renderPeers();
 }
 
+// The caller's ICE restart: a new offer with new credentials; the callee (native or a page)
+// answers it in the same call.
+async function restartIce() {
+  if (!pc || pc.signalingState !== 'stable') return;
+  restarting = true;
+  state.iceRestarts += 1;
+  pc.restartIce();
+  const offer = await pc.createOffer({ iceRestart: true });
+  await pc.setLocalDescription(offer);
+  send(state.peerId, JSON.stringify({ type: 'offer', sdp: offer.sdp }));
+}
+
 async function readStats() {
   if (!pc) return;
   const stats = await pc.getStats();
+  let packets = 0;
   stats.forEach((s) => {
+    if (s.type === 'inbound-rtp') packets += s.packetsReceived || 0;
     if (s.type === 'inbound-rtp' && s.kind === 'video') {
       state.framesDecoded = s.framesDecoded || 0;
       const codec = s.codecId && stats.get(s.codecId);
@@ -166,6 +202,12 @@ async function readStats() {
       };
     }
   });
+  const now = performance.now();
+  if (packets !== packetsIn) {
+    packetsIn = packets; packetsInAt = now; restarting = false;
+  } else if (state.caller && packetsIn > 0 && !restarting && now - packetsInAt > RESTART_AFTER_MS) {
+    restartIce();
+  }
 }
 
 // The camera and the microphone; the camera alone when the microphone is refused or absent.
@@ -242,6 +284,7 @@ async function flushCandidates() {
 function endCall(why) {
   if (!pc) return;
   clearInterval(statsTimer);
+  clearTimeout(restartTimer); restartTimer = null;
   window.pcData.detach();
   pc.close();
   pc = null;

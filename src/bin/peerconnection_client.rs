@@ -100,7 +100,7 @@ struct Args {
     #[arg(long)]
     stats: bool,
     /// Offer host candidates only on this address (repeatable; default: every local IPv4
-    /// address that is up, loopback included).
+    /// address that is up, loopback included, followed as addresses come and go).
     #[arg(long = "ice-ip")]
     ice_ips: Vec<IpAddr>,
     /// Chat on the call's data channel: each line typed on stdin (at most 4096 bytes) is

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime};
 
 use mio::net::UdpSocket;
@@ -27,12 +27,13 @@ use super::files::FileTransfers;
 use super::main_wnd::{MainWnd, DEFAULT_SIZE};
 use super::media_session::MediaSession;
 use super::nat::{Delivery, GatherOutput, IceGatherer, IcePolicy};
+use super::netif::{AddressWatch, HostAddresses};
 use super::peer_connection_client::{Channel, ClientOutput, ClientState, PeerConnectionClient};
 use super::resolver::Resolver;
 use crate::media::{monotonic_us, I420Frame, MediaError, VideoSource};
 use crate::reactor::{
-    earliest, Reactor, AUDIO_CAPTURE_TOKEN, AUDIO_PLAYBACK_TOKEN, CAMERA_TOKEN, SIGNAL_TOKEN,
-    STDIN_TOKEN, WINDOW_TOKEN,
+    earliest, Reactor, AUDIO_CAPTURE_TOKEN, AUDIO_PLAYBACK_TOKEN, CAMERA_TOKEN, NETIF_TOKEN,
+    SIGNAL_TOKEN, STDIN_TOKEN, WINDOW_TOKEN,
 };
 use crate::signaling::exchange::{ExchangeOutcome, HttpExchange};
 
@@ -71,6 +72,9 @@ pub struct ClientLoop {
     conductor: Conductor,
     /// Server-reflexive and relayed candidates, and the TURN wrapping.
     gatherer: IceGatherer,
+    /// The kernel's word on address changes and the addresses we have sockets on (None
+    /// with `--ice-ip`, which pins them, or when the watch cannot be opened).
+    addresses: Option<(AddressWatch, HostAddresses)>,
     media: Option<MediaSession>,
     app: ClientApp,
     video: LocalVideo,
@@ -159,30 +163,19 @@ impl ClientLoop {
         let mut sources = Slab::new();
         let mut udp_by_addr = HashMap::new();
         let mut local_addrs = Vec::new();
-        for ip in ips {
-            let mut socket = UdpSocket::bind(SocketAddr::new(ip, 0))
+        for &ip in &ips {
+            let local = bind_host_socket(&reactor, &mut sources, &mut udp_by_addr, ip)
                 .map_err(|source| ClientError::Bind { ip, source })?;
-            let local = socket
-                .local_addr()
-                .map_err(|source| ClientError::Bind { ip, source })?;
-            // Room for a burst of SCTP (a file transfer) while the loop encodes a frame:
-            // with the default ~200 KiB the kernel drops datagrams and SCTP halves its
-            // window. The kernel caps it at net.core.rmem_max; a smaller buffer still works.
-            if let Err(e) = socket2::SockRef::from(&socket).set_recv_buffer_size(UDP_RECV_BUFFER) {
-                log::debug!("cannot enlarge the UDP receive buffer of {local}: {e}");
-            }
-            let key = sources.vacant_key();
-            reactor
-                .registry()
-                .register(&mut socket, Token(key), Interest::READABLE)
-                .map_err(io_error("cannot poll a UDP socket"))?;
-            sources.insert(Source::Udp { socket, local });
-            udp_by_addr.insert(local, key);
             local_addrs.push(local);
         }
         if local_addrs.is_empty() {
             return Err(ClientError::NoLocalAddress);
         }
+        let addresses = if config.ice_ips.is_empty() {
+            watch_addresses(&reactor, ips)
+        } else {
+            None
+        };
         log::info!("ICE host candidates: {local_addrs:?}");
         let stdin = if config.chat_stdin {
             open_stdin(&reactor)
@@ -219,6 +212,7 @@ impl ClientLoop {
             client: PeerConnectionClient::new(&config.name),
             conductor,
             gatherer,
+            addresses,
             files: FileTransfers::new(config.files.clone()),
             media: None,
             app,
@@ -268,6 +262,7 @@ impl ClientLoop {
                 self.resolver.poll_timeout(),
                 self.conductor.poll_timeout(),
                 self.gatherer.poll_timeout(),
+                self.addresses.as_ref().and_then(|(_, h)| h.poll_timeout()),
                 self.files.poll_timeout(),
                 self.app.poll_timeout(),
                 self.video.poll_timeout(),
@@ -295,6 +290,13 @@ impl ClientLoop {
                     // Input from the X server: the window's pump below takes it.
                     WINDOW_TOKEN => {}
                     STDIN_TOKEN => self.read_stdin(),
+                    NETIF_TOKEN => {
+                        if let Some((watch, hosts)) = self.addresses.as_mut() {
+                            if watch.drain() {
+                                hosts.notified(now);
+                            }
+                        }
+                    }
                     AUDIO_CAPTURE_TOKEN => self.audio_tick(now, true),
                     AUDIO_PLAYBACK_TOKEN => self.audio_out.on_writable(),
                     Token(key) => self.source_event(key, r.readable, r.writable, now),
@@ -348,6 +350,9 @@ impl ClientLoop {
         self.resolver.handle_timeout(now);
         self.conductor.handle_timeout(now);
         self.gatherer.handle_timeout(now);
+        if self.addresses.as_ref().is_some_and(|(_, h)| h.is_due(now)) {
+            self.regather(now);
+        }
         self.files.handle_timeout(&mut self.conductor, now);
         let sample = self.stats_sample();
         self.app.handle_timeout(now, &sample);
@@ -458,6 +463,7 @@ impl ClientLoop {
                         self.transmit(t.source, t.destination, &t.contents)
                     }
                     GatherOutput::Candidate(c) => self.conductor.add_local_candidate(c, now),
+                    GatherOutput::Withdrawn(c) => self.conductor.remove_local_candidate(&c),
                     GatherOutput::Dns { server, query } => self.send_dns(server, &query),
                 }
             }
@@ -705,6 +711,106 @@ impl ClientLoop {
         }
     }
 
+    /// The machine's addresses changed: host sockets are opened on new addresses (and
+    /// every STUN and TURN server asked from them) and closed on vanished ones (their
+    /// candidates withdrawn); signaling requests from a vanished address are sent again;
+    /// then the conductor restarts ICE if it is the caller in a call.
+    fn regather(&mut self, now: Instant) {
+        let Some((_, hosts)) = self.addresses.as_mut() else {
+            return;
+        };
+        let change = hosts.update(&super::netif::local_ipv4_addresses());
+        if change.is_empty() {
+            return;
+        }
+        let mut removed = Vec::new();
+        for ip in &change.removed {
+            let gone: Vec<(SocketAddr, usize)> = self
+                .udp_by_addr
+                .iter()
+                .filter(|(a, _)| a.ip() == *ip)
+                .map(|(a, k)| (*a, *k))
+                .collect();
+            for (addr, key) in gone {
+                self.udp_by_addr.remove(&addr);
+                self.remove_source(key);
+                self.gatherer.remove_base(addr);
+                self.conductor.remove_host(addr);
+                removed.push(addr);
+            }
+        }
+        let mut added = Vec::new();
+        for &ip in &change.added {
+            match bind_host_socket(&self.reactor, &mut self.sources, &mut self.udp_by_addr, ip) {
+                Ok(addr) => {
+                    self.gatherer.add_base(addr, now);
+                    self.conductor.add_host(addr, now);
+                    added.push(addr);
+                }
+                Err(e) => {
+                    log::warn!("cannot open a socket on the new address {ip}: {e}");
+                    if let Some((_, hosts)) = self.addresses.as_mut() {
+                        hosts.forget(ip);
+                    }
+                }
+            }
+        }
+        self.move_signaling(&change.removed, now);
+        let list = |v: &[SocketAddr]| {
+            if v.is_empty() {
+                "-".to_string()
+            } else {
+                v.iter()
+                    .map(|a| a.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            }
+        };
+        log::info!("local addresses changed: added {added:?}, removed {removed:?}");
+        println!(
+            "NETWORK_CHANGED added={} removed={}",
+            list(&added),
+            list(&removed)
+        );
+        if added.is_empty() && removed.is_empty() {
+            return;
+        }
+        // Withdrawn candidates leave the call before a restart offer lists the rest.
+        self.process_outputs(now);
+        self.conductor.network_changed(now);
+    }
+
+    /// A signaling connection from a vanished address can never hear its answer: a kept
+    /// idle one is closed, a request in flight is sent again on a new connection. The
+    /// server takes a repeated wait in place of the first; a repeated message post may
+    /// reach the peer twice, which the call tolerates (a second answer to no offer and a
+    /// known candidate are ignored).
+    fn move_signaling(&mut self, removed: &[IpAddr], now: Instant) {
+        for channel in [Channel::Control, Channel::HangingGet] {
+            let Some(key) = *self.channel_key(channel) else {
+                continue;
+            };
+            let Some(Source::Http { exchange, .. }) = self.sources.get_mut(key) else {
+                continue;
+            };
+            let gone = exchange
+                .stream_mut()
+                .local_addr()
+                .is_ok_and(|a| removed.contains(&a.ip()));
+            if !gone {
+                continue;
+            }
+            let peer = exchange.peer();
+            let request = exchange.unanswered_request();
+            *self.channel_key(channel) = None;
+            self.remove_source(key);
+            if let Some(request) = request {
+                log::info!("signaling {channel:?}: its address is gone; sending the request again");
+                self.connect(channel, peer, request, now);
+            }
+        }
+    }
+
     fn transmit(&mut self, source: SocketAddr, destination: SocketAddr, contents: &[u8]) {
         let Some(Source::Udp { socket, .. }) = self
             .udp_by_addr
@@ -899,6 +1005,52 @@ impl ClientLoop {
             };
         }
     }
+}
+
+/// A host candidate's UDP socket on `ip` (any port), registered under its slab key.
+fn bind_host_socket(
+    reactor: &Reactor,
+    sources: &mut Slab<Source>,
+    udp_by_addr: &mut HashMap<SocketAddr, usize>,
+    ip: IpAddr,
+) -> io::Result<SocketAddr> {
+    let mut socket = UdpSocket::bind(SocketAddr::new(ip, 0))?;
+    let local = socket.local_addr()?;
+    // Room for a burst of SCTP (a file transfer) while the loop encodes a frame:
+    // with the default ~200 KiB the kernel drops datagrams and SCTP halves its
+    // window. The kernel caps it at net.core.rmem_max; a smaller buffer still works.
+    if let Err(e) = socket2::SockRef::from(&socket).set_recv_buffer_size(UDP_RECV_BUFFER) {
+        log::debug!("cannot enlarge the UDP receive buffer of {local}: {e}");
+    }
+    let key = sources.vacant_key();
+    reactor
+        .registry()
+        .register(&mut socket, Token(key), Interest::READABLE)?;
+    sources.insert(Source::Udp { socket, local });
+    udp_by_addr.insert(local, key);
+    Ok(local)
+}
+
+/// The netlink watch on the machine's addresses, registered under [`NETIF_TOKEN`], with
+/// the addresses the sockets were opened on; None (with a warning: the sockets then stay
+/// those found at start) if the kernel refuses it.
+fn watch_addresses(reactor: &Reactor, ips: Vec<IpAddr>) -> Option<(AddressWatch, HostAddresses)> {
+    let watch = match AddressWatch::open() {
+        Ok(w) => w,
+        Err(e) => {
+            log::warn!("cannot watch the local addresses ({e}): a changed address is not followed");
+            return None;
+        }
+    };
+    let fd = watch.raw_fd();
+    if let Err(e) = reactor
+        .registry()
+        .register(&mut SourceFd(&fd), NETIF_TOKEN, Interest::READABLE)
+    {
+        log::warn!("cannot poll the address watch ({e}): a changed address is not followed");
+        return None;
+    }
+    Some((watch, HostAddresses::new(ips)))
 }
 
 /// Stdin for `--chat-stdin`, non-blocking and registered with the poll; None (with a

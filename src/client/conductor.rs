@@ -31,7 +31,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime};
 
 use str0m::bwe::{Bitrate, BweKind};
@@ -42,7 +42,7 @@ use str0m::media::{
     Direction, Frequency, KeyframeRequestKind, MediaData, MediaKind, MediaTime, Mid, Pt, Writer,
 };
 use str0m::net::{Protocol, Receive};
-use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
+use str0m::{Candidate, CandidateKind, Event, IceConnectionState, Input, Output, Rtc};
 
 use super::audio_session::AudioPacket;
 use super::file_transfer::{FILE_LABEL, SCTP_SEND_BUFFER};
@@ -315,6 +315,11 @@ struct Call {
     caller: bool,
     /// An ICE restart is under way since then (one per silence).
     restart_at: Option<Instant>,
+    /// The addresses of the pair last logged.
+    pair_addrs: Option<(SocketAddr, SocketAddr)>,
+    /// Our addresses changed while an offer of ours was pending: restart once it is
+    /// answered (two offers at once would void the first).
+    restart_again: bool,
     next_timeout: Option<Instant>,
     stats: CallStats,
 }
@@ -377,6 +382,101 @@ impl Conductor {
     /// from now on, and added to the current call and trickled to its peer at once.
     pub fn add_local_candidate(&mut self, candidate: Candidate, now: Instant) {
         self.gathered.push(candidate.clone());
+        self.offer_candidate(candidate, now);
+    }
+
+    /// A new host socket (the machine has a new address): offered like the first ones.
+    pub fn add_host(&mut self, addr: SocketAddr, now: Instant) {
+        if self.local_addrs.contains(&addr) {
+            return;
+        }
+        self.local_addrs.push(addr);
+        if !self.offer_host {
+            return;
+        }
+        match Candidate::host(addr, "udp") {
+            Ok(c) => self.offer_candidate(c, now),
+            Err(e) => log::warn!("no host candidate for {addr}: {e}"),
+        }
+    }
+
+    /// A host socket closed (its address is gone): no longer offered, and its candidate
+    /// is dropped from the current call (with the pairs using it).
+    pub fn remove_host(&mut self, addr: SocketAddr) {
+        self.local_addrs.retain(|a| *a != addr);
+        if let Ok(c) = Candidate::host(addr, "udp") {
+            self.invalidate(&c);
+        }
+    }
+
+    /// A candidate the gatherer withdrew (its socket closed or its allocation failed).
+    pub fn remove_local_candidate(&mut self, candidate: &Candidate) {
+        self.gathered.retain(|c| !same_candidate(c, candidate));
+        self.invalidate(candidate);
+    }
+
+    fn invalidate(&mut self, candidate: &Candidate) {
+        let Some(call) = self.call.as_mut() else {
+            return;
+        };
+        call.local_candidates
+            .retain(|c| !same_candidate(c, candidate));
+        if call.rtc.direct_api().invalidate_candidate(candidate) {
+            log::info!(
+                "call with peer {}: local candidate {} dropped",
+                call.peer,
+                candidate.addr()
+            );
+        }
+    }
+
+    /// Our addresses changed (sockets opened or closed, candidates added and withdrawn):
+    /// in a call, the caller restarts ICE at once, so the peer gets new credentials and
+    /// every current candidate and both sides check afresh. The callee never offers (no
+    /// glare): its new host candidate, trickled, is the caller's cue to restart (see
+    /// [`Conductor::handle_message`]); without one (relay only) the caller restarts when
+    /// the dead pair falls silent ([`SILENT_AFTER`]). The callee's answer carries its
+    /// current candidates.
+    pub fn network_changed(&mut self, now: Instant) {
+        let Some(call) = self.call.as_mut() else {
+            return;
+        };
+        if !call.caller {
+            log::info!(
+                "call with peer {}: local addresses changed; new candidates trickled, the caller restarts ICE",
+                call.peer
+            );
+            return;
+        }
+        if call.pending_offer.is_some() {
+            log::info!(
+                "call with peer {}: local addresses changed; ICE restarts once our offer is answered",
+                call.peer
+            );
+            call.restart_again = true;
+            return;
+        }
+        call.restart_at = None;
+        self.restart_ice("local addresses changed", now);
+    }
+
+    /// The peer trickled a new host address into the connected call: as the caller, we
+    /// restart ICE now rather than wait for the dead pair's silence (or, with our offer
+    /// pending, once it is answered).
+    fn peer_moved(&mut self, now: Instant) {
+        let Some(call) = self.call.as_mut() else {
+            return;
+        };
+        if call.pending_offer.is_some() {
+            call.restart_again = true;
+            return;
+        }
+        call.restart_at = None;
+        self.restart_ice("the peer has a new address", now);
+    }
+
+    /// Adds a local candidate to the current call and trickles it.
+    fn offer_candidate(&mut self, candidate: Candidate, now: Instant) {
         let Some(call) = self.call.as_mut() else {
             return;
         };
@@ -494,6 +594,8 @@ impl Conductor {
             silent: false,
             caller: false,
             restart_at: None,
+            restart_again: false,
+            pair_addrs: None,
             next_timeout: Some(now),
             stats: CallStats::default(),
         }
@@ -595,6 +697,7 @@ impl Conductor {
             return;
         };
         log::debug!("call with peer {}: message {msg:?}", call.peer);
+        let mut peer_moved = false;
         let result = match msg {
             PeerMessage::Bye => {
                 let reason = if call.remote_description_at.is_none() {
@@ -636,13 +739,22 @@ impl Conductor {
                 mline_index,
                 candidate,
             } => {
-                remote_candidate(
+                let new_host = remote_candidate(
                     call,
                     &self.local_addrs,
                     mid.as_deref(),
                     mline_index,
                     &candidate,
                 );
+                // A host IP the peer had not shown, trickled into the connected call and
+                // not the one media comes from: its addresses changed. It cannot
+                // restart ICE itself (only the caller does), so this is the caller's cue.
+                // Not during a restart: a browser gathers anew (new ports) for each.
+                let pair_ip = call.pair_addrs.map(|(_, remote)| remote.ip());
+                peer_moved = new_host.is_some_and(|ip| Some(ip) != pair_ip)
+                    && call.caller
+                    && call.connected
+                    && call.restart_at.is_none();
                 Ok(())
             }
         };
@@ -654,7 +766,16 @@ impl Conductor {
                         call.rtc.add_remote_candidate(c);
                     }
                 }
+                let again = call.pending_offer.is_none() && std::mem::take(&mut call.restart_again);
                 self.drain(now);
+                if again {
+                    if let Some(call) = self.call.as_mut() {
+                        call.restart_at = None;
+                    }
+                    self.restart_ice("local addresses changed", now);
+                } else if peer_moved {
+                    self.peer_moved(now);
+                }
             }
             Err(e) => {
                 log::warn!("call with peer {}: {e}", call.peer);
@@ -944,7 +1065,7 @@ impl Conductor {
                     });
                     // The pair may be dead while signaling still works (an address or
                     // a NAT mapping changed): new checks may find another.
-                    self.restart_ice(now);
+                    self.restart_ice("ICE disconnected", now);
                 }
             }
         }
@@ -1049,7 +1170,7 @@ impl Conductor {
                     None => {}
                     Some(Verdict::HangUp(reason)) => return self.hang_up(reason, now),
                     Some(Verdict::PeerHungUp) => return self.end_call(EndReason::PeerHungUp, now),
-                    Some(Verdict::RestartIce) => self.restart_ice(now),
+                    Some(Verdict::RestartIce) => self.restart_ice("ICE disconnected", now),
                 },
             }
         }
@@ -1063,7 +1184,7 @@ impl Conductor {
     /// signaling may still work: the caller offers new ICE credentials (keeping its
     /// candidates), the callee waits for that offer. Media resumes on the pair the new
     /// checks find; the dead-peer rule ([`DEAD_AFTER`]) still ends a call that does not.
-    fn restart_ice(&mut self, now: Instant) {
+    fn restart_ice(&mut self, why: &str, now: Instant) {
         let Some(call) = self.call.as_mut() else {
             return;
         };
@@ -1073,7 +1194,7 @@ impl Conductor {
         call.restart_at = Some(now);
         if !call.caller || call.pending_offer.is_some() {
             log::info!(
-                "call with peer {}: ICE disconnected, waiting for the caller's restart",
+                "call with peer {}: {why}, waiting for the caller's restart",
                 call.peer
             );
             return;
@@ -1085,10 +1206,7 @@ impl Conductor {
         };
         call.pending_offer = Some(pending);
         call.remote_candidates = 0;
-        log::info!(
-            "call with peer {}: ICE disconnected, restarting ICE",
-            call.peer
-        );
+        log::info!("call with peer {}: {why}, restarting ICE", call.peer);
         let peer = call.peer;
         self.signal(
             peer,
@@ -1152,16 +1270,18 @@ fn accept_answer(call: &mut Call, sdp: &str, now: Instant) -> Result<(), CallErr
     Ok(())
 }
 
+/// Adds a trickled candidate; returns its IP if it is a host candidate on an IP the peer
+/// had not shown before (it may have a new address).
 fn remote_candidate(
     call: &mut Call,
     local_addrs: &[SocketAddr],
     mid: Option<&str>,
     mline_index: Option<u32>,
     text: &str,
-) {
+) -> Option<IpAddr> {
     let text = text.trim();
     if text.is_empty() {
-        return; // end of candidates
+        return None; // end of candidates
     }
     if call.remote_candidates >= MAX_REMOTE_CANDIDATES {
         call.stats.candidates_dropped += 1;
@@ -1171,7 +1291,7 @@ fn remote_candidate(
                 call.peer
             );
         }
-        return;
+        return None;
     }
     let ours = call.mid.map(|m| m.to_string());
     let known_mid = match (mid, &ours) {
@@ -1183,7 +1303,7 @@ fn remote_candidate(
             "ignoring a candidate for unknown mid {:?}",
             mid.map(|m| excerpt(m, 20))
         );
-        return;
+        return None;
     }
     let candidate = match Candidate::from_sdp_string(text.strip_prefix("a=").unwrap_or(text)) {
         Ok(c) => c,
@@ -1192,12 +1312,12 @@ fn remote_candidate(
                 "ignoring a candidate str0m cannot use ({})",
                 excerpt(&e.to_string(), 80)
             );
-            return;
+            return None;
         }
     };
     if candidate.proto() != Protocol::Udp {
         log::debug!("ignoring a non-UDP candidate: {}", excerpt(text, 80));
-        return;
+        return None;
     }
     let loopback_only = local_addrs.iter().all(|a| a.ip().is_loopback());
     if loopback_only && !candidate.addr().ip().is_loopback() {
@@ -1207,9 +1327,13 @@ fn remote_candidate(
             "ignoring non-loopback candidate {} (loopback-only host candidates)",
             candidate.addr()
         );
-        return;
+        return None;
     }
     log::debug!("remote candidate {}", candidate.addr());
+    let ip = candidate.addr().ip();
+    let new_host = (candidate.kind() == CandidateKind::Host
+        && !call.remote_seen.iter().any(|c| c.addr().ip() == ip))
+    .then_some(ip);
     call.remote_candidates += 1;
     call.remote_seen.push(candidate.clone());
     if call.remote_description_at.is_some() {
@@ -1217,6 +1341,7 @@ fn remote_candidate(
     } else {
         call.early_candidates.push(candidate);
     }
+    new_host
 }
 
 /// The offer as str0m will see it: checked for a video codec we can use, and cut to
@@ -1288,6 +1413,11 @@ fn cap_candidates(sdp: &str) -> String {
         );
     }
     out
+}
+
+/// The same candidate as str0m tells them apart (its ufrag aside).
+fn same_candidate(a: &Candidate, b: &Candidate) -> bool {
+    a.kind() == b.kind() && a.addr() == b.addr() && a.local() == b.local()
 }
 
 fn count_candidates(sdp: &str) -> usize {
@@ -1462,13 +1592,18 @@ fn handle_event(
             if let Some(p) = &s.selected_candidate_pair {
                 let (local, remote) = (p.local.addr, p.remote.addr);
                 let label = pair_label(&call.local_candidates, &call.remote_seen, local, remote);
-                if call.stats.pair.as_ref() != Some(&label) {
+                // Logged when the types or the addresses change (a host that moved keeps
+                // its types).
+                if call.stats.pair.as_ref() != Some(&label)
+                    || call.pair_addrs != Some((local, remote))
+                {
                     log::info!(
                         "call with peer {}: pair {label} ({local} -> {remote})",
                         call.peer
                     );
                 }
                 call.stats.pair = Some(label);
+                call.pair_addrs = Some((local, remote));
             }
             if s.rtt.is_some() {
                 call.stats.rtt = s.rtt;
@@ -1623,8 +1758,13 @@ mod tests {
         mute_signals: bool,
         /// Drop this side's datagrams (the pair died).
         mute_datagrams: bool,
-        /// Offers this side sent.
+        /// Offers this side sent, and the last one.
         offers: usize,
+        last_offer: String,
+        /// Local addresses that are gone: nothing is sent from or received on them.
+        gone: Vec<SocketAddr>,
+        /// The source of this side's latest datagram that went through.
+        last_source: Option<SocketAddr>,
     }
 
     impl Side {
@@ -1639,6 +1779,9 @@ mod tests {
                 mute_signals: false,
                 mute_datagrams: false,
                 offers: 0,
+                last_offer: String::new(),
+                gone: Vec::new(),
+                last_source: None,
             }
         }
     }
@@ -1661,10 +1804,11 @@ mod tests {
                     msg => {
                         if let PeerMessage::Sdp {
                             kind: SdpKind::Offer,
-                            ..
-                        } = msg
+                            sdp,
+                        } = &msg
                         {
                             from.offers += 1;
+                            from.last_offer = sdp.clone();
                         }
                         to.c.handle_message(msg, now)
                     }
@@ -1673,8 +1817,16 @@ mod tests {
                 CallOutput::Transmit {
                     source,
                     destination,
+                    ..
+                } if from.gone.contains(&source) || to.gone.contains(&destination) => {}
+                CallOutput::Transmit {
+                    source,
+                    destination,
                     contents,
-                } => to.c.handle_datagram(source, destination, &contents, now),
+                } => {
+                    from.last_source = Some(source);
+                    to.c.handle_datagram(source, destination, &contents, now)
+                }
                 CallOutput::MediaData(data) => {
                     let m = from.media.as_mut().unwrap();
                     let d = m.decode(&data, now, 0);
@@ -1811,6 +1963,150 @@ mod tests {
         );
         assert_eq!((a.started, b.started), (1, 1), "the same call");
         assert!(a.c.call.as_ref().unwrap().restart_at.is_none());
+    }
+
+    /// `side`'s host address `old` goes and `new` comes, as the loop does it.
+    fn move_host(side: &mut Side, old: SocketAddr, new: SocketAddr, now: Instant) {
+        side.gone.push(old);
+        side.c.remove_host(old);
+        side.c.add_host(new, now);
+        side.c.network_changed(now);
+    }
+
+    /// The caller's address changes mid-call: it restarts ICE at once (before any
+    /// silence), its offer lists the new address and not the old one, and video flows
+    /// again from the new address in the same call.
+    #[test]
+    fn a_caller_that_moves_restarts_ice_at_once() {
+        let t0 = Instant::now();
+        let mut now = t0;
+        let (mut a, mut b) = call_until_decoding(t0, &mut now);
+        let (old, new) = (
+            SocketAddr::from(([127, 0, 0, 1], 1000)),
+            SocketAddr::from(([127, 0, 0, 2], 1001)),
+        );
+        move_host(&mut a, old, new, now);
+        pump(&mut a, 1, &mut b, now);
+        assert_eq!(a.offers, 2, "the restart offer went out at once");
+        assert!(a.last_offer.contains("127.0.0.2 1001"), "{}", a.last_offer);
+        assert!(!a.last_offer.contains("127.0.0.1 1000"), "{}", a.last_offer);
+        let t1 = now;
+        let (da, db) = run(
+            &mut a,
+            &mut b,
+            t1,
+            &mut now,
+            Duration::from_secs(6),
+            |a, b| a >= 10 && b >= 10,
+        );
+        assert!(da >= 10 && db >= 10, "video again both ways: {da} {db}");
+        assert!(
+            now - t1 < SILENT_AFTER,
+            "back before the silence rule would act: {:?}",
+            now - t1
+        );
+        assert_eq!(a.last_source, Some(new));
+        assert_eq!(b.offers, 0, "the callee never offers");
+        assert!(a.ended.is_empty() && b.ended.is_empty());
+        assert_eq!((a.started, b.started), (1, 1), "the same call");
+    }
+
+    /// The callee's address changes mid-call: it does not offer (no glare); its new host
+    /// candidate, trickled, makes the caller restart ICE at once, and video flows again
+    /// from the callee's new address.
+    #[test]
+    fn a_callee_that_moves_is_found_again_by_the_callers_restart() {
+        let t0 = Instant::now();
+        let mut now = t0;
+        let (mut a, mut b) = call_until_decoding(t0, &mut now);
+        let (old, new) = (
+            SocketAddr::from(([127, 0, 0, 1], 2000)),
+            SocketAddr::from(([127, 0, 0, 3], 2001)),
+        );
+        move_host(&mut b, old, new, now);
+        let t1 = now;
+        let (da, db) = run(
+            &mut a,
+            &mut b,
+            t1,
+            &mut now,
+            Duration::from_secs(7),
+            |a, b| a >= 10 && b >= 10,
+        );
+        assert!(
+            da >= 10 && db >= 10,
+            "video again both ways: {da} {db}; offers {} {}; ended {:?} {:?}; {:?}",
+            a.offers,
+            b.offers,
+            a.ended,
+            b.ended,
+            now - t1
+        );
+        assert!(
+            now - t1 < SILENT_AFTER,
+            "the trickled address, not the silence, made the caller restart: {:?}",
+            now - t1
+        );
+        assert_eq!(b.offers, 0, "the callee never offers");
+        assert_eq!(a.offers, 2, "the caller restarted");
+        assert_eq!(b.last_source, Some(new));
+        assert!(a.ended.is_empty() && b.ended.is_empty());
+        assert_eq!((a.started, b.started), (1, 1), "the same call");
+    }
+
+    /// Host candidates on an IP the caller already knows (a browser gathers anew, with new
+    /// ports, for each restart) are no cue; a new IP is, once: candidates trickled during
+    /// that restart are not (no restart loop).
+    #[test]
+    fn only_a_new_peer_ip_makes_the_caller_restart_and_only_once() {
+        let t0 = Instant::now();
+        let mut now = t0;
+        let (mut a, mut b) = call_until_decoding(t0, &mut now);
+        let cand = |ip: &str, port: u16| PeerMessage::Candidate {
+            mid: None,
+            mline_index: Some(0),
+            candidate: format!("candidate:7 1 udp 2130706431 {ip} {port} typ host"),
+        };
+        a.c.handle_message(cand("127.0.0.1", 2999), now);
+        pump(&mut a, 1, &mut b, now);
+        assert_eq!(a.offers, 1, "a known IP with a new port: no restart");
+        a.c.handle_message(cand("127.0.0.4", 3000), now);
+        a.c.handle_message(cand("127.0.0.5", 3001), now);
+        pump(&mut a, 1, &mut b, now);
+        assert_eq!(a.offers, 2, "one restart for the new IP, none during it");
+        b.c.handle_message(cand("127.0.0.6", 1999), now);
+        pump(&mut b, 2, &mut a, now);
+        assert_eq!(b.offers, 0, "the callee never restarts on a cue");
+    }
+
+    /// A change while our first offer is unanswered waits for the answer, then restarts
+    /// (a second offer at once would void the first).
+    #[test]
+    fn a_change_during_our_offer_restarts_after_the_answer() {
+        let t0 = Instant::now();
+        let mut now = t0;
+        let (mut a, mut b) = (Side::new(1000), Side::new(2000));
+        a.c.call(2, now).unwrap();
+        move_host(
+            &mut a,
+            SocketAddr::from(([127, 0, 0, 1], 1000)),
+            SocketAddr::from(([127, 0, 0, 2], 1001)),
+            now,
+        );
+        let (da, db) = run(
+            &mut a,
+            &mut b,
+            t0,
+            &mut now,
+            Duration::from_secs(6),
+            |a, b| a >= 10 && b >= 10,
+        );
+        assert!(da >= 10 && db >= 10, "{da} {db}");
+        assert_eq!(
+            a.offers, 2,
+            "the first offer, then the restart after its answer"
+        );
+        assert!(a.ended.is_empty() && b.ended.is_empty());
     }
 
     /// A candidate found after the call started (a STUN or TURN answer that came late)

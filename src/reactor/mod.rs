@@ -30,6 +30,8 @@ pub const AUDIO_PLAYBACK_TOKEN: Token = Token(usize::MAX - 8);
 /// The server's Redis connections (`--redis`): commands, and the pub/sub subscriber.
 pub const REDIS_TOKEN: Token = Token(usize::MAX - 9);
 pub const REDIS_SUB_TOKEN: Token = Token(usize::MAX - 10);
+/// The client's netlink socket: the machine's addresses changed.
+pub const NETIF_TOKEN: Token = Token(usize::MAX - 11);
 
 /// One readiness event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

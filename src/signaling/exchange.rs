@@ -186,6 +186,13 @@ impl HttpExchange {
         retry.then(|| std::mem::take(&mut self.request))
     }
 
+    /// The request back while its answer has not come, to send again on a new
+    /// connection (this one's local address is gone, so no answer can reach it). `None`
+    /// once the exchange is over.
+    pub fn unanswered_request(&mut self) -> Option<Vec<u8>> {
+        (!self.finished).then(|| std::mem::take(&mut self.request))
+    }
+
     /// Response bytes received so far.
     pub fn received(&self) -> usize {
         self.parser.buffered()

@@ -4,10 +4,14 @@
 //! handed out as soon as it is known, for the conductor to trickle. The gatherer also
 //! sits between str0m and the sockets for relayed traffic: what str0m sends from a relayed
 //! address is wrapped to the TURN server, and what the server relays is unwrapped.
+//!
+//! Host sockets come and go with the machine's addresses ([`IceGatherer::add_base`],
+//! [`IceGatherer::remove_base`]): a new one is asked from at once, a vanished one's
+//! candidates are withdrawn. A failed allocation is made again after a pause.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use str0m::Candidate;
 
@@ -29,6 +33,9 @@ pub enum GatherOutput {
     },
     /// A new local candidate (server-reflexive or relayed).
     Candidate(Candidate),
+    /// A candidate handed out before that is gone: its host socket closed, or its
+    /// allocation failed.
+    Withdrawn(Candidate),
 }
 
 /// Whose a received datagram is.
@@ -56,6 +63,28 @@ struct Binding {
     tx: Option<Transaction>,
 }
 
+/// The first pause before a failed allocation is made again; it doubles up to
+/// [`RETRY_MAX`] while the server keeps failing, and starts over after a success.
+pub const RETRY_FIRST: Duration = Duration::from_secs(2);
+pub const RETRY_MAX: Duration = Duration::from_secs(60);
+
+/// A candidate handed out, with what it came from (to withdraw it when that goes).
+#[derive(Debug)]
+struct Handed {
+    candidate: Candidate,
+    base: SocketAddr,
+    /// The TURN server of a relayed candidate.
+    turn: Option<SocketAddr>,
+}
+
+/// A new allocation due at `at`, after one failed.
+#[derive(Debug)]
+struct Retry {
+    base: SocketAddr,
+    turn: TurnCredentials,
+    at: Instant,
+}
+
 /// The gatherer for the client's life (allocations outlive calls, so a second call has
 /// its candidates at once).
 #[derive(Debug)]
@@ -70,6 +99,15 @@ pub struct IceGatherer {
     policy: IcePolicy,
     /// Server names waiting for DNS.
     names: ServerNames,
+    /// The servers known so far (resolved), for host sockets that come later.
+    stun_servers: Vec<SocketAddr>,
+    turn_servers: Vec<TurnCredentials>,
+    handed: Vec<Handed>,
+    retries: Vec<Retry>,
+    /// The next pause per (base, TURN server) after a failure.
+    backoff: HashMap<(SocketAddr, SocketAddr), Duration>,
+    /// The latest instant the gatherer was given (failures are noticed while collecting).
+    clock: Instant,
 }
 
 /// A TURN server's address and credentials.
@@ -103,6 +141,12 @@ impl IceGatherer {
             reflexive: Vec::new(),
             policy,
             names: ServerNames::default(),
+            stun_servers: Vec::new(),
+            turn_servers: Vec::new(),
+            handed: Vec::new(),
+            retries: Vec::new(),
+            backoff: HashMap::new(),
+            clock: now,
         };
         for &server in stun_servers {
             g.add_stun_server(server, now);
@@ -118,34 +162,88 @@ impl IceGatherer {
         if self.policy != IcePolicy::All {
             return;
         }
+        self.stun_servers.push(server);
         for base in self.bases.clone() {
-            if !reaches(base, server) {
-                continue;
-            }
-            let txid = new_txid();
-            let bytes = Message::request(stun::BINDING, txid).encode(None);
-            self.transmit(base, server, bytes.clone());
-            self.bindings.push(Binding {
-                base,
-                server,
-                tx: Some(Transaction::start(txid, bytes, now)),
-            });
+            self.bind(base, server, now);
         }
+    }
+
+    /// A binding request from `base` to `server`, if it reaches it.
+    fn bind(&mut self, base: SocketAddr, server: SocketAddr, now: Instant) {
+        if !reaches(base, server) {
+            return;
+        }
+        let txid = new_txid();
+        let bytes = Message::request(stun::BINDING, txid).encode(None);
+        self.transmit(base, server, bytes.clone());
+        self.bindings.push(Binding {
+            base,
+            server,
+            tx: Some(Transaction::start(txid, bytes, now)),
+        });
     }
 
     /// A TURN server to allocate on from every host socket that reaches it.
     fn add_turn_server(&mut self, t: &TurnCredentials, now: Instant) {
+        self.turn_servers.push(t.clone());
         for base in self.bases.clone() {
-            if reaches(base, t.server) {
-                let a = TurnAllocation::new(base, t.server, &t.username, &t.password, now);
-                self.allocations.push(a);
-            }
+            self.allocate(base, t, now);
+        }
+    }
+
+    /// An allocation on `t` from `base`, if it reaches it.
+    fn allocate(&mut self, base: SocketAddr, t: &TurnCredentials, now: Instant) {
+        if reaches(base, t.server) {
+            let a = TurnAllocation::new(base, t.server, &t.username, &t.password, now);
+            self.allocations.push(a);
+        }
+    }
+
+    /// A new host socket (the machine has a new address): every known server is asked
+    /// from it at once.
+    pub fn add_base(&mut self, base: SocketAddr, now: Instant) {
+        self.clock = now;
+        if self.bases.contains(&base) {
+            return;
+        }
+        self.bases.push(base);
+        for server in self.stun_servers.clone() {
+            self.bind(base, server, now);
+        }
+        for t in self.turn_servers.clone() {
+            self.allocate(base, &t, now);
+        }
+    }
+
+    /// A host socket closed (its address is gone): its bindings and allocations are
+    /// dropped (nothing can reach their servers from it any more; the server lets an
+    /// orphaned allocation expire) and the candidates they gave are withdrawn.
+    pub fn remove_base(&mut self, base: SocketAddr) {
+        self.bases.retain(|b| *b != base);
+        self.bindings.retain(|b| b.base != base);
+        self.allocations.retain(|a| a.base() != base);
+        self.retries.retain(|r| r.base != base);
+        self.backoff.retain(|(b, _), _| *b != base);
+        self.reflexive.retain(|(_, b)| *b != base);
+        self.withdraw(|h| h.base == base);
+    }
+
+    /// Withdraws the handed-out candidates `which` picks.
+    fn withdraw(&mut self, which: impl Fn(&Handed) -> bool) {
+        let (gone, kept): (Vec<Handed>, Vec<Handed>) = std::mem::take(&mut self.handed)
+            .into_iter()
+            .partition(|h| which(h));
+        self.handed = kept;
+        for h in gone {
+            log::info!("candidate {} withdrawn", h.candidate.addr());
+            self.out.push_back(GatherOutput::Withdrawn(h.candidate));
         }
     }
 
     /// A datagram from a nameserver (on the loop's DNS socket): an answer for a server
     /// name, maybe. Answers for other lookups are ignored by the resolver.
     pub fn handle_dns(&mut self, from: SocketAddr, bytes: &[u8], now: Instant) {
+        self.clock = now;
         if let Some(r) = self.names.resolver.as_mut() {
             r.handle_datagram(from, bytes, now);
         }
@@ -206,6 +304,7 @@ impl IceGatherer {
         contents: &[u8],
         now: Instant,
     ) -> bool {
+        self.clock = now;
         let Some(a) = self
             .allocations
             .iter_mut()
@@ -226,6 +325,7 @@ impl IceGatherer {
         bytes: &[u8],
         now: Instant,
     ) -> Delivery {
+        self.clock = now;
         // A binding's answer first: a STUN server that is also the TURN server answers
         // both on the same 5-tuple.
         let binding_answer = Message::decode(bytes, None).is_some_and(|m| {
@@ -301,13 +401,25 @@ impl IceGatherer {
             Ok(c) => {
                 log::info!("server-reflexive candidate {mapped} (base {base})");
                 self.reflexive.push((mapped, base));
-                self.out.push_back(GatherOutput::Candidate(c));
+                self.hand_out(c, base, None);
             }
             Err(e) => log::info!("no server-reflexive candidate for {mapped}: {e}"),
         }
     }
 
-    /// Moves the allocations' datagrams and news into the output.
+    fn hand_out(&mut self, candidate: Candidate, base: SocketAddr, turn: Option<SocketAddr>) {
+        self.out
+            .push_back(GatherOutput::Candidate(candidate.clone()));
+        self.handed.push(Handed {
+            candidate,
+            base,
+            turn,
+        });
+    }
+
+    /// Moves the allocations' datagrams and news into the output. A failed allocation
+    /// is replaced by a new one after a pause (the server may be back, or its refusal
+    /// over), and its relayed candidate is withdrawn.
     fn collect(&mut self) {
         let mut found = Vec::new();
         for a in &mut self.allocations {
@@ -315,21 +427,41 @@ impl IceGatherer {
                 self.out.push_back(GatherOutput::Transmit(t));
             }
             while let Some(e) = a.poll_event() {
-                found.push((a.base(), e));
+                found.push((a.base(), a.server(), e));
             }
         }
-        for (base, e) in found {
+        for (base, server, e) in found {
             match e {
                 TurnEvent::Allocated { relayed, mapped } => {
+                    self.backoff.remove(&(base, server));
                     if let Some(m) = mapped {
                         self.reflexive(m, base);
                     }
                     match Candidate::relayed(relayed, base, "udp") {
-                        Ok(c) => self.out.push_back(GatherOutput::Candidate(c)),
+                        Ok(c) => self.hand_out(c, base, Some(server)),
                         Err(e) => log::warn!("no relayed candidate for {relayed}: {e}"),
                     }
                 }
-                TurnEvent::Failed(why) => log::warn!("TURN allocation from {base}: {why}"),
+                TurnEvent::Failed(why) => {
+                    self.allocations
+                        .retain(|a| !(a.base() == base && a.server() == server && a.is_failed()));
+                    self.withdraw(|h| h.base == base && h.turn == Some(server));
+                    let Some(turn) = self.turn_servers.iter().find(|t| t.server == server) else {
+                        continue;
+                    };
+                    let pause = *self.backoff.get(&(base, server)).unwrap_or(&RETRY_FIRST);
+                    self.backoff
+                        .insert((base, server), (pause * 2).min(RETRY_MAX));
+                    log::warn!(
+                        "TURN allocation from {base}: {why}; allocating again in {} s",
+                        pause.as_secs()
+                    );
+                    self.retries.push(Retry {
+                        base,
+                        turn: turn.clone(),
+                        at: self.clock + pause,
+                    });
+                }
             }
         }
     }
@@ -353,10 +485,20 @@ impl IceGatherer {
             .allocations
             .iter()
             .filter_map(TurnAllocation::poll_timeout);
-        bindings.chain(allocations).chain(dns).min()
+        let retries = self.retries.iter().map(|r| r.at);
+        bindings.chain(allocations).chain(dns).chain(retries).min()
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.clock = now;
+        let (due, waiting): (Vec<Retry>, Vec<Retry>) = std::mem::take(&mut self.retries)
+            .into_iter()
+            .partition(|r| r.at <= now);
+        self.retries = waiting;
+        for r in due {
+            log::info!("TURN {}: allocating again from {}", r.turn.server, r.base);
+            self.allocate(r.base, &r.turn, now);
+        }
         if let Some(r) = self.names.resolver.as_mut() {
             r.handle_timeout(now);
         }
@@ -481,6 +623,197 @@ mod tests {
         v
     }
 
+    /// Everything the gatherer has to say: datagrams, new candidates, withdrawn ones.
+    fn drain(g: &mut IceGatherer) -> (Vec<Transmit>, Vec<Candidate>, Vec<Candidate>) {
+        let (mut sent, mut new, mut gone) = (Vec::new(), Vec::new(), Vec::new());
+        while let Some(o) = g.poll_output() {
+            match o {
+                GatherOutput::Transmit(t) => sent.push(t),
+                GatherOutput::Candidate(c) => new.push(c),
+                GatherOutput::Withdrawn(c) => gone.push(c),
+                GatherOutput::Dns { .. } => {}
+            }
+        }
+        (sent, new, gone)
+    }
+
+    fn turn_creds() -> TurnCredentials {
+        TurnCredentials {
+            server: "203.0.113.1:3478".parse().unwrap(),
+            username: "alice".into(),
+            password: "secret".into(),
+        }
+    }
+
+    /// Answers an unsigned Allocate with the 401 challenge, then the signed retry with
+    /// success (`relayed`); returns what the gatherer handed out.
+    fn allocate_ok(
+        g: &mut IceGatherer,
+        first: &Transmit,
+        relayed: SocketAddr,
+        now: Instant,
+    ) -> Vec<Candidate> {
+        let challenge = answer(
+            &first.contents,
+            Class::Error,
+            vec![
+                Attr::ErrorCode(401),
+                Attr::Realm("r".into()),
+                Attr::Nonce("n".into()),
+            ],
+            None,
+        );
+        g.handle_datagram(first.destination, first.source, &challenge, now);
+        let (sent, ..) = drain(g);
+        let key = stun::long_term_key("alice", "r", "secret");
+        let ok = answer(
+            &sent[0].contents,
+            Class::Success,
+            vec![Attr::XorRelayedAddress(relayed), Attr::Lifetime(600)],
+            Some(&key),
+        );
+        g.handle_datagram(first.destination, first.source, &ok, now);
+        drain(g).1
+    }
+
+    /// A new host socket is asked from at once (STUN and TURN); a closed one's bindings
+    /// and allocations stop and its candidates (server-reflexive and relayed) are
+    /// withdrawn, the other socket's kept.
+    #[test]
+    fn host_sockets_that_come_and_go_are_asked_from_and_withdrawn() {
+        let t0 = Instant::now();
+        let old: SocketAddr = "10.1.0.2:5000".parse().unwrap();
+        let new: SocketAddr = "10.1.0.3:5002".parse().unwrap();
+        let stun_server: SocketAddr = "203.0.113.1:3479".parse().unwrap();
+        let turn = turn_creds();
+        let mut g = IceGatherer::new(
+            &[old],
+            &[stun_server],
+            std::slice::from_ref(&turn),
+            IcePolicy::All,
+            t0,
+        );
+        let (sent, ..) = drain(&mut g);
+        assert_eq!(sent.len(), 2);
+        let (binding, alloc) = if sent[0].destination == stun_server {
+            (&sent[0], &sent[1])
+        } else {
+            (&sent[1], &sent[0])
+        };
+        let mapped: SocketAddr = "198.51.100.9:40000".parse().unwrap();
+        let ok = answer(
+            &binding.contents,
+            Class::Success,
+            vec![Attr::XorMappedAddress(mapped)],
+            None,
+        );
+        g.handle_datagram(stun_server, old, &ok, t0);
+        let relayed: SocketAddr = "203.0.113.1:49170".parse().unwrap();
+        let mut handed = drain(&mut g).1;
+        handed.extend(allocate_ok(&mut g, alloc, relayed, t0));
+        assert_eq!(handed.len(), 2, "srflx and relay from the first socket");
+
+        g.add_base(new, t0);
+        g.add_base(new, t0); // told twice: asked once
+        let (sent, new_candidates, gone) = drain(&mut g);
+        let mut asked: Vec<_> = sent.iter().map(|t| (t.source, t.destination)).collect();
+        asked.sort();
+        assert_eq!(asked, [(new, turn.server), (new, stun_server)]);
+        assert!(new_candidates.is_empty() && gone.is_empty());
+
+        g.remove_base(old);
+        let (sent, new_candidates, gone) = drain(&mut g);
+        assert!(sent.is_empty() && new_candidates.is_empty());
+        let mut gone: Vec<_> = gone.iter().map(|c| (c.kind(), c.addr())).collect();
+        gone.sort_by_key(|(_, a)| *a);
+        assert_eq!(
+            gone,
+            [
+                (CandidateKind::ServerReflexive, mapped),
+                (CandidateKind::Relayed, relayed)
+            ]
+        );
+        assert!(!g.is_relayed(relayed));
+        let peer: SocketAddr = "198.51.100.20:7000".parse().unwrap();
+        assert!(
+            !g.send_relayed(relayed, peer, b"x", t0),
+            "its allocation is gone"
+        );
+        // Nothing is retried from the closed socket.
+        while let Some(at) = g
+            .poll_timeout()
+            .filter(|at| *at < t0 + Duration::from_secs(30))
+        {
+            g.handle_timeout(at);
+            let (sent, ..) = drain(&mut g);
+            assert!(sent.iter().all(|t| t.source == new), "{sent:?}");
+        }
+        // Removing it again is harmless.
+        g.remove_base(old);
+        assert!(drain(&mut g).2.is_empty());
+    }
+
+    /// A TURN server that never answers: the allocation fails, and a new one starts
+    /// RETRY_FIRST later, then twice that after the next failure. Once one succeeds and
+    /// later dies (its refresh unanswered), its relayed candidate is withdrawn and the
+    /// pause starts over.
+    #[test]
+    fn a_failed_allocation_is_made_again_after_a_growing_pause() {
+        let t0 = Instant::now();
+        let host: SocketAddr = "10.1.1.2:5000".parse().unwrap();
+        let turn = turn_creds();
+        let mut g = IceGatherer::new(
+            &[host],
+            &[],
+            std::slice::from_ref(&turn),
+            IcePolicy::All,
+            t0,
+        );
+        let mut txids = Vec::new();
+        let mut starts: Vec<(Instant, Transmit)> = Vec::new();
+        let mut gone = Vec::new();
+        let mut step =
+            |g: &mut IceGatherer, now: Instant, starts: &mut Vec<(Instant, Transmit)>| {
+                let (sent, _, withdrawn) = drain(g);
+                gone.extend(withdrawn);
+                for t in sent {
+                    let m = Message::decode(&t.contents, None).unwrap();
+                    if m.method == stun::ALLOCATE && !txids.contains(&m.txid) {
+                        txids.push(m.txid);
+                        starts.push((now, t));
+                    }
+                }
+            };
+        step(&mut g, t0, &mut starts);
+        let mut now = t0;
+        while starts.len() < 3 {
+            now = g.poll_timeout().expect("a retry is always due");
+            g.handle_timeout(now);
+            step(&mut g, now, &mut starts);
+        }
+        // The transaction gives up 6.55 s after its first send.
+        let give_up = Duration::from_millis(6550);
+        assert_eq!(starts[1].0 - starts[0].0, give_up + RETRY_FIRST);
+        assert_eq!(starts[2].0 - starts[1].0, give_up + 2 * RETRY_FIRST);
+        let relayed: SocketAddr = "203.0.113.1:49171".parse().unwrap();
+        let got = allocate_ok(&mut g, &starts[2].1, relayed, now);
+        assert_eq!(got.len(), 1);
+        assert!(g.is_relayed(relayed));
+        // The refresh (at lifetime - 60 s) goes unanswered: the allocation fails.
+        let allocated_at = now;
+        let before = starts.len();
+        while starts.len() == before {
+            now = g.poll_timeout().unwrap();
+            g.handle_timeout(now);
+            step(&mut g, now, &mut starts);
+        }
+        let failed_at = allocated_at + Duration::from_secs(540) + give_up;
+        assert_eq!(now, failed_at + RETRY_FIRST, "the pause started over");
+        assert!(!g.is_relayed(relayed));
+        assert_eq!(gone.len(), 1);
+        assert_eq!(gone[0].addr(), relayed);
+    }
+
     #[test]
     fn a_binding_answer_gives_one_srflx_candidate_with_its_base() {
         let t0 = Instant::now();
@@ -543,7 +876,7 @@ mod tests {
                         q.push(query)
                     }
                     GatherOutput::Transmit(t) => b.push(t.destination),
-                    GatherOutput::Candidate(_) => {}
+                    GatherOutput::Candidate(_) | GatherOutput::Withdrawn(_) => {}
                 }
             }
         };
