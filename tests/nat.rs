@@ -558,9 +558,10 @@ fn calls_connect_through_routes_nats_and_the_relay() {
 /// -- --ignored --nocapture thin_link`). Alice sends 640x480 (up to 2.5 Mbit/s) through a
 /// 1 Mbit/s token bucket on her router; after 25 s the link drops to 300 kbit/s for 10 s,
 /// then comes back. It prints, from Alice's STATS lines and her encoder's retuning, the
-/// seconds to reach 80 % of the link, the seconds sent above the link, the seconds to
-/// recover to 800 kbit/s, and the keyframes Bob asked for. It asserts only that video
-/// kept flowing to Bob through all of it.
+/// seconds for the sent bitrate and str0m's estimate to reach 80 % of the link, the
+/// seconds sent above the link in each phase (and the longest run of them), the seconds
+/// Bob decoded nothing, the seconds to recover to 800 kbit/s, and the keyframes Bob asked
+/// for. It asserts only that video kept flowing to Bob through all of it.
 #[test]
 #[ignore]
 fn thin_link_bitrate_follows_the_estimate() {
@@ -608,34 +609,80 @@ fn thin_link_bitrate_follows_the_estimate() {
             .collect()
     };
     let sent = series(&alice, "sent_kbps");
+    // Not in the STATS of a client older than the field: then empty.
+    let estimate: Vec<(f64, f64)> = alice
+        .seen_with("STATS")
+        .iter()
+        .filter(|l| field(l, "pair").is_some_and(|v| v != "-"))
+        .filter_map(|l| Some((num(l, "t"), field(l, "bwe_kbps")?.parse().ok()?)))
+        .collect();
     let recv_fps = series(&bob, "recv_fps");
     let connected = sent.first().map_or(0.0, |s| s.0 - 1.0);
-    let first_at = |from: f64, until: f64, kbps: f64| {
-        sent.iter()
+    // The link: 1 Mbit/s until 27 s, 300 kbit/s until 37 s, 1 Mbit/s again.
+    let link = |t: f64| if t > 27.0 && t <= 37.0 { 300.0 } else { 1000.0 };
+    let phases = [
+        ("1M", 0.0, 27.0),
+        ("thin", 27.0, 37.0),
+        ("after", 37.0, 62.0),
+    ];
+    let first_at = |s: &[(f64, f64)], from: f64, until: f64, kbps: f64| {
+        s.iter()
             .find(|(t, k)| *t > from && *t <= until && *k >= kbps)
-            .map(|(t, _)| t - from)
+            .map_or("never".to_string(), |(t, _)| format!("{:.1}", t - from))
     };
-    let above = sent.iter().filter(|(_, k)| *k > 1000.0).count();
-    let above_thin = sent
-        .iter()
-        .filter(|(t, k)| *t > 27.0 && *t <= 37.0 && *k > 300.0)
-        .count();
-    let stalled = recv_fps.iter().filter(|(_, f)| *f < 1.0).count();
+    let above = |from: f64, until: f64| {
+        let secs: Vec<bool> = sent
+            .iter()
+            .filter(|(t, _)| *t > from && *t <= until)
+            .map(|(t, k)| *k > link(*t))
+            .collect();
+        let longest = secs.split(|a| !a).map(<[bool]>::len).max().unwrap_or(0);
+        (secs.iter().filter(|a| **a).count(), longest)
+    };
+    let stalled = |from: f64, until: f64| {
+        recv_fps
+            .iter()
+            .filter(|(t, f)| *t > from && *t <= until && *f < 1.0)
+            .count()
+    };
     let log = std::fs::read_to_string(&bob.log).unwrap_or_default();
     let keyframes_asked = std::fs::read_to_string(&alice.log)
         .unwrap_or_default()
         .matches("keyframe requested")
         .count();
     eprintln!("THIN-LINK sent_kbps per second (t, kbit/s): {sent:?}");
+    eprintln!("THIN-LINK str0m estimate per second (t, kbit/s): {estimate:?}");
     eprintln!("THIN-LINK bob recv_fps per second: {recv_fps:?}");
+    for (name, from, until) in phases {
+        let (secs, longest) = above(from, until);
+        let kbps: Vec<f64> = sent
+            .iter()
+            .filter(|(t, _)| *t > from.max(connected + 1.0) && *t <= until)
+            .map(|(_, k)| *k)
+            .collect();
+        eprintln!(
+            "THIN-LINK phase {name}: mean sent {:.0} kbit/s; seconds sent above the link \
+             {secs} (longest run {longest}); seconds bob decoded nothing {}",
+            kbps.iter().sum::<f64>() / kbps.len().max(1) as f64,
+            stalled(from, until)
+        );
+    }
     eprintln!(
-        "THIN-LINK to 800 kbit/s from connected: {:?} s; seconds above 1000 kbit/s: {above}; \
-         seconds above 300 kbit/s while thin: {above_thin}; back to 800 kbit/s after the \
-         link widened: {:?} s; keyframes asked by bob: {keyframes_asked}; seconds bob \
-         decoded nothing: {stalled}; bob decode failures logged: {}",
-        first_at(connected, 27.0, 800.0),
-        first_at(37.0, 62.0, 800.0),
-        log.matches("decode failed").count()
+        "THIN-LINK to 800 kbit/s from connected: sent {} s, estimate {} s; back to 800 kbit/s \
+         after the link widened: sent {} s, estimate {} s; keyframes asked by bob: \
+         {keyframes_asked}; seconds bob decoded nothing: {}; bob decode failures logged: {}; \
+         frames alice's budget dropped: {}",
+        first_at(&sent, connected, 27.0, 800.0),
+        first_at(&estimate, connected, 27.0, 800.0),
+        first_at(&sent, 37.0, 62.0, 800.0),
+        first_at(&estimate, 37.0, 62.0, 800.0),
+        stalled(0.0, 62.0),
+        log.matches("decode failed").count(),
+        alice
+            .seen_with("STATS")
+            .last()
+            .and_then(|l| field(l, "frames_dropped"))
+            .unwrap_or("-"),
     );
     let _ = std::fs::remove_file(&clip);
     assert!(num(&alice_end, "frames_decoded") >= 60.0, "{alice_end}");

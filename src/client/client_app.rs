@@ -214,6 +214,9 @@ pub struct StatsSample {
     pub audio: Option<AudioSample>,
     /// The candidate types of the pair carrying the call, `LOCAL/REMOTE`.
     pub pair: Option<String>,
+    /// Captured frames the send budget dropped, and str0m's send-side estimate.
+    pub frames_dropped: u64,
+    pub estimate_bps: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -911,7 +914,12 @@ impl ClientApp {
                     .map_or("-".into(), |l| format!("{:.1}", l as f64 / 1000.0)),
                 s.silent_for.map_or("-".into(), |d| d.as_millis().to_string()),
                 s.pair.as_deref().unwrap_or("-"),
-            ) + &audio_stats(s.audio.as_ref()));
+            ) + &audio_stats(s.audio.as_ref())
+                + &format!(
+                    " frames_dropped={} bwe_kbps={}",
+                    s.frames_dropped,
+                    s.estimate_bps.map_or("-".into(), |b| (b / 1000).to_string())
+                ));
         }
         if call.is_some() {
             let size = s
@@ -1578,7 +1586,7 @@ mod tests {
         );
         assert!(
             l.ends_with(
-                "silent_ms=3000 pair=srflx/prflx audio_recv=- audio_lost=- concealed_ms=- playout_ms=- av_offset_ms=-"
+                "silent_ms=3000 pair=srflx/prflx audio_recv=- audio_lost=- concealed_ms=- playout_ms=- av_offset_ms=- frames_dropped=0 bwe_kbps=-"
             ),
             "{l}"
         );
@@ -1593,6 +1601,8 @@ mod tests {
                 av_offset_ms: Some(-12),
                 ..AudioSample::default()
             }),
+            frames_dropped: 7,
+            estimate_bps: Some(950_400),
             ..s
         };
         t.app.handle_timeout(at + STATS_INTERVAL, &s);
@@ -1600,7 +1610,7 @@ mod tests {
         let l = lines(&outs)[0];
         assert!(
             l.ends_with(
-                "silent_ms=3000 pair=srflx/prflx audio_recv=50 audio_lost=1 concealed_ms=20 playout_ms=30 av_offset_ms=-12"
+                "silent_ms=3000 pair=srflx/prflx audio_recv=50 audio_lost=1 concealed_ms=20 playout_ms=30 av_offset_ms=-12 frames_dropped=7 bwe_kbps=950"
             ),
             "{l}"
         );

@@ -632,9 +632,12 @@ impl ClientLoop {
                     m.keyframe_requested();
                 }
             }
-            CallOutput::BandwidthEstimate(bps) => {
+            CallOutput::BandwidthEstimate { bps, loss } => {
                 if let Some(m) = self.media.as_mut() {
-                    m.bandwidth_estimate(bps, now);
+                    m.bandwidth_estimate(bps, loss, now);
+                    if let Some(desired) = m.poll_desired_bitrate() {
+                        self.conductor.set_desired_bitrate(desired, now);
+                    }
                 }
             }
             CallOutput::PeerSilent { peer, silent } => {
@@ -708,6 +711,8 @@ impl ClientLoop {
             silent_for: call.and_then(|c| c.silent_for),
             audio: self.audio.as_ref().map(AudioSession::sample),
             pair: call.and_then(|c| c.pair.clone()),
+            frames_dropped: media.map_or(0, |m| m.frames_dropped),
+            estimate_bps: media.and_then(|m| m.estimate_bps),
         }
     }
 

@@ -65,6 +65,13 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 pub const SILENT_AFTER: Duration = Duration::from_millis(2500);
 /// Silence after which the call ends: a peer that was killed or lost its network.
 pub const DEAD_AFTER: Duration = Duration::from_secs(8);
+/// How often str0m reports its stats, which carry its raw bandwidth estimate and the TWCC
+/// loss the media session reacts to (and the round trip).
+const BWE_REPORT_INTERVAL: Duration = Duration::from_millis(250);
+/// The bandwidth estimate a call starts from (Chromium's): str0m probes at 3x and 6x of
+/// it at once. Starting at the configured bitrate sends that much for the first second,
+/// whatever the link, and the loss it causes sinks the estimate for seconds.
+const START_BITRATE_BPS: u64 = 300_000;
 /// Remote candidates one call keeps, from the offer and trickled together. A browser
 /// offers a few per interface and kind (host, server-reflexive, relay; IPv4 and IPv6):
 /// well under this. Every candidate kept is paired with each local one and checked, so
@@ -214,8 +221,12 @@ pub enum CallOutput {
     AudioData(AudioPacket),
     /// The peer asked for a keyframe.
     KeyframeRequested,
-    /// str0m's send-side bandwidth estimate, in bit/s.
-    BandwidthEstimate(u64),
+    /// str0m's send-side bandwidth estimate, in bit/s, and the TWCC loss of the last
+    /// second (a fraction) when known.
+    BandwidthEstimate {
+        bps: u64,
+        loss: Option<f32>,
+    },
     /// The connected peer has sent nothing for `silent`; video sending is paused.
     PeerSilent {
         peer: PeerId,
@@ -540,8 +551,8 @@ impl Conductor {
         let configured = Bitrate::bps(self.media.bitrate_bps.into());
         let mut config = Rtc::builder()
             .clear_codecs()
-            .enable_bwe(Some(configured))
-            .set_stats_interval(Some(Duration::from_secs(1)))
+            .enable_bwe(Some(configured.min(Bitrate::bps(START_BITRATE_BPS))))
+            .set_stats_interval(Some(BWE_REPORT_INTERVAL))
             .set_sctp_max_buffered_amount(SCTP_SEND_BUFFER)
             // The default 5 s makes lip-sync wait 10-15 s for its first sender reports.
             .set_rtcp_report_interval_audio(Duration::from_secs(1));
@@ -1132,6 +1143,18 @@ impl Conductor {
         true
     }
 
+    /// The bitrate str0m's estimator should try to discover: raising it above the estimate
+    /// asks for a probe.
+    pub fn set_desired_bitrate(&mut self, bps: u64, now: Instant) {
+        let Some(call) = self.call.as_mut() else {
+            return;
+        };
+        call.rtc
+            .bwe()
+            .set_bitrate(Bitrate::bps(MIN_BITRATE_BPS.into()), Bitrate::bps(bps));
+        self.drain(now);
+    }
+
     /// Asks the peer for a keyframe (our decoder lost the stream).
     pub fn request_keyframe(&mut self, now: Instant) {
         let Some(call) = self.call.as_mut() else {
@@ -1585,10 +1608,21 @@ fn handle_event(
             );
             out.push_back(CallOutput::KeyframeRequested);
         }
-        Event::EgressBitrateEstimate(
-            BweKind::Twcc { estimate, .. } | BweKind::Remb { estimate, .. },
-        ) => out.push_back(CallOutput::BandwidthEstimate(estimate.as_u64())),
+        // str0m's TWCC estimate event is a 3 s average: the raw estimate comes with the
+        // stats below instead.
+        Event::EgressBitrateEstimate(BweKind::Remb { estimate, .. }) => {
+            out.push_back(CallOutput::BandwidthEstimate {
+                bps: estimate.as_u64(),
+                loss: None,
+            })
+        }
         Event::PeerStats(s) => {
+            if let Some(estimate) = s.bwe_tx {
+                out.push_back(CallOutput::BandwidthEstimate {
+                    bps: estimate.as_u64(),
+                    loss: s.egress_loss_fraction,
+                });
+            }
             if let Some(p) = &s.selected_candidate_pair {
                 let (local, remote) = (p.local.addr, p.remote.addr);
                 let label = pair_label(&call.local_candidates, &call.remote_seen, local, remote);

@@ -13,6 +13,14 @@
 //! budget), so a keyframe lost in a full queue does not start a storm of larger ones.
 //! str0m paces the packets itself (its leaky-bucket pacer runs at 1.1x the estimate
 //! whenever bandwidth estimation is on).
+//!
+//! The estimate the session works to is str0m's raw one (read from its stats every few
+//! hundred ms: its `EgressBitrateEstimate` event is a 3 s average, seconds late when a link
+//! narrows), capped after heavy loss ([`LOSS_CUT`], as GCC's loss-based rule) until the
+//! estimate comes down by itself. While the estimate is under the configured bitrate the
+//! session asks str0m to probe ([`MediaSession::poll_desired_bitrate`]), often after a
+//! large drop and more and more rarely after that ([`PROBE_INTERVAL`]), so the estimate
+//! climbs back when a link widens without waiting for the encoder to overshoot.
 
 use std::time::{Duration, Instant};
 
@@ -37,6 +45,33 @@ pub const FULL_SIZE_BPS: u64 = 600_000;
 /// The peer's keyframe requests are answered at most this often (the first keyframe and
 /// the one after an encoder error are not held back).
 pub const KEYFRAME_INTERVAL: Duration = Duration::from_secs(1);
+/// TWCC loss over the last second above this cuts the working estimate at once, by half
+/// the loss fraction (GCC's loss-based rule: delay-based estimates see a queue, not a
+/// link that drops).
+pub const LOSS_CUT: f32 = 0.10;
+/// At most one loss cut per this: str0m's loss figure covers the last second.
+pub const LOSS_CUT_INTERVAL: Duration = Duration::from_secs(1);
+/// A loss cap lasts this long after the last cut (or until str0m's estimate is under it):
+/// it bridges the estimate's lag. Held longer, the sender falls so far under str0m's
+/// estimate that str0m takes it for application-limited and probes at twice the configured
+/// bitrate, and a token bucket's burst makes those probes read as a wide link.
+pub const LOSS_CAP_HOLD: Duration = Duration::from_secs(2);
+/// Probes are asked for only while the loss is under this.
+pub const LOSS_LOW: f32 = 0.02;
+/// While the estimate is under [`PROBE_BELOW`] of the configured bitrate, str0m is asked to
+/// probe, first this long after the last probe or loss cut: its own probes after a drop
+/// need an application-limited sender, which the send budget never is, and its additive
+/// increase climbs ~10 kbit/s a second. Each probe doubles the wait up to
+/// [`MAX_PROBE_INTERVAL`] (a probe on a full link overshoots it: a token bucket lets its
+/// short burst through at any rate); while the working estimate is under [`LARGE_DROP`] of
+/// the highest level it held in the last [`HIGH_MEMORY`] (its average over [`LEVEL_TAU`]),
+/// the link may widen back at any time and the wait stays at this.
+pub const PROBE_INTERVAL: Duration = Duration::from_secs(3);
+pub const MAX_PROBE_INTERVAL: Duration = Duration::from_secs(24);
+pub const PROBE_BELOW: f64 = 0.9;
+pub const LARGE_DROP: f64 = 0.5;
+pub const LEVEL_TAU: Duration = Duration::from_secs(5);
+pub const HIGH_MEMORY: Duration = Duration::from_secs(30);
 /// A stamp latency above this is a frame from another clock (another machine): not counted.
 const MAX_PLAUSIBLE_LATENCY_US: u64 = 10_000_000;
 
@@ -83,6 +118,13 @@ pub struct MediaStats {
     pub stamp_latency_count: u64,
     /// The encoder's target: the configured bitrate capped by the send-side estimate.
     pub target_bitrate_bps: u32,
+    /// str0m's latest send-side estimate, and the one the session works to (lower after a
+    /// loss cut).
+    pub estimate_bps: Option<u64>,
+    pub working_estimate_bps: Option<u64>,
+    /// Loss cuts made, and probes asked of str0m.
+    pub loss_cuts: u64,
+    pub probes_asked: u64,
     pub remote_size: Option<(u32, u32)>,
     /// From the call's start to the first decoded frame.
     pub first_frame_time: Option<Duration>,
@@ -188,6 +230,19 @@ pub struct MediaSession {
     budget: SendBudget,
     /// Frames are halved before encoding (a low estimate).
     half_size: bool,
+    /// The cap a loss cut put on the estimate, until str0m's estimate is under it.
+    loss_cap: Option<u64>,
+    last_cut: Option<Instant>,
+    last_report: Option<Instant>,
+    /// The desired bitrate str0m is asked to discover, and what it was last told.
+    desired_bps: u64,
+    desired_told: Option<u64>,
+    next_probe: Option<Instant>,
+    probe_interval: Duration,
+    /// The working estimate's average over [`LEVEL_TAU`], and its highest value in the
+    /// last [`HIGH_MEMORY`] (and since when), to tell a large drop.
+    level_bps: Option<f64>,
+    high: Option<(f64, Instant)>,
     stats: MediaStats,
 }
 
@@ -203,6 +258,15 @@ impl MediaSession {
             last_pli: None,
             budget: SendBudget::new(budget_bps(config.bitrate_bps.into())),
             half_size: false,
+            loss_cap: None,
+            last_cut: None,
+            last_report: None,
+            desired_bps: config.bitrate_bps.into(),
+            desired_told: Some(config.bitrate_bps.into()),
+            next_probe: None,
+            probe_interval: PROBE_INTERVAL,
+            level_bps: None,
+            high: None,
             stats: MediaStats {
                 target_bitrate_bps: config.bitrate_bps,
                 ..MediaStats::default()
@@ -320,32 +384,116 @@ impl MediaSession {
         }
     }
 
-    /// The send-side bandwidth estimate at `now`: the send budget drains at
-    /// [`BUDGET_SHARE`] of it, and the encoder targets [`ENCODER_SHARE`] of it between
-    /// [`MIN_BITRATE_BPS`] and the configured bitrate, retuned only on real changes (each
-    /// retune costs the encoder a little).
-    pub fn bandwidth_estimate(&mut self, estimate_bps: u64, now: Instant) {
-        self.budget.set_rate(budget_bps(estimate_bps), now);
+    /// str0m's send-side estimate and the TWCC loss of the last second (if known), at
+    /// `now`. A loss over [`LOSS_CUT`] caps the working estimate at once; the send budget
+    /// drains at [`BUDGET_SHARE`] of the working estimate, and the encoder targets
+    /// [`ENCODER_SHARE`] of it between [`MIN_BITRATE_BPS`] and the configured bitrate,
+    /// retuned only on real changes (each retune costs the encoder a little).
+    pub fn bandwidth_estimate(&mut self, estimate_bps: u64, loss: Option<f32>, now: Instant) {
+        let loss = loss.unwrap_or(0.0);
+        let elapsed = self
+            .last_report
+            .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
+        self.last_report = Some(now);
+        self.stats.estimate_bps = Some(estimate_bps);
+        let cut_due = self
+            .last_cut
+            .is_none_or(|t| now.saturating_duration_since(t) >= LOSS_CUT_INTERVAL);
+        if loss > LOSS_CUT && cut_due {
+            let base = self
+                .loss_cap
+                .or(self.stats.working_estimate_bps)
+                .unwrap_or(estimate_bps)
+                .min(estimate_bps);
+            let cap = (base as f64 * (1.0 - 0.5 * f64::from(loss.min(1.0)))) as u64;
+            log::debug!("loss {loss:.2}: working estimate cut to {cap} bps");
+            self.loss_cap = Some(cap);
+            self.last_cut = Some(now);
+            self.stats.loss_cuts += 1;
+        }
+        // str0m's estimate has come down by itself, or had the time to: it speaks for the
+        // link again.
+        let held = self
+            .last_cut
+            .is_some_and(|t| now.saturating_duration_since(t) < LOSS_CAP_HOLD);
+        self.loss_cap = self.loss_cap.filter(|c| *c < estimate_bps && held);
+        let working = self.loss_cap.unwrap_or(estimate_bps);
+        self.stats.working_estimate_bps = Some(working);
+        self.schedule_probe(working, loss, elapsed, now);
+        self.budget.set_rate(budget_bps(working), now);
         let half = if self.half_size {
-            estimate_bps < FULL_SIZE_BPS
+            working < FULL_SIZE_BPS
         } else {
-            estimate_bps < HALF_SIZE_BPS
+            working < HALF_SIZE_BPS
         };
         if half != self.half_size {
-            log::debug!("bandwidth estimate {estimate_bps} bps: half size {half}");
+            log::debug!("working estimate {working} bps: half size {half}");
             self.half_size = half;
         }
         let configured = self.config.bitrate_bps.max(MIN_BITRATE_BPS);
-        let share = (estimate_bps as f64 * ENCODER_SHARE).min(u32::MAX.into()) as u32;
+        let share = (working as f64 * ENCODER_SHARE).min(u32::MAX.into()) as u32;
         let target = share.clamp(MIN_BITRATE_BPS, configured);
         let current = self.stats.target_bitrate_bps;
         if target.abs_diff(current) > current / 10 {
-            log::debug!("bandwidth estimate {estimate_bps} bps: encoder target {target} bps");
+            log::debug!("working estimate {working} bps: encoder target {target} bps");
             match self.encoder.set_bitrate(target) {
                 Ok(()) => self.stats.target_bitrate_bps = target,
                 Err(e) => log::warn!("cannot retune the encoder: {e}"),
             }
         }
+    }
+
+    /// Asks str0m for a probe when the working estimate is short of the configured bitrate
+    /// and the link is clean: str0m probes when the desired bitrate rises above its
+    /// estimate, so the desired bitrate is lowered to the estimate for one report and raised
+    /// back with the next.
+    fn schedule_probe(&mut self, working: u64, loss: f32, elapsed: Duration, now: Instant) {
+        let weight = 1.0 - (-elapsed.as_secs_f64() / LEVEL_TAU.as_secs_f64()).exp();
+        let level = self
+            .level_bps
+            .map_or(working as f64, |l| l + (working as f64 - l) * weight);
+        self.level_bps = Some(level);
+        let high = match self.high {
+            Some((h, at)) if h > level && now.saturating_duration_since(at) < HIGH_MEMORY => h,
+            _ => {
+                self.high = Some((level, now));
+                level
+            }
+        };
+        if (working as f64) < high * LARGE_DROP {
+            self.probe_interval = PROBE_INTERVAL;
+            let soon = now + PROBE_INTERVAL;
+            self.next_probe = Some(self.next_probe.map_or(soon, |t| t.min(soon)));
+        }
+        let configured = u64::from(self.config.bitrate_bps);
+        if self.desired_bps < configured {
+            self.desired_bps = configured;
+            return;
+        }
+        let short = (working as f64) < configured as f64 * PROBE_BELOW;
+        let calm = loss < LOSS_LOW
+            && self.loss_cap.is_none()
+            && self
+                .last_cut
+                .is_none_or(|t| now.saturating_duration_since(t) >= PROBE_INTERVAL);
+        let due = self.next_probe.is_none_or(|t| now >= t);
+        if short && calm && due {
+            log::debug!("working estimate {working} bps: asking str0m to probe");
+            self.desired_bps = working;
+            self.next_probe = Some(now + self.probe_interval);
+            self.probe_interval = (self.probe_interval * 2).min(MAX_PROBE_INTERVAL);
+            self.stats.probes_asked += 1;
+        }
+    }
+
+    /// The bitrate str0m's estimator should try to discover, when it changed since the last
+    /// call (for `Bwe::set_bitrate`): the configured one, lowered to the estimate for one
+    /// report when a probe is wanted.
+    pub fn poll_desired_bitrate(&mut self) -> Option<u64> {
+        (self.desired_told != Some(self.desired_bps)).then(|| {
+            self.desired_told = Some(self.desired_bps);
+            self.desired_bps
+        })
     }
 }
 
@@ -479,7 +627,7 @@ mod tests {
         let mut m = MediaSession::new(WIDE, t0).unwrap();
         let idr = m.encode(&busy(0), t0).unwrap().unwrap();
         // The link turns thin just after a large keyframe: it drains at 100 kbit/s.
-        m.bandwidth_estimate(100_000, t0);
+        m.bandwidth_estimate(100_000, None, t0);
         let idr_bits = idr.data.len() as u64 * 8;
         let drained_ms = (idr_bits - 10_000) / 100;
         assert!(drained_ms > 1_100, "{idr_bits} bits");
@@ -502,7 +650,7 @@ mod tests {
         let t0 = Instant::now();
         let mut m = MediaSession::new(MEDIA, t0).unwrap();
         let estimate = 150_000;
-        m.bandwidth_estimate(estimate, t0);
+        m.bandwidth_estimate(estimate, None, t0);
         let rate = (estimate as f64 * BUDGET_SHARE) as u64;
         let (mut sent_bits, mut largest, mut sent) = (0u64, 0u64, 0u64);
         // 10 s at 30 fps, a keyframe asked for every 300 ms.
@@ -541,7 +689,7 @@ mod tests {
         {
             // A second apart: the budget never holds a frame back here.
             let now = ms(t0, i as u64 * 1_000);
-            sender.bandwidth_estimate(estimate, now);
+            sender.bandwidth_estimate(estimate, None, now);
             let enc = sender.encode(&p.frame(i as u32, 0), now).unwrap().unwrap();
             let d = receiver.decode(&enc.data, now, 0);
             let f = d.frame.expect("decoded");
@@ -559,6 +707,114 @@ mod tests {
             ]
         );
         assert_eq!(receiver.stats().decode_errors, 0);
+    }
+
+    /// A session sending up to 2 Mbit/s.
+    const FAST: MediaConfig = MediaConfig {
+        bitrate_bps: 2_000_000,
+        ..MEDIA
+    };
+
+    #[test]
+    fn heavy_loss_cuts_the_working_estimate_until_str0m_follows() {
+        let t0 = Instant::now();
+        let mut m = MediaSession::new(FAST, t0).unwrap();
+        let working = |m: &MediaSession| m.stats().working_estimate_bps.unwrap();
+        m.bandwidth_estimate(1_000_000, Some(0.0), t0);
+        assert_eq!(working(&m), 1_000_000);
+        // The link narrowed: a quarter of the packets lost, str0m still says 1 Mbit/s.
+        m.bandwidth_estimate(1_000_000, Some(0.25), ms(t0, 250));
+        assert_eq!(working(&m), 875_000, "cut by half the loss");
+        assert_eq!(m.budget.rate_bps(), 787_500, "the budget follows at once");
+        assert_eq!(m.stats().target_bitrate_bps, 700_000);
+        m.bandwidth_estimate(1_000_000, Some(0.25), ms(t0, 500));
+        assert_eq!(
+            working(&m),
+            875_000,
+            "the same second's loss is not counted twice"
+        );
+        m.bandwidth_estimate(1_000_000, Some(0.25), ms(t0, 1_250));
+        assert_eq!(working(&m), 765_625, "a second later: cut again");
+        assert_eq!(m.stats().loss_cuts, 2);
+        // Moderate loss holds the cap where it is.
+        m.bandwidth_estimate(1_000_000, Some(0.05), ms(t0, 2_250));
+        assert_eq!(working(&m), 765_625);
+        // Two seconds after the last cut str0m has had the time to follow: its word again.
+        m.bandwidth_estimate(1_000_000, Some(0.05), ms(t0, 3_250));
+        assert_eq!(working(&m), 1_000_000);
+        // Or sooner, once its estimate comes under the cap, up or down from there.
+        m.bandwidth_estimate(1_000_000, Some(0.25), ms(t0, 4_250));
+        assert_eq!(working(&m), 875_000);
+        m.bandwidth_estimate(600_000, Some(0.0), ms(t0, 4_500));
+        assert_eq!(working(&m), 600_000);
+        m.bandwidth_estimate(900_000, None, ms(t0, 4_750));
+        assert_eq!(working(&m), 900_000);
+        assert_eq!(m.stats().estimate_bps, Some(900_000));
+        assert_eq!(m.stats().loss_cuts, 3);
+    }
+
+    /// When the session asked str0m to probe (lowered the desired bitrate), in ms from t0,
+    /// reporting `estimate(ms)` and `loss(ms)` every 250 ms until `until` ms.
+    fn probes(
+        m: &mut MediaSession,
+        t0: Instant,
+        from: u64,
+        until: u64,
+        estimate: impl Fn(u64) -> u64,
+        loss: impl Fn(u64) -> f32,
+    ) -> Vec<u64> {
+        let mut at = Vec::new();
+        for t in (from..until).step_by(250) {
+            m.bandwidth_estimate(estimate(t), Some(loss(t)), ms(t0, t));
+            match m.poll_desired_bitrate() {
+                Some(d) if d < 2_000_000 => {
+                    assert_eq!(d, estimate(t), "lowered to the estimate");
+                    at.push(t);
+                }
+                Some(d) => assert_eq!(d, 2_000_000, "raised back"),
+                None => {}
+            }
+        }
+        at
+    }
+
+    #[test]
+    fn probes_are_asked_below_the_configured_bitrate_more_rarely_until_a_large_drop() {
+        let t0 = Instant::now();
+        let mut m = MediaSession::new(FAST, t0).unwrap();
+        assert_eq!(
+            m.poll_desired_bitrate(),
+            None,
+            "str0m starts at the configured"
+        );
+        // Near the configured bitrate: nothing to discover.
+        assert!(probes(&mut m, t0, 0, 2_000, |_| 1_900_000, |_| 0.0).is_empty());
+        // A 1.4 Mbit/s link: probes back off 3, 6, 12, 24, 24 s apart.
+        let steady = probes(&mut m, t0, 2_000, 70_000, |_| 1_400_000, |_| 0.0);
+        assert_eq!(steady, [2_000, 5_000, 11_000, 23_000, 47_000]);
+        // Each probe lowers the desired bitrate for one report and raises it back.
+        assert_eq!(m.stats().probes_asked, 5);
+        // The link drops to 300 kbit/s at 70 s: probes 3 s apart (the next was due at 71 s
+        // anyway) while the estimate is under half the 1.4 Mbit/s it held, none while loss
+        // is over 2 %.
+        let lossy = |t: u64| {
+            if (77_000..80_250).contains(&t) {
+                0.05
+            } else {
+                0.0
+            }
+        };
+        let thin = probes(&mut m, t0, 70_000, 86_000, |_| 300_000, lossy);
+        assert_eq!(thin, [71_000, 74_000, 80_250, 83_250]);
+        // None within 3 s of a loss cut.
+        let cut = probes(&mut m, t0, 86_000, 89_000, |_| 300_000, |_| 0.3);
+        assert!(cut.is_empty());
+        assert_eq!(m.stats().loss_cuts, 3);
+        // Three seconds after the last cut (88 s), 3 s apart until 100 s, 30 s after the
+        // level was last that high; then the link counts as thin for good and the waits
+        // grow again.
+        let later = probes(&mut m, t0, 89_000, 160_000, |_| 300_000, |_| 0.0);
+        assert_eq!(later, [91_000, 94_000, 97_000, 103_000, 115_000, 139_000]);
     }
 
     #[test]
@@ -669,24 +925,24 @@ mod tests {
     fn the_bitrate_follows_the_estimate_within_bounds() {
         let now = Instant::now();
         let mut m = MediaSession::new(MEDIA, now).unwrap();
-        m.bandwidth_estimate(10_000_000, now);
+        m.bandwidth_estimate(10_000_000, None, now);
         assert_eq!(m.stats().target_bitrate_bps, 300_000, "capped at --bitrate");
         assert_eq!(m.budget.rate_bps(), 9_000_000, "the budget is not capped");
-        m.bandwidth_estimate(200_000, now);
+        m.bandwidth_estimate(200_000, None, now);
         assert_eq!(
             m.stats().target_bitrate_bps,
             160_000,
             "a share of the estimate"
         );
         assert_eq!(m.budget.rate_bps(), 180_000);
-        m.bandwidth_estimate(205_000, now);
+        m.bandwidth_estimate(205_000, None, now);
         assert_eq!(
             m.stats().target_bitrate_bps,
             160_000,
             "small changes ignored"
         );
         assert_eq!(m.budget.rate_bps(), 184_500, "but not by the budget");
-        m.bandwidth_estimate(1_000, now);
+        m.bandwidth_estimate(1_000, None, now);
         assert_eq!(m.stats().target_bitrate_bps, MIN_BITRATE_BPS, "floor");
         assert_eq!(m.budget.rate_bps(), u64::from(MIN_BITRATE_BPS));
     }
