@@ -5,6 +5,9 @@
 //! - presence: hash `pc:members` (id -> "SERVER NAME"), and channel `pc:presence` with
 //!   `J SERVER ID NAME`, `L SERVER ID`, `M SERVER ID` (the member's requests moved there);
 //!   every server mirrors the remote members and tells its own members of every change;
+//! - last seen: hash `pc:seen` (id -> unix ms of the member's last request, to about a
+//!   second): the members touched in the last second go out in one pipelined `HSET` a
+//!   second, not one command per request; a leave removes the field;
 //! - liveness: `pc:server:SERVER` with a TTL, refreshed by a heartbeat; a server whose key
 //!   expired is reaped by whichever live server wins `SET pc:reap:SERVER NX`;
 //! - messages: list `pc:q:ID` per member (bounded: past `--max-queue` items the member is
@@ -105,6 +108,19 @@ pub const ID_BLOCK: PeerId = 256;
 const PRESENCE: &[u8] = b"pc:presence";
 const MEMBERS: &[u8] = b"pc:members";
 const IDS: &[u8] = b"pc:ids";
+const SEEN: &[u8] = b"pc:seen";
+
+/// How often the members seen since the last write are written to `pc:seen`.
+pub const SEEN_EVERY: Duration = Duration::from_secs(1);
+
+/// Members per `HSET pc:seen` command (a big server writes several).
+const SEEN_PER_COMMAND: usize = 512;
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
 
 /// Queues a message (ARGV[3]) for member ARGV[2] from member ARGV[1] if both are members;
 /// -1 if either is not. Answers the new length of the queue.
@@ -264,7 +280,10 @@ pub struct ClusterNode {
     next_beat: Instant,
     /// Which server holds each remote member.
     homes: HashMap<PeerId, String>,
-    fetching: BTreeSet<PeerId>,
+    /// Members with an `LPOP` on its way, and whether a wake-up came meanwhile: that
+    /// `LPOP` may have run before the message it announces was queued, so a nil answer is
+    /// followed by another `LPOP`.
+    fetching: BTreeMap<PeerId, bool>,
     asking_ids: bool,
     /// An id block arrived since joining.
     has_ids: bool,
@@ -274,6 +293,9 @@ pub struct ClusterNode {
     next_relay: u64,
     /// Local members that left while Redis was away: removed from it on rejoining.
     left_while_away: Vec<PeerId>,
+    /// Local members that made a request since `pc:seen` was last written.
+    seen: BTreeSet<PeerId>,
+    next_seen: Instant,
     /// Times Redis was lost, for metrics.
     pub outages: u64,
 }
@@ -291,12 +313,14 @@ impl ClusterNode {
             sweep_at: None,
             next_beat: now,
             homes: HashMap::new(),
-            fetching: BTreeSet::new(),
+            fetching: BTreeMap::new(),
             asking_ids: false,
             has_ids: false,
             relays: HashMap::new(),
             next_relay: 0,
             left_while_away: Vec::new(),
+            seen: BTreeSet::new(),
+            next_seen: now + SEEN_EVERY,
             outages: 0,
         }
     }
@@ -316,6 +340,7 @@ impl ClusterNode {
             self.subscriber.poll_timeout(),
             self.joined.then_some(self.next_beat),
             self.sweep_at,
+            (self.joined && !self.seen.is_empty()).then_some(self.next_seen),
         ])
     }
 
@@ -457,6 +482,7 @@ impl ClusterNode {
             ch.local_members().map(|(id, n)| (id, n.into())).collect();
         for (id, name) in &locals {
             self.announce_join(*id, name, b"J");
+            self.seen.insert(*id);
         }
         self.commands
             .send(&[b"HGETALL", MEMBERS], Tag::Sync { sweep: false });
@@ -500,10 +526,33 @@ impl ClusterNode {
         let id_text = id.to_string();
         self.commands
             .send(&[b"HDEL", MEMBERS, id_text.as_bytes()], Tag::Ignore);
+        self.commands
+            .send(&[b"HDEL", SEEN, id_text.as_bytes()], Tag::Ignore);
+        self.seen.remove(&id);
         self.commands.send(&[b"DEL", &queue_key(id)], Tag::Ignore);
         let msg = format!("L {} {id}", self.server);
         self.commands
             .send(&[b"PUBLISH", PRESENCE, msg.as_bytes()], Tag::Ignore);
+    }
+
+    /// Writes the time of the members seen since the last write: one pipelined `HSET`
+    /// per `SEEN_PER_COMMAND` members, no reply awaited.
+    fn write_seen(&mut self, ch: &mut PeerChannel, now: Instant) {
+        self.next_seen = now + SEEN_EVERY;
+        let ms = unix_ms().to_string();
+        let ids: Vec<String> = std::mem::take(&mut self.seen)
+            .into_iter()
+            .filter(|id| ch.is_local(*id))
+            .map(|id| id.to_string())
+            .collect();
+        for chunk in ids.chunks(SEEN_PER_COMMAND) {
+            let mut args: Vec<&[u8]> = vec![b"HSET", SEEN];
+            for id in chunk {
+                args.push(id.as_bytes());
+                args.push(ms.as_bytes());
+            }
+            self.commands.send(&args, Tag::Ignore);
+        }
     }
 
     fn beat(&mut self, now: Instant) {
@@ -533,14 +582,18 @@ impl ClusterNode {
 
     /// Takes the next message for a member held here, if none is on its way already.
     fn fetch(&mut self, id: PeerId, ch: &mut PeerChannel) {
-        if !self.joined || !ch.is_held(id) || self.fetching.contains(&id) {
+        if !self.joined || !ch.is_held(id) {
+            return;
+        }
+        if let Some(again) = self.fetching.get_mut(&id) {
+            *again = true;
             return;
         }
         if self
             .commands
             .send(&[b"LPOP", &queue_key(id)], Tag::Fetch { id })
         {
-            self.fetching.insert(id);
+            self.fetching.insert(id, false);
         }
     }
 
@@ -672,8 +725,11 @@ impl ClusterNode {
                 }
             }
             Tag::Fetch { id } => {
-                self.fetching.remove(&id);
+                let again = self.fetching.remove(&id).unwrap_or(false);
                 let Value::Bulk(Some(entry)) = value else {
+                    if again {
+                        self.fetch(id, ch);
+                    }
                     return;
                 };
                 let delivered = match decode_entry(&entry) {
@@ -787,6 +843,7 @@ impl ClusterNode {
                     name,
                     answer: (conn, bytes),
                 } => {
+                    self.seen.insert(id);
                     if self.joined {
                         self.announce_join(id, &name, b"J");
                         let seq = self.next_relay;
@@ -800,19 +857,24 @@ impl ClusterNode {
                     }
                 }
                 ClusterEvent::Adopted { id, name } => {
+                    self.seen.insert(id);
                     self.homes.remove(&id);
                     if self.joined {
                         self.announce_join(id, &name, b"M");
                     }
                 }
                 ClusterEvent::Left { id } => {
+                    self.seen.remove(&id);
                     if self.joined {
                         self.announce_leave(id);
                     } else {
                         self.left_while_away.push(id);
                     }
                 }
-                ClusterEvent::Waiting { id } => self.fetch(id, ch),
+                ClusterEvent::Waiting { id } => {
+                    self.seen.insert(id);
+                    self.fetch(id, ch);
+                }
                 ClusterEvent::Relay {
                     conn,
                     from,
@@ -820,6 +882,7 @@ impl ClusterNode {
                     content_type,
                     body,
                 } => {
+                    self.seen.insert(from);
                     let seq = self.next_relay;
                     self.next_relay += 1;
                     let entry = encode_entry(from, &content_type, &body);
@@ -858,6 +921,9 @@ impl ClusterNode {
             self.sweep_at = None;
             self.commands
                 .send(&[b"HGETALL", MEMBERS], Tag::Sync { sweep: true });
+        }
+        if self.joined && now >= self.next_seen && !self.seen.is_empty() {
+            self.write_seen(ch, now);
         }
         if self.joined {
             self.top_up_ids(ch);

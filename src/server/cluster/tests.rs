@@ -73,9 +73,14 @@ impl Fixture {
     /// Writes what is due and answers every command in flight with nil (an empty queue,
     /// an ignored reply).
     fn settle(&mut self) {
-        self.written();
-        let nils = "$-1\r\n".repeat(self.node.commands.in_flight());
-        self.commands(nils.as_bytes());
+        loop {
+            self.written();
+            let n = self.node.commands.in_flight();
+            if n == 0 {
+                break;
+            }
+            self.commands("$-1\r\n".repeat(n).as_bytes());
+        }
     }
 
     fn pushes(&mut self, bytes: &[u8]) {
@@ -261,7 +266,7 @@ fn a_member_past_its_redis_queue_bound_is_evicted_everywhere() {
     f.commands(b":4\r\n");
     assert_eq!(
         f.written(),
-        "HDEL pc:members 300 | DEL pc:q:300 | PUBLISH pc:presence L me 300"
+        "HDEL pc:members 300 | HDEL pc:seen 300 | DEL pc:q:300 | PUBLISH pc:presence L me 300"
     );
     f.answers();
     f.settle();
@@ -357,11 +362,14 @@ fn a_silent_server_is_reaped_once_after_a_grace_period() {
     f.settle();
     f.answers();
     f.now += Duration::from_secs(1);
-    assert_eq!(
-        f.written(),
-        "SET pc:server:me 1 PX 3000 | EXISTS pc:server:other | LPOP pc:q:1"
+    let sent = f.written();
+    assert!(
+        sent.starts_with(
+            "SET pc:server:me 1 PX 3000 | EXISTS pc:server:other | LPOP pc:q:1 | HSET pc:seen 1 "
+        ),
+        "{sent}"
     );
-    f.commands(b"+OK\r\n:0\r\n$-1\r\n");
+    f.commands(b"+OK\r\n:0\r\n$-1\r\n:1\r\n");
     assert!(
         !f.written().contains("pc:reap"),
         "no reaping within a TTL of joining"
@@ -375,10 +383,70 @@ fn a_silent_server_is_reaped_once_after_a_grace_period() {
     f.commands(b"*2\r\n$3\r\n300\r\n$11\r\nother carol\r\n+OK\r\n");
     assert_eq!(
         f.written(),
-        "HDEL pc:members 300 | DEL pc:q:300 | PUBLISH pc:presence L me 300"
+        "HDEL pc:members 300 | HDEL pc:seen 300 | DEL pc:q:300 | PUBLISH pc:presence L me 300"
     );
     assert_eq!(
         f.answers(),
         [(2, 200, Some(1), "carol,300,0\n".to_string())]
     );
+}
+
+#[test]
+fn last_seen_is_written_once_a_second_in_one_command_and_removed_on_leaving() {
+    let mut f = Fixture::joined();
+    f.get(1, "/sign_in?alice");
+    f.get(2, "/sign_in?bob");
+    f.settle();
+    f.get(3, "/wait?peer_id=1");
+    f.post(4, 2, 300, "x");
+    let sent = f.written();
+    assert!(!sent.contains("pc:seen"), "not within the second: {sent}");
+    // Alice's GET is answered at once (bob's join), bob's message waits for the EVAL.
+    assert_eq!(f.node.commands.in_flight(), 1, "{sent}");
+    f.commands(b":1\r\n");
+    f.answers();
+    f.written();
+    f.now += SEEN_EVERY;
+    let sent = f.written();
+    let seen: Vec<&str> = sent
+        .split(" | ")
+        .filter(|c| c.starts_with("HSET pc:seen "))
+        .collect();
+    assert_eq!(seen.len(), 1, "one command for both: {sent}");
+    let fields: Vec<&str> = seen[0].split(' ').skip(2).collect();
+    assert_eq!(fields.len(), 4, "{sent}");
+    assert_eq!((fields[0], fields[2]), ("1", "2"));
+    let ms: u64 = fields[1].parse().expect("unix ms");
+    let wall = unix_ms();
+    assert!(ms <= wall && wall - ms < 60_000, "{ms} against {wall}");
+    assert_eq!(fields[1], fields[3]);
+    f.settle();
+    // Nothing seen since: nothing written.
+    f.now += SEEN_EVERY;
+    assert!(!f.written().contains("pc:seen"));
+    // Bob leaves: his field goes with him, and he is not written again.
+    f.get(5, "/wait?peer_id=2");
+    f.get(6, "/sign_out?peer_id=2");
+    let sent = f.written();
+    assert!(sent.contains("HDEL pc:seen 2"), "{sent}");
+    f.settle();
+    f.now += SEEN_EVERY;
+    assert!(!f.written().contains("pc:seen 2"));
+}
+
+#[test]
+fn a_wake_up_while_a_fetch_is_on_its_way_fetches_again_after_a_nil() {
+    let mut f = Fixture::joined();
+    f.get(1, "/sign_in?alice");
+    f.settle();
+    f.answers();
+    f.get(2, "/wait?peer_id=1");
+    assert_eq!(f.written(), "LPOP pc:q:1");
+    // The LPOP may have run before the message the wake-up announces was queued.
+    f.message("pc:wake:me", "1");
+    assert_eq!(f.written(), "");
+    f.commands(b"$-1\r\n");
+    assert_eq!(f.written(), "LPOP pc:q:1");
+    f.commands(b"$17\r\n300\ntext/plain\nhi\r\n");
+    assert_eq!(f.answers(), [(2, 200, Some(300), "hi".to_string())]);
 }
