@@ -71,7 +71,7 @@ for config in standalone redis1 redis3; do
   start "$config"
   if [ "$STORM_MEMBERS" -gt 0 ]; then
     for _ in $(seq "$STORM_RUNS"); do
-      run "storm/$config" --scenario storm --members "$STORM_MEMBERS" --duration 60
+      run "storm/$config" --scenario storm --members "$STORM_MEMBERS" --duration 120
     done
   fi
   for _ in $(seq "$RUNS"); do

@@ -5,9 +5,10 @@
 //! - presence: hash `pc:members` (id -> "SERVER NAME"), and channel `pc:presence` with
 //!   `J SERVER ID NAME`, `L SERVER ID`, `M SERVER ID` (the member's requests moved there);
 //!   every server mirrors the remote members and tells its own members of every change;
-//! - last seen: hash `pc:seen` (id -> unix ms of the member's last request, to about a
-//!   second): the members touched in the last second go out in one pipelined `HSET` a
-//!   second, not one command per request; a leave removes the field;
+//! - last seen: hash `pc:seen` (id -> unix ms of the member's last request here, to about
+//!   a second): the members seen in the last second (local, or remote ones posting through
+//!   this server) go out in one pipelined script a second, not a command per request; the
+//!   script skips members no longer in `pc:members`; a leave removes the field;
 //! - liveness: `pc:server:SERVER` with a TTL, refreshed by a heartbeat; a server whose key
 //!   expired is reaped by whichever live server wins `SET pc:reap:SERVER NX`;
 //! - messages: list `pc:q:ID` per member (bounded: past `--max-queue` items the member is
@@ -113,7 +114,12 @@ const SEEN: &[u8] = b"pc:seen";
 /// How often the members seen since the last write are written to `pc:seen`.
 pub const SEEN_EVERY: Duration = Duration::from_secs(1);
 
-/// Members per `HSET pc:seen` command (a big server writes several).
+/// Sets `pc:seen` field ARGV[i] (i >= 2) to ARGV[1] for each member still in `pc:members`.
+const SEEN_SCRIPT: &[u8] = b"for i = 2, #ARGV do \
+if redis.call('HEXISTS', KEYS[1], ARGV[i]) == 1 then \
+redis.call('HSET', KEYS[2], ARGV[i], ARGV[1]) end end return 0";
+
+/// Members per `pc:seen` write (a big server writes several).
 const SEEN_PER_COMMAND: usize = 512;
 
 fn unix_ms() -> u64 {
@@ -174,6 +180,8 @@ pub enum Tag {
     Sync {
         sweep: bool,
     },
+    /// The last command of a graceful stop: everything before it is done.
+    Stopped,
 }
 
 /// A queued message as stored in `pc:q:ID`: `FROM\nCONTENT-TYPE\nBODY`.
@@ -293,9 +301,11 @@ pub struct ClusterNode {
     next_relay: u64,
     /// Local members that left while Redis was away: removed from it on rejoining.
     left_while_away: Vec<PeerId>,
-    /// Local members that made a request since `pc:seen` was last written.
+    /// Members that made a request here since `pc:seen` was last written.
     seen: BTreeSet<PeerId>,
     next_seen: Instant,
+    /// A graceful stop's commands were all acknowledged.
+    stopped: bool,
     /// Times Redis was lost, for metrics.
     pub outages: u64,
 }
@@ -321,6 +331,7 @@ impl ClusterNode {
             left_while_away: Vec::new(),
             seen: BTreeSet::new(),
             next_seen: now + SEEN_EVERY,
+            stopped: false,
             outages: 0,
         }
     }
@@ -342,6 +353,29 @@ impl ClusterNode {
             self.sweep_at,
             (self.joined && !self.seen.is_empty()).then_some(self.next_seen),
         ])
+    }
+
+    /// A graceful stop (SIGTERM, SIGINT): this server's members leave the cluster as if
+    /// they had signed out (removed from Redis, their leaves published, so the other
+    /// servers tell their members now rather than after the heartbeat runs out), and its
+    /// heartbeat key goes. False if not joined (nothing to do); else [`Self::has_stopped`]
+    /// says when Redis has done it all.
+    pub fn leave_all(&mut self, ch: &PeerChannel) -> bool {
+        if !self.joined {
+            return false;
+        }
+        let ids: Vec<PeerId> = ch.local_members().map(|(id, _)| id).collect();
+        log::info!("leaving the cluster: removing {} members", ids.len());
+        for id in ids {
+            self.announce_leave(id);
+        }
+        self.commands
+            .send(&[b"DEL", &server_key(&self.server)], Tag::Ignore);
+        self.commands.send(&[b"PING"], Tag::Stopped)
+    }
+
+    pub fn has_stopped(&self) -> bool {
+        self.stopped
     }
 
     /// A connection closed: an answer due to it is dropped.
@@ -535,22 +569,19 @@ impl ClusterNode {
             .send(&[b"PUBLISH", PRESENCE, msg.as_bytes()], Tag::Ignore);
     }
 
-    /// Writes the time of the members seen since the last write: one pipelined `HSET`
+    /// Writes the time of the members seen since the last write: one pipelined script
     /// per `SEEN_PER_COMMAND` members, no reply awaited.
-    fn write_seen(&mut self, ch: &mut PeerChannel, now: Instant) {
+    fn write_seen(&mut self, now: Instant) {
         self.next_seen = now + SEEN_EVERY;
         let ms = unix_ms().to_string();
         let ids: Vec<String> = std::mem::take(&mut self.seen)
             .into_iter()
-            .filter(|id| ch.is_local(*id))
             .map(|id| id.to_string())
             .collect();
         for chunk in ids.chunks(SEEN_PER_COMMAND) {
-            let mut args: Vec<&[u8]> = vec![b"HSET", SEEN];
-            for id in chunk {
-                args.push(id.as_bytes());
-                args.push(ms.as_bytes());
-            }
+            let mut args: Vec<&[u8]> =
+                vec![b"EVAL", SEEN_SCRIPT, b"2", MEMBERS, SEEN, ms.as_bytes()];
+            args.extend(chunk.iter().map(String::as_bytes));
             self.commands.send(&args, Tag::Ignore);
         }
     }
@@ -781,6 +812,7 @@ impl ClusterNode {
                 }
             }
             Tag::Sync { sweep } => self.sync(value, sweep, ch, now, out),
+            Tag::Stopped => self.stopped = true,
         }
     }
 
@@ -923,7 +955,7 @@ impl ClusterNode {
                 .send(&[b"HGETALL", MEMBERS], Tag::Sync { sweep: true });
         }
         if self.joined && now >= self.next_seen && !self.seen.is_empty() {
-            self.write_seen(ch, now);
+            self.write_seen(now);
         }
         if self.joined {
             self.top_up_ids(ch);

@@ -365,7 +365,7 @@ fn a_silent_server_is_reaped_once_after_a_grace_period() {
     let sent = f.written();
     assert!(
         sent.starts_with(
-            "SET pc:server:me 1 PX 3000 | EXISTS pc:server:other | LPOP pc:q:1 | HSET pc:seen 1 "
+            "SET pc:server:me 1 PX 3000 | EXISTS pc:server:other | LPOP pc:q:1 | EVAL "
         ),
         "{sent}"
     );
@@ -410,16 +410,16 @@ fn last_seen_is_written_once_a_second_in_one_command_and_removed_on_leaving() {
     let sent = f.written();
     let seen: Vec<&str> = sent
         .split(" | ")
-        .filter(|c| c.starts_with("HSET pc:seen "))
+        .filter(|c| c.contains(" 2 pc:members pc:seen "))
         .collect();
     assert_eq!(seen.len(), 1, "one command for both: {sent}");
-    let fields: Vec<&str> = seen[0].split(' ').skip(2).collect();
-    assert_eq!(fields.len(), 4, "{sent}");
-    assert_eq!((fields[0], fields[2]), ("1", "2"));
-    let ms: u64 = fields[1].parse().expect("unix ms");
+    assert!(seen[0].starts_with("EVAL "), "{sent}");
+    // ... 2 pc:members pc:seen MS 1 2
+    let fields: Vec<&str> = seen[0].rsplit(' ').take(3).collect();
+    assert_eq!((fields[1], fields[0]), ("1", "2"), "{sent}");
+    let ms: u64 = fields[2].parse().expect("unix ms");
     let wall = unix_ms();
     assert!(ms <= wall && wall - ms < 60_000, "{ms} against {wall}");
-    assert_eq!(fields[1], fields[3]);
     f.settle();
     // Nothing seen since: nothing written.
     f.now += SEEN_EVERY;
@@ -431,7 +431,7 @@ fn last_seen_is_written_once_a_second_in_one_command_and_removed_on_leaving() {
     assert!(sent.contains("HDEL pc:seen 2"), "{sent}");
     f.settle();
     f.now += SEEN_EVERY;
-    assert!(!f.written().contains("pc:seen 2"));
+    assert!(!f.written().contains("pc:seen"));
 }
 
 #[test]
@@ -449,4 +449,27 @@ fn a_wake_up_while_a_fetch_is_on_its_way_fetches_again_after_a_nil() {
     assert_eq!(f.written(), "LPOP pc:q:1");
     f.commands(b"$17\r\n300\ntext/plain\nhi\r\n");
     assert_eq!(f.answers(), [(2, 200, Some(300), "hi".to_string())]);
+}
+
+#[test]
+fn a_graceful_stop_removes_this_server_s_members_and_says_when_redis_took_it() {
+    let mut f = Fixture::joined();
+    f.get(1, "/sign_in?alice");
+    f.settle();
+    f.answers();
+    assert!(f.node.leave_all(&f.ch));
+    // Only this server's members (not carol, on `other`), then its heartbeat key.
+    assert_eq!(
+        render(std::mem::take(f.node.commands.output())),
+        "HDEL pc:members 1 | HDEL pc:seen 1 | DEL pc:q:1 | PUBLISH pc:presence L me 1 | DEL pc:server:me | PING"
+    );
+    f.commands(b":1\r\n:1\r\n:1\r\n:2\r\n");
+    assert!(!f.node.has_stopped(), "the PING is not answered yet");
+    f.commands(b":1\r\n+PONG\r\n");
+    assert!(f.node.has_stopped());
+    // Redis away: nothing to wait for.
+    let mut away = Fixture::joined();
+    let lost = away.node.commands.disconnected(away.now);
+    away.node.link_lost(&mut away.ch, lost, &mut away.out);
+    assert!(!away.node.leave_all(&away.ch));
 }
