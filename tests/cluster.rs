@@ -491,3 +491,31 @@ fn the_load_generator_spreads_members_over_the_servers_and_nothing_is_lost() {
         assert!(relay.contains(" lost=0 errors=0"), "{relay}");
     }
 }
+
+/// At least once: a message a server took for a member's GET stays pending in Redis until
+/// its answer is written whole. Here the state a server leaves when it dies between taking
+/// the message and writing it is made with redis-cli (the same `LMOVE` the servers use):
+/// the member's next `/wait`, on another server, gets that message first, then the rest.
+#[test]
+fn a_message_taken_but_never_answered_is_handed_out_again() {
+    let Some((redis, s)) = start_cluster_with_timeout("60") else {
+        return;
+    };
+    let alice = Member::sign_in(s[0].port, "alice");
+    let mut bob = Member::sign_in(s[1].port, "bob");
+    // Both joins read, so that bob's next reads are messages.
+    assert_eq!(bob.wait_peer("alice", STEP), alice.id);
+    for m in ["m0", "m1", "m2"] {
+        assert_eq!(alice.send(bob.id, m.as_bytes()), 200);
+    }
+    let (q, p) = (format!("pc:q:{}", bob.id), format!("pc:p:{}", bob.id));
+    let taken = redis_cli(&redis, &["LMOVE", &q, &p, "LEFT", "RIGHT"]);
+    assert!(taken.ends_with("m0"), "{taken:?}");
+    bob.port = s[2].port;
+    let got: Vec<Vec<u8>> = (0..3)
+        .map(|_| bob.next_message(STEP).expect("a message").1)
+        .collect();
+    assert_eq!(got, [b"m0".to_vec(), b"m1".to_vec(), b"m2".to_vec()]);
+    // Each answer was written whole: nothing is left pending or queued.
+    redis_until(&redis, &["EXISTS", &p, &q], |v| v == "0", "pending deleted");
+}

@@ -879,6 +879,7 @@ impl Server {
                     if sent.is_err() {
                         self.close(key, now);
                     } else if conn.stream.pending() == 0 {
+                        self.answer_written(key);
                         if keep {
                             self.idle(key, now);
                         } else {
@@ -908,11 +909,26 @@ impl Server {
             return;
         };
         match (conn.state, conn.stream.flush()) {
-            (ConnState::Closing, Ok(true)) | (_, Err(_)) => self.close(key, now),
-            (ConnState::Writing, Ok(true)) => self.idle(key, now),
+            (ConnState::Closing, Ok(true)) => {
+                self.answer_written(key);
+                self.close(key, now);
+            }
+            (_, Err(_)) => self.close(key, now),
+            (ConnState::Writing, Ok(true)) => {
+                self.answer_written(key);
+                self.idle(key, now);
+            }
             _ => {}
         }
         self.account(key);
+    }
+
+    /// An answer left whole for the kernel: with `--redis`, a message it carried is
+    /// delivered and leaves Redis.
+    fn answer_written(&mut self, key: ConnId) {
+        if let Some(c) = self.cluster.as_mut() {
+            c.node.answer_written(key);
+        }
     }
 
     /// A kept-alive connection's answer is written: it waits for the next request, for

@@ -13,8 +13,12 @@
 //!   expired is reaped by whichever live server wins `SET pc:reap:SERVER NX`;
 //! - messages: list `pc:q:ID` per member (bounded: past `--max-queue` items the member is
 //!   evicted cluster-wide), and `PUBLISH pc:wake:SERVER ID` to the server holding the
-//!   member; a message leaves Redis only into a held GET (`LPOP`), and goes back to the
-//!   front (`LPUSH`) when that GET is gone by the time it arrives.
+//!   member. Delivery is at least once: a held GET takes the member's pending message
+//!   (list `pc:p:ID`, at most one) or else moves the next one from `pc:q:ID` there, and
+//!   the pending one is deleted only once its answer is written whole to the GET's
+//!   socket; an answer cut before that (the GET closed, this server died, Redis dropped
+//!   the reply) leaves it pending, handed out first by whichever server the member's next
+//!   `/wait` reaches.
 //!
 //! [`ClusterNode`] decides (no IO); [`Cluster`] owns its two sockets for the server loop.
 
@@ -141,6 +145,17 @@ if v < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end return 0";
 fn queue_key(id: PeerId) -> Vec<u8> {
     format!("pc:q:{id}").into_bytes()
 }
+
+/// The message handed to a GET whose answer is not yet known to be written.
+fn pending_key(id: PeerId) -> Vec<u8> {
+    format!("pc:p:{id}").into_bytes()
+}
+
+/// A held GET's message: the pending one (KEYS[2]) again if there is one (its answer was
+/// cut), else the next from the queue (KEYS[1]), moved to pending; nil if none.
+const FETCH: &[u8] = b"local p = redis.call('LINDEX', KEYS[2], 0) \
+if p then return p end \
+return redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT')";
 
 fn wake_channel(server: &str) -> Vec<u8> {
     format!("pc:wake:{server}").into_bytes()
@@ -288,13 +303,16 @@ pub struct ClusterNode {
     next_beat: Instant,
     /// Which server holds each remote member.
     homes: HashMap<PeerId, String>,
-    /// Members with an `LPOP` on its way, and whether a wake-up came meanwhile: that
-    /// `LPOP` may have run before the message it announces was queued, so a nil answer is
-    /// followed by another `LPOP`.
+    /// Members with a fetch on its way, and whether a wake-up came meanwhile: that
+    /// fetch may have run before the message it announces was queued, so a nil answer is
+    /// followed by another fetch.
     fetching: BTreeMap<PeerId, bool>,
     asking_ids: bool,
     /// An id block arrived since joining.
     has_ids: bool,
+    /// Held GETs answered with a pending message, by connection: whose pending message
+    /// to delete once the answer is written whole.
+    taken: HashMap<ConnId, PeerId>,
     /// Relayed messages waiting for Redis, by connection: the request's number, so a
     /// connection key reused after a close is not answered.
     relays: HashMap<ConnId, u64>,
@@ -327,6 +345,7 @@ impl ClusterNode {
             asking_ids: false,
             has_ids: false,
             relays: HashMap::new(),
+            taken: HashMap::new(),
             next_relay: 0,
             left_while_away: Vec::new(),
             seen: BTreeSet::new(),
@@ -378,9 +397,19 @@ impl ClusterNode {
         self.stopped
     }
 
-    /// A connection closed: an answer due to it is dropped.
+    /// A connection closed: an answer due to it is dropped; a message it was answered
+    /// with and did not take whole stays pending in Redis.
     pub fn connection_closed(&mut self, conn: ConnId) {
         self.relays.remove(&conn);
+        self.taken.remove(&conn);
+    }
+
+    /// The answer on `conn` is written whole: if it carried a pending message, that one
+    /// is delivered and leaves Redis.
+    pub fn answer_written(&mut self, conn: ConnId) {
+        if let Some(id) = self.taken.remove(&conn) {
+            self.commands.send(&[b"DEL", &pending_key(id)], Tag::Ignore);
+        }
     }
 
     /// One of the links went down: serve locally until both are back.
@@ -563,7 +592,8 @@ impl ClusterNode {
         self.commands
             .send(&[b"HDEL", SEEN, id_text.as_bytes()], Tag::Ignore);
         self.seen.remove(&id);
-        self.commands.send(&[b"DEL", &queue_key(id)], Tag::Ignore);
+        self.commands
+            .send(&[b"DEL", &queue_key(id), &pending_key(id)], Tag::Ignore);
         let msg = format!("L {} {id}", self.server);
         self.commands
             .send(&[b"PUBLISH", PRESENCE, msg.as_bytes()], Tag::Ignore);
@@ -620,10 +650,10 @@ impl ClusterNode {
             *again = true;
             return;
         }
-        if self
-            .commands
-            .send(&[b"LPOP", &queue_key(id)], Tag::Fetch { id })
-        {
+        if self.commands.send(
+            &[b"EVAL", FETCH, b"2", &queue_key(id), &pending_key(id)],
+            Tag::Fetch { id },
+        ) {
             self.fetching.insert(id, false);
         }
     }
@@ -763,17 +793,18 @@ impl ClusterNode {
                     }
                     return;
                 };
-                let delivered = match decode_entry(&entry) {
-                    Some((from, ct, body)) => ch.deliver_held(id, from, ct, body, now, out),
-                    None => {
-                        log::warn!("dropping a malformed entry from pc:q:{id}");
-                        return;
+                match decode_entry(&entry) {
+                    Some((from, ct, body)) => {
+                        // If its GET went while the message was on its way, the message
+                        // stays pending: the member's next GET gets it first.
+                        if let Some(conn) = ch.deliver_held(id, from, ct, body, now, out) {
+                            self.taken.insert(conn, id);
+                        }
                     }
-                };
-                if !delivered {
-                    // Its GET went while the message was on its way: back to the front.
-                    self.commands
-                        .send(&[b"LPUSH", &queue_key(id), &entry], Tag::Ignore);
+                    None => {
+                        log::warn!("dropping a malformed entry from pc:p:{id}");
+                        self.commands.send(&[b"DEL", &pending_key(id)], Tag::Ignore);
+                    }
                 }
             }
             Tag::Alive { server } => {

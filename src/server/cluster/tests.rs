@@ -153,6 +153,14 @@ impl Fixture {
     }
 }
 
+/// The command a held GET of `id` fetches its message with.
+fn fetch(id: PeerId) -> String {
+    format!(
+        "EVAL {} 2 pc:q:{id} pc:p:{id}",
+        String::from_utf8_lossy(FETCH)
+    )
+}
+
 fn render(bytes: Vec<u8>) -> String {
     let mut commands = Vec::new();
     let mut at = 0;
@@ -232,28 +240,48 @@ fn a_message_is_answered_once_redis_took_it_and_wakes_the_home_server() {
 }
 
 #[test]
-fn messages_leave_redis_only_into_a_held_get_and_go_back_otherwise() {
+fn a_message_leaves_redis_only_once_its_answer_is_written_whole() {
     let mut f = Fixture::joined();
     f.get(1, "/sign_in?alice");
     f.settle();
     f.answers();
     assert_eq!(f.get(2, "/wait?peer_id=1"), Disposition::Held(1));
-    assert_eq!(f.written(), "LPOP pc:q:1");
+    assert_eq!(f.written(), fetch(1));
     f.commands(b"$18\r\n300\ntext/plain\nhey\r\n");
     assert_eq!(f.answers(), [(2, 200, Some(300), "hey".to_string())]);
-    // Woken while held, but the GET closes before the message arrives: it goes back.
+    // Pending until the answer is written whole; then it leaves Redis.
+    assert_eq!(f.written(), "");
+    f.node.answer_written(2);
+    assert_eq!(f.written(), "DEL pc:p:1");
+    f.commands(b":1\r\n");
+    // The GET closes while the message is on its way: it stays pending (nothing pushed
+    // back), for the next GET.
     f.get(3, "/wait?peer_id=1");
-    assert_eq!(f.written(), "LPOP pc:q:1");
+    assert_eq!(f.written(), fetch(1));
     f.ch.hanging_get_closed(3, 1, f.now);
+    f.node.connection_closed(3);
     f.commands(b"$18\r\n300\ntext/plain\nbye\r\n");
-    assert_eq!(f.written(), "LPUSH pc:q:1 300/text/plain/bye");
-    // An empty queue leaves the GET held; a wake-up fetches again.
+    assert!(f.answers().is_empty());
+    assert_eq!(f.written(), "");
+    // An answer cut before it was written whole: still pending, handed out again.
     f.get(4, "/wait?peer_id=1");
-    f.written();
-    f.commands(b":1\r\n$-1\r\n"); // LPUSH, LPOP
+    assert_eq!(f.written(), fetch(1));
+    f.commands(b"$18\r\n300\ntext/plain\nbye\r\n");
+    assert_eq!(f.answers(), [(4, 200, Some(300), "bye".to_string())]);
+    f.node.connection_closed(4);
+    f.node.answer_written(4);
+    assert_eq!(
+        f.written(),
+        "",
+        "a closed connection's answer deletes nothing"
+    );
+    // An empty queue leaves the GET held; a wake-up fetches again.
+    f.get(5, "/wait?peer_id=1");
+    assert_eq!(f.written(), fetch(1));
+    f.commands(b"$-1\r\n");
     assert!(f.answers().is_empty());
     f.message("pc:wake:me", "1");
-    assert_eq!(f.written(), "LPOP pc:q:1");
+    assert_eq!(f.written(), fetch(1));
 }
 
 #[test]
@@ -266,7 +294,7 @@ fn a_member_past_its_redis_queue_bound_is_evicted_everywhere() {
     f.commands(b":4\r\n");
     assert_eq!(
         f.written(),
-        "HDEL pc:members 300 | HDEL pc:seen 300 | DEL pc:q:300 | PUBLISH pc:presence L me 300"
+        "HDEL pc:members 300 | HDEL pc:seen 300 | DEL pc:q:300 pc:p:300 | PUBLISH pc:presence L me 300"
     );
     f.answers();
     f.settle();
@@ -283,7 +311,10 @@ fn a_request_for_a_remote_member_adopts_it() {
     assert_eq!(f.get(2, "/wait?peer_id=300"), Disposition::Held(300));
     assert_eq!(
         f.written(),
-        "HSET pc:members 300 me carol | PUBLISH pc:presence M me 300 | LPOP pc:q:300"
+        format!(
+            "HSET pc:members 300 me carol | PUBLISH pc:presence M me 300 | {}",
+            fetch(300)
+        )
     );
     // Its old server hears the move and forgets it without a leave notice.
     let mut old = Fixture::joined();
@@ -364,9 +395,10 @@ fn a_silent_server_is_reaped_once_after_a_grace_period() {
     f.now += Duration::from_secs(1);
     let sent = f.written();
     assert!(
-        sent.starts_with(
-            "SET pc:server:me 1 PX 3000 | EXISTS pc:server:other | LPOP pc:q:1 | EVAL "
-        ),
+        sent.starts_with(&format!(
+            "SET pc:server:me 1 PX 3000 | EXISTS pc:server:other | {} | EVAL ",
+            fetch(1)
+        )),
         "{sent}"
     );
     f.commands(b"+OK\r\n:0\r\n$-1\r\n:1\r\n");
@@ -383,7 +415,7 @@ fn a_silent_server_is_reaped_once_after_a_grace_period() {
     f.commands(b"*2\r\n$3\r\n300\r\n$11\r\nother carol\r\n+OK\r\n");
     assert_eq!(
         f.written(),
-        "HDEL pc:members 300 | HDEL pc:seen 300 | DEL pc:q:300 | PUBLISH pc:presence L me 300"
+        "HDEL pc:members 300 | HDEL pc:seen 300 | DEL pc:q:300 pc:p:300 | PUBLISH pc:presence L me 300"
     );
     assert_eq!(
         f.answers(),
@@ -441,12 +473,12 @@ fn a_wake_up_while_a_fetch_is_on_its_way_fetches_again_after_a_nil() {
     f.settle();
     f.answers();
     f.get(2, "/wait?peer_id=1");
-    assert_eq!(f.written(), "LPOP pc:q:1");
-    // The LPOP may have run before the message the wake-up announces was queued.
+    assert_eq!(f.written(), fetch(1));
+    // The fetch may have run before the message the wake-up announces was queued.
     f.message("pc:wake:me", "1");
     assert_eq!(f.written(), "");
     f.commands(b"$-1\r\n");
-    assert_eq!(f.written(), "LPOP pc:q:1");
+    assert_eq!(f.written(), fetch(1));
     f.commands(b"$17\r\n300\ntext/plain\nhi\r\n");
     assert_eq!(f.answers(), [(2, 200, Some(300), "hi".to_string())]);
 }
@@ -461,7 +493,7 @@ fn a_graceful_stop_removes_this_server_s_members_and_says_when_redis_took_it() {
     // Only this server's members (not carol, on `other`), then its heartbeat key.
     assert_eq!(
         render(std::mem::take(f.node.commands.output())),
-        "HDEL pc:members 1 | HDEL pc:seen 1 | DEL pc:q:1 | PUBLISH pc:presence L me 1 | DEL pc:server:me | PING"
+        "HDEL pc:members 1 | HDEL pc:seen 1 | DEL pc:q:1 pc:p:1 | PUBLISH pc:presence L me 1 | DEL pc:server:me | PING"
     );
     f.commands(b":1\r\n:1\r\n:1\r\n:2\r\n");
     assert!(!f.node.has_stopped(), "the PING is not answered yet");
