@@ -488,7 +488,10 @@ fn the_load_generator_spreads_members_over_the_servers_and_nothing_is_lost() {
             relay.contains(&format!(" placement={placement} ")),
             "{relay}"
         );
-        assert!(relay.contains(" lost=0 errors=0"), "{relay}");
+        assert!(
+            relay.contains(" lost=0 errors=0 gets_closed=0 duplicates=0"),
+            "{relay}"
+        );
     }
 }
 
