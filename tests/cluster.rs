@@ -1,8 +1,11 @@
 //! Many servers, one room: a real `redis-server` and three `peerconnection_server`s with
 //! `--redis` on loopback. Members signed in on different servers list each other, hear each
 //! other's joins and leaves, and exchange messages in order with every request sent to a
-//! random server; a SIGKILLed server's members are reported gone; Redis restarts mid-run.
-//! Skipped, with one message, when `redis-server` is not installed (`make deps` installs it).
+//! random server; a SIGKILLed server's members are reported gone; a SIGTERMed one's are
+//! reported gone at once; Redis holds each member's last-seen time; Redis restarts
+//! mid-run; two native clients on servers 1 and 3 call each other; the load generator's
+//! cluster mode loses nothing. Skipped, with one message, when `redis-server` is not
+//! installed (`make deps` installs it).
 
 mod procs;
 
@@ -11,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use procs::member::{request, Member, Poster};
-use procs::ServerProc;
+use procs::{num, pattern_client, Proc, ServerProc};
 use rand::Rng;
 
 /// The member timeout the servers run with: a dead server's members go within it.
@@ -98,16 +101,54 @@ fn wait_joined(servers: &[ServerProc]) {
 }
 
 fn start_cluster() -> Option<(Redis, Vec<ServerProc>)> {
+    start_cluster_with_timeout(TIMEOUT_SECS)
+}
+
+/// Redis and three servers with `--timeout SECS`.
+fn start_cluster_with_timeout(secs: &str) -> Option<(Redis, Vec<ServerProc>)> {
     if !redis_available() {
         return None;
     }
     let redis = Redis::start_on(free_port());
     let url = redis.url();
     let servers: Vec<ServerProc> = (0..3)
-        .map(|_| ServerProc::start(&["--redis", &url, "--metrics", "--timeout", TIMEOUT_SECS]))
+        .map(|_| ServerProc::start(&["--redis", &url, "--metrics", "--timeout", secs]))
         .collect();
     wait_joined(&servers);
     Some((redis, servers))
+}
+
+/// `redis-cli -p PORT ARGS...`'s answer, trimmed (installed with redis-server).
+fn redis_cli(redis: &Redis, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args(["-p", &redis.port.to_string()])
+        .args(args)
+        .output()
+        .expect("redis-cli runs (it comes with redis-server)");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Polls `redis-cli` until `pred` holds for its answer; the answer.
+fn redis_until(redis: &Redis, args: &[&str], pred: impl Fn(&str) -> bool, what: &str) -> String {
+    let deadline = Instant::now() + STEP;
+    loop {
+        let got = redis_cli(redis, args);
+        if pred(&got) {
+            return got;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: redis-cli {args:?} answered {got:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
 }
 
 fn entry_of<'a>(m: &'a Member, name: &str) -> Option<&'a procs::member::Entry> {
@@ -295,4 +336,189 @@ fn redis_restarted_mid_run_the_servers_rejoin() {
     assert_eq!(c.send(b.id, b"after"), 200);
     assert_eq!(b.next_message(STEP).map(|m| m.1), Some(b"after".to_vec()));
     assert_eq!(a.wait_peer("carol", STEP), c.id);
+}
+
+#[test]
+fn redis_holds_each_member_s_last_seen_time_until_it_leaves() {
+    // Members without a hanging GET stay signed in for the whole test.
+    let Some((redis, s)) = start_cluster_with_timeout("60") else {
+        return;
+    };
+    let before = unix_ms();
+    let a = Member::sign_in(s[0].port, "alice");
+    let b = Member::sign_in(s[1].port, "bob");
+    let (a_id, b_id) = (a.id.to_string(), b.id.to_string());
+    let is_ms = |v: &str| v.parse::<u64>().is_ok();
+    let seen_a: u64 = redis_until(&redis, &["HGET", "pc:seen", &a_id], is_ms, "alice seen")
+        .parse()
+        .unwrap();
+    let seen_b: u64 = redis_until(&redis, &["HGET", "pc:seen", &b_id], is_ms, "bob seen")
+        .parse()
+        .unwrap();
+    let after = unix_ms();
+    for seen in [seen_a, seen_b] {
+        // Written within about a second of the sign-in.
+        assert!(
+            seen + 1000 >= before && seen <= after,
+            "{seen} not within {before}..{after}"
+        );
+    }
+    // Bob makes a request later, through another server: his time moves on, alice's not.
+    std::thread::sleep(Duration::from_millis(1500));
+    let via = Poster {
+        port: s[2].port,
+        id: b.id,
+    };
+    assert_eq!(via.send(a.id, b"hello"), 200);
+    let later: u64 = redis_until(
+        &redis,
+        &["HGET", "pc:seen", &b_id],
+        |v| v.parse::<u64>().is_ok_and(|ms| ms >= seen_b + 1000),
+        "bob seen again",
+    )
+    .parse()
+    .unwrap();
+    eprintln!("bob last seen {} ms after his sign-in", later - seen_b);
+    assert_eq!(
+        redis_cli(&redis, &["HGET", "pc:seen", &a_id]),
+        seen_a.to_string(),
+        "alice made no request"
+    );
+    // Leaving removes it.
+    assert_eq!(b.sign_out(), 200);
+    redis_until(
+        &redis,
+        &["HEXISTS", "pc:seen", &b_id],
+        |v| v == "0",
+        "bob's time removed",
+    );
+    assert_eq!(redis_cli(&redis, &["HEXISTS", "pc:seen", &a_id]), "1");
+    drop(a);
+}
+
+#[test]
+fn a_sigtermed_server_s_members_are_reported_gone_at_once() {
+    // A long member timeout: the heartbeat would take 30 s to report them gone.
+    let Some((redis, mut s)) = start_cluster_with_timeout("60") else {
+        return;
+    };
+    let leaving = Member::sign_in(s[0].port, "leaving");
+    let mut watcher = Member::sign_in(s[1].port, "watcher");
+    let mut other = Member::sign_in(s[2].port, "other");
+    assert_eq!(watcher.wait_peer("leaving", STEP), leaving.id);
+    assert_eq!(other.wait_peer("leaving", STEP), leaving.id);
+    let stopping = s.remove(0);
+    let t = Instant::now();
+    stopping.proc_.signal(libc::SIGTERM);
+    let took = wait_gone(&mut watcher, "leaving", Duration::from_secs(10));
+    let took_other = wait_gone(&mut other, "leaving", Duration::from_secs(10));
+    eprintln!(
+        "SIGTERM: the others heard of the leave after {took:?} and {took_other:?} ({:?} since the signal); the heartbeat would take 30 s",
+        t.elapsed()
+    );
+    assert_eq!(
+        redis_cli(&redis, &["HEXISTS", "pc:members", &leaving.id.to_string()]),
+        "0"
+    );
+    drop(stopping);
+    drop(leaving);
+}
+
+/// A native call through the cluster: Bob signs in on server 1, Alice on server 3, so every
+/// offer, answer and candidate between them goes through Redis. Video both ways.
+#[test]
+fn a_native_call_between_a_client_on_server_1_and_one_on_server_3() {
+    let Some((_redis, s)) = start_cluster_with_timeout("30") else {
+        return;
+    };
+    let mut bob = pattern_client("bob", s[0].port, &["--duration", "40"]);
+    bob.wait_line("SIGNED_IN", STEP);
+    let mut alice = pattern_client("alice", s[2].port, &["--call", "bob", "--duration", "6"]);
+    alice.wait_line("CALL_STARTED", Duration::from_secs(20));
+    let alice_end = alice.wait_line("CALL_ENDED", Duration::from_secs(30));
+    let bob_end = bob.wait_line("CALL_ENDED", Duration::from_secs(15));
+    eprintln!("alice: {alice_end}\nbob: {bob_end}");
+    assert!(num(&alice_end, "frames_decoded") >= 60.0, "{alice_end}");
+    assert!(num(&bob_end, "frames_decoded") >= 60.0, "{bob_end}");
+    assert_eq!(alice.wait_exit(Duration::from_secs(10)), Some(0));
+    bob.interrupt();
+    assert_eq!(bob.wait_exit(Duration::from_secs(10)), Some(0));
+}
+
+const LOAD: &str = env!("CARGO_BIN_EXE_peerconnection_load");
+
+/// The load generator against the three servers: its RESULT line.
+fn load(servers: &[ServerProc], args: &[&str]) -> String {
+    let list: Vec<String> = servers
+        .iter()
+        .map(|s| format!("127.0.0.1:{}", s.port))
+        .collect();
+    let list = list.join(",");
+    let mut all = vec!["--server", &list];
+    all.extend(args);
+    let mut p = Proc::spawn("load", LOAD, &all);
+    let line = p.wait_line("RESULT", Duration::from_secs(120));
+    assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(0), "{line}");
+    line
+}
+
+#[test]
+fn the_load_generator_spreads_members_over_the_servers_and_nothing_is_lost() {
+    let Some((_redis, s)) = start_cluster_with_timeout("60") else {
+        return;
+    };
+    let storm = load(&s, &["--scenario", "storm", "--members", "150"]);
+    assert!(storm.contains(" servers=3 spread=sticky "), "{storm}");
+    assert!(storm.contains(" errors=0 duplicates=0"), "{storm}");
+    for placement in ["split", "same"] {
+        let relay = load(
+            &s,
+            &[
+                "--scenario",
+                "relay",
+                "--pairs",
+                "6",
+                "--duration",
+                "1",
+                "--pair-placement",
+                placement,
+            ],
+        );
+        assert!(
+            relay.contains(&format!(" placement={placement} ")),
+            "{relay}"
+        );
+        assert!(
+            relay.contains(" lost=0 errors=0 gets_closed=0 duplicates=0"),
+            "{relay}"
+        );
+    }
+}
+
+/// At least once: a message a server took for a member's GET stays pending in Redis until
+/// its answer is written whole. Here the state a server leaves when it dies between taking
+/// the message and writing it is made with redis-cli (the same `LMOVE` the servers use):
+/// the member's next `/wait`, on another server, gets that message first, then the rest.
+#[test]
+fn a_message_taken_but_never_answered_is_handed_out_again() {
+    let Some((redis, s)) = start_cluster_with_timeout("60") else {
+        return;
+    };
+    let alice = Member::sign_in(s[0].port, "alice");
+    let mut bob = Member::sign_in(s[1].port, "bob");
+    // Both joins read, so that bob's next reads are messages.
+    assert_eq!(bob.wait_peer("alice", STEP), alice.id);
+    for m in ["m0", "m1", "m2"] {
+        assert_eq!(alice.send(bob.id, m.as_bytes()), 200);
+    }
+    let (q, p) = (format!("pc:q:{}", bob.id), format!("pc:p:{}", bob.id));
+    let taken = redis_cli(&redis, &["LMOVE", &q, &p, "LEFT", "RIGHT"]);
+    assert!(taken.ends_with("m0"), "{taken:?}");
+    bob.port = s[2].port;
+    let got: Vec<Vec<u8>> = (0..3)
+        .map(|_| bob.next_message(STEP).expect("a message").1)
+        .collect();
+    assert_eq!(got, [b"m0".to_vec(), b"m1".to_vec(), b"m2".to_vec()]);
+    // Each answer was written whole: nothing is left pending or queued.
+    redis_until(&redis, &["EXISTS", &p, &q], |v| v == "0", "pending deleted");
 }

@@ -133,6 +133,9 @@ const SMALL_REQUEST: usize = 16 * 1024;
 const TLS_LISTENER_TOKEN: Token = Token(usize::MAX - 64);
 const METRICS_LISTENER_TOKEN: Token = Token(usize::MAX - 65);
 
+/// How long a graceful stop waits for Redis to take its members' leaves.
+const CLUSTER_LEAVE_WAIT: Duration = Duration::from_secs(1);
+
 /// Which listening socket a connection came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Listener {
@@ -876,6 +879,7 @@ impl Server {
                     if sent.is_err() {
                         self.close(key, now);
                     } else if conn.stream.pending() == 0 {
+                        self.answer_written(key);
                         if keep {
                             self.idle(key, now);
                         } else {
@@ -905,11 +909,26 @@ impl Server {
             return;
         };
         match (conn.state, conn.stream.flush()) {
-            (ConnState::Closing, Ok(true)) | (_, Err(_)) => self.close(key, now),
-            (ConnState::Writing, Ok(true)) => self.idle(key, now),
+            (ConnState::Closing, Ok(true)) => {
+                self.answer_written(key);
+                self.close(key, now);
+            }
+            (_, Err(_)) => self.close(key, now),
+            (ConnState::Writing, Ok(true)) => {
+                self.answer_written(key);
+                self.idle(key, now);
+            }
             _ => {}
         }
         self.account(key);
+    }
+
+    /// An answer left whole for the kernel: with `--redis`, a message it carried is
+    /// delivered and leaves Redis.
+    fn answer_written(&mut self, key: ConnId) {
+        if let Some(c) = self.cluster.as_mut() {
+            c.node.answer_written(key);
+        }
     }
 
     /// A kept-alive connection's answer is written: it waits for the next request, for
@@ -987,7 +1006,55 @@ impl Server {
         }
     }
 
+    /// With `--redis`: this server's members leave the cluster before it closes, waiting
+    /// for Redis at most [`CLUSTER_LEAVE_WAIT`] (else the others time them out as for a
+    /// dead server).
+    fn leave_cluster(&mut self) {
+        let Some(c) = self.cluster.as_mut() else {
+            return;
+        };
+        if !c.node.leave_all(&self.channel) {
+            return;
+        }
+        let deadline = Instant::now() + CLUSTER_LEAVE_WAIT;
+        let mut ready = Vec::new();
+        loop {
+            let now = Instant::now();
+            c.flush(
+                self.reactor.registry(),
+                &mut self.channel,
+                now,
+                &mut self.actions,
+            );
+            if c.node.has_stopped() || !c.node.is_joined() {
+                break;
+            }
+            if now >= deadline {
+                log::warn!(
+                    "Redis did not confirm the members' leaves within {CLUSTER_LEAVE_WAIT:?}: \
+                     the other servers will time them out"
+                );
+                break;
+            }
+            if self.reactor.poll_ready(Some(deadline), &mut ready).is_err() {
+                break;
+            }
+            for r in &ready {
+                if matches!(r.token, cluster::COMMANDS_TOKEN | cluster::SUBSCRIBER_TOKEN) {
+                    c.socket_event(
+                        r.token,
+                        self.reactor.registry(),
+                        &mut self.channel,
+                        now,
+                        &mut self.actions,
+                    );
+                }
+            }
+        }
+    }
+
     fn shutdown(&mut self) {
+        self.leave_cluster();
         log::info!(
             "shutting down: telling {} members, closing {} connections",
             self.channel.len(),

@@ -395,8 +395,8 @@ impl PeerChannel {
         items
     }
 
-    /// Answers `to`'s held GET with a message from Redis; false if it holds none (the
-    /// message then goes back to Redis).
+    /// Answers `to`'s held GET with a message from Redis: the GET's connection, or `None`
+    /// if it holds none (the message then stays in Redis).
     pub fn deliver_held(
         &mut self,
         to: PeerId,
@@ -405,10 +405,8 @@ impl PeerChannel {
         body: &[u8],
         now: Instant,
         out: &mut Vec<Action>,
-    ) -> bool {
-        let Some(conn) = self.members.get_mut(&to).and_then(|m| m.waiting.take()) else {
-            return false;
-        };
+    ) -> Option<ConnId> {
+        let conn = self.members.get_mut(&to).and_then(|m| m.waiting.take())?;
         out.push(Action::Send {
             conn,
             bytes: Response {
@@ -420,7 +418,7 @@ impl PeerChannel {
             .to_bytes(),
         });
         self.answered(to, now);
-        true
+        Some(conn)
     }
 
     /// Local members holding a GET (the cluster fetches their messages from Redis).

@@ -31,7 +31,8 @@ pub struct Engine<T> {
     poll: Poll,
     events: Events,
     conns: Slab<Conn<T>>,
-    addr: SocketAddr,
+    /// The servers, by index (one without `--server`).
+    addrs: Vec<SocketAddr>,
     idle: Vec<StdTcpStream>,
     scratch: Vec<u8>,
     next_source: u8,
@@ -62,12 +63,15 @@ fn connect_from(source: Ipv4Addr, to: SocketAddr) -> io::Result<TcpStream> {
 }
 
 impl<T: Copy + Debug> Engine<T> {
-    pub fn new(port: u16) -> Result<Engine<T>, String> {
+    pub fn new(addrs: Vec<SocketAddr>) -> Result<Engine<T>, String> {
+        if addrs.is_empty() {
+            return Err("no server to load".into());
+        }
         Ok(Engine {
             poll: Poll::new().map_err(|e| e.to_string())?,
             events: Events::with_capacity(4096),
             conns: Slab::with_capacity(4096),
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            addrs,
             idle: Vec::new(),
             scratch: Vec::with_capacity(64 * 1024),
             next_source: 0,
@@ -75,14 +79,16 @@ impl<T: Copy + Debug> Engine<T> {
         })
     }
 
-    /// Opens a connection that sends `request`; its answer comes back from `turn`.
-    pub fn submit(&mut self, request: Vec<u8>, tag: T) {
+    /// Opens a connection to server number `server` that sends `request`; its answer comes
+    /// back from `turn`.
+    pub fn submit(&mut self, server: usize, request: Vec<u8>, tag: T) {
         self.next_source = self.next_source % SOURCES + 1;
         let source = Ipv4Addr::new(127, 0, 0, self.next_source);
         let entry = self.conns.vacant_entry();
         let key = entry.key();
-        let opened = connect_from(source, self.addr).and_then(|stream| {
-            let mut exchange = HttpExchange::new(stream, self.addr, request, MAX_RESPONSE);
+        let addr = self.addrs[server % self.addrs.len()];
+        let opened = connect_from(source, addr).and_then(|stream| {
+            let mut exchange = HttpExchange::new(stream, addr, request, MAX_RESPONSE);
             self.poll
                 .registry()
                 .register(
@@ -99,7 +105,7 @@ impl<T: Copy + Debug> Engine<T> {
             // Out of descriptors or ports: reported with the next turn's replies.
             Err(e) => self.failed.push(Reply {
                 tag,
-                result: Err(format!("connect to {} from {source}: {e}", self.addr)),
+                result: Err(format!("connect to {addr} from {source}: {e}")),
             }),
         }
     }
@@ -151,10 +157,10 @@ impl<T: Copy + Debug> Engine<T> {
         Ok(replies)
     }
 
-    /// Opens `n` connections that send nothing and keeps them.
+    /// Opens `n` connections that send nothing, spread over the servers, and keeps them.
     pub fn open_idle(&mut self, n: usize) -> Result<usize, String> {
         for i in 0..n {
-            let s = StdTcpStream::connect(self.addr)
+            let s = StdTcpStream::connect(self.addrs[i % self.addrs.len()])
                 .map_err(|e| format!("idle connection {i}: {e}"))?;
             self.idle.push(s);
             if (i + 1) % 2000 == 0 {

@@ -5,12 +5,20 @@
 //! - presence: hash `pc:members` (id -> "SERVER NAME"), and channel `pc:presence` with
 //!   `J SERVER ID NAME`, `L SERVER ID`, `M SERVER ID` (the member's requests moved there);
 //!   every server mirrors the remote members and tells its own members of every change;
+//! - last seen: hash `pc:seen` (id -> unix ms of the member's last request here, to about
+//!   a second): the members seen in the last second (local, or remote ones posting through
+//!   this server) go out in one pipelined script a second, not a command per request; the
+//!   script skips members no longer in `pc:members`; a leave removes the field;
 //! - liveness: `pc:server:SERVER` with a TTL, refreshed by a heartbeat; a server whose key
 //!   expired is reaped by whichever live server wins `SET pc:reap:SERVER NX`;
 //! - messages: list `pc:q:ID` per member (bounded: past `--max-queue` items the member is
 //!   evicted cluster-wide), and `PUBLISH pc:wake:SERVER ID` to the server holding the
-//!   member; a message leaves Redis only into a held GET (`LPOP`), and goes back to the
-//!   front (`LPUSH`) when that GET is gone by the time it arrives.
+//!   member. Delivery is at least once: a held GET takes the member's pending message
+//!   (list `pc:p:ID`, at most one) or else moves the next one from `pc:q:ID` there, and
+//!   the pending one is deleted only once its answer is written whole to the GET's
+//!   socket; an answer cut before that (the GET closed, this server died, Redis dropped
+//!   the reply) leaves it pending, handed out first by whichever server the member's next
+//!   `/wait` reaches.
 //!
 //! [`ClusterNode`] decides (no IO); [`Cluster`] owns its two sockets for the server loop.
 
@@ -105,6 +113,24 @@ pub const ID_BLOCK: PeerId = 256;
 const PRESENCE: &[u8] = b"pc:presence";
 const MEMBERS: &[u8] = b"pc:members";
 const IDS: &[u8] = b"pc:ids";
+const SEEN: &[u8] = b"pc:seen";
+
+/// How often the members seen since the last write are written to `pc:seen`.
+pub const SEEN_EVERY: Duration = Duration::from_secs(1);
+
+/// Sets `pc:seen` field ARGV[i] (i >= 2) to ARGV[1] for each member still in `pc:members`.
+const SEEN_SCRIPT: &[u8] = b"for i = 2, #ARGV do \
+if redis.call('HEXISTS', KEYS[1], ARGV[i]) == 1 then \
+redis.call('HSET', KEYS[2], ARGV[i], ARGV[1]) end end return 0";
+
+/// Members per `pc:seen` write (a big server writes several).
+const SEEN_PER_COMMAND: usize = 512;
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
 
 /// Queues a message (ARGV[3]) for member ARGV[2] from member ARGV[1] if both are members;
 /// -1 if either is not. Answers the new length of the queue.
@@ -119,6 +145,17 @@ if v < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end return 0";
 fn queue_key(id: PeerId) -> Vec<u8> {
     format!("pc:q:{id}").into_bytes()
 }
+
+/// The message handed to a GET whose answer is not yet known to be written.
+fn pending_key(id: PeerId) -> Vec<u8> {
+    format!("pc:p:{id}").into_bytes()
+}
+
+/// A held GET's message: the pending one (KEYS[2]) again if there is one (its answer was
+/// cut), else the next from the queue (KEYS[1]), moved to pending; nil if none.
+const FETCH: &[u8] = b"local p = redis.call('LINDEX', KEYS[2], 0) \
+if p then return p end \
+return redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT')";
 
 fn wake_channel(server: &str) -> Vec<u8> {
     format!("pc:wake:{server}").into_bytes()
@@ -158,6 +195,8 @@ pub enum Tag {
     Sync {
         sweep: bool,
     },
+    /// The last command of a graceful stop: everything before it is done.
+    Stopped,
 }
 
 /// A queued message as stored in `pc:q:ID`: `FROM\nCONTENT-TYPE\nBODY`.
@@ -264,16 +303,27 @@ pub struct ClusterNode {
     next_beat: Instant,
     /// Which server holds each remote member.
     homes: HashMap<PeerId, String>,
-    fetching: BTreeSet<PeerId>,
+    /// Members with a fetch on its way, and whether a wake-up came meanwhile: that
+    /// fetch may have run before the message it announces was queued, so a nil answer is
+    /// followed by another fetch.
+    fetching: BTreeMap<PeerId, bool>,
     asking_ids: bool,
     /// An id block arrived since joining.
     has_ids: bool,
+    /// Held GETs answered with a pending message, by connection: whose pending message
+    /// to delete once the answer is written whole.
+    taken: HashMap<ConnId, PeerId>,
     /// Relayed messages waiting for Redis, by connection: the request's number, so a
     /// connection key reused after a close is not answered.
     relays: HashMap<ConnId, u64>,
     next_relay: u64,
     /// Local members that left while Redis was away: removed from it on rejoining.
     left_while_away: Vec<PeerId>,
+    /// Members that made a request here since `pc:seen` was last written.
+    seen: BTreeSet<PeerId>,
+    next_seen: Instant,
+    /// A graceful stop's commands were all acknowledged.
+    stopped: bool,
     /// Times Redis was lost, for metrics.
     pub outages: u64,
 }
@@ -291,12 +341,16 @@ impl ClusterNode {
             sweep_at: None,
             next_beat: now,
             homes: HashMap::new(),
-            fetching: BTreeSet::new(),
+            fetching: BTreeMap::new(),
             asking_ids: false,
             has_ids: false,
             relays: HashMap::new(),
+            taken: HashMap::new(),
             next_relay: 0,
             left_while_away: Vec::new(),
+            seen: BTreeSet::new(),
+            next_seen: now + SEEN_EVERY,
+            stopped: false,
             outages: 0,
         }
     }
@@ -316,12 +370,46 @@ impl ClusterNode {
             self.subscriber.poll_timeout(),
             self.joined.then_some(self.next_beat),
             self.sweep_at,
+            (self.joined && !self.seen.is_empty()).then_some(self.next_seen),
         ])
     }
 
-    /// A connection closed: an answer due to it is dropped.
+    /// A graceful stop (SIGTERM, SIGINT): this server's members leave the cluster as if
+    /// they had signed out (removed from Redis, their leaves published, so the other
+    /// servers tell their members now rather than after the heartbeat runs out), and its
+    /// heartbeat key goes. False if not joined (nothing to do); else [`Self::has_stopped`]
+    /// says when Redis has done it all.
+    pub fn leave_all(&mut self, ch: &PeerChannel) -> bool {
+        if !self.joined {
+            return false;
+        }
+        let ids: Vec<PeerId> = ch.local_members().map(|(id, _)| id).collect();
+        log::info!("leaving the cluster: removing {} members", ids.len());
+        for id in ids {
+            self.announce_leave(id);
+        }
+        self.commands
+            .send(&[b"DEL", &server_key(&self.server)], Tag::Ignore);
+        self.commands.send(&[b"PING"], Tag::Stopped)
+    }
+
+    pub fn has_stopped(&self) -> bool {
+        self.stopped
+    }
+
+    /// A connection closed: an answer due to it is dropped; a message it was answered
+    /// with and did not take whole stays pending in Redis.
     pub fn connection_closed(&mut self, conn: ConnId) {
         self.relays.remove(&conn);
+        self.taken.remove(&conn);
+    }
+
+    /// The answer on `conn` is written whole: if it carried a pending message, that one
+    /// is delivered and leaves Redis.
+    pub fn answer_written(&mut self, conn: ConnId) {
+        if let Some(id) = self.taken.remove(&conn) {
+            self.commands.send(&[b"DEL", &pending_key(id)], Tag::Ignore);
+        }
     }
 
     /// One of the links went down: serve locally until both are back.
@@ -457,6 +545,7 @@ impl ClusterNode {
             ch.local_members().map(|(id, n)| (id, n.into())).collect();
         for (id, name) in &locals {
             self.announce_join(*id, name, b"J");
+            self.seen.insert(*id);
         }
         self.commands
             .send(&[b"HGETALL", MEMBERS], Tag::Sync { sweep: false });
@@ -500,10 +589,31 @@ impl ClusterNode {
         let id_text = id.to_string();
         self.commands
             .send(&[b"HDEL", MEMBERS, id_text.as_bytes()], Tag::Ignore);
-        self.commands.send(&[b"DEL", &queue_key(id)], Tag::Ignore);
+        self.commands
+            .send(&[b"HDEL", SEEN, id_text.as_bytes()], Tag::Ignore);
+        self.seen.remove(&id);
+        self.commands
+            .send(&[b"DEL", &queue_key(id), &pending_key(id)], Tag::Ignore);
         let msg = format!("L {} {id}", self.server);
         self.commands
             .send(&[b"PUBLISH", PRESENCE, msg.as_bytes()], Tag::Ignore);
+    }
+
+    /// Writes the time of the members seen since the last write: one pipelined script
+    /// per `SEEN_PER_COMMAND` members, no reply awaited.
+    fn write_seen(&mut self, now: Instant) {
+        self.next_seen = now + SEEN_EVERY;
+        let ms = unix_ms().to_string();
+        let ids: Vec<String> = std::mem::take(&mut self.seen)
+            .into_iter()
+            .map(|id| id.to_string())
+            .collect();
+        for chunk in ids.chunks(SEEN_PER_COMMAND) {
+            let mut args: Vec<&[u8]> =
+                vec![b"EVAL", SEEN_SCRIPT, b"2", MEMBERS, SEEN, ms.as_bytes()];
+            args.extend(chunk.iter().map(String::as_bytes));
+            self.commands.send(&args, Tag::Ignore);
+        }
     }
 
     fn beat(&mut self, now: Instant) {
@@ -533,14 +643,18 @@ impl ClusterNode {
 
     /// Takes the next message for a member held here, if none is on its way already.
     fn fetch(&mut self, id: PeerId, ch: &mut PeerChannel) {
-        if !self.joined || !ch.is_held(id) || self.fetching.contains(&id) {
+        if !self.joined || !ch.is_held(id) {
             return;
         }
-        if self
-            .commands
-            .send(&[b"LPOP", &queue_key(id)], Tag::Fetch { id })
-        {
-            self.fetching.insert(id);
+        if let Some(again) = self.fetching.get_mut(&id) {
+            *again = true;
+            return;
+        }
+        if self.commands.send(
+            &[b"EVAL", FETCH, b"2", &queue_key(id), &pending_key(id)],
+            Tag::Fetch { id },
+        ) {
+            self.fetching.insert(id, false);
         }
     }
 
@@ -672,21 +786,25 @@ impl ClusterNode {
                 }
             }
             Tag::Fetch { id } => {
-                self.fetching.remove(&id);
+                let again = self.fetching.remove(&id).unwrap_or(false);
                 let Value::Bulk(Some(entry)) = value else {
+                    if again {
+                        self.fetch(id, ch);
+                    }
                     return;
                 };
-                let delivered = match decode_entry(&entry) {
-                    Some((from, ct, body)) => ch.deliver_held(id, from, ct, body, now, out),
-                    None => {
-                        log::warn!("dropping a malformed entry from pc:q:{id}");
-                        return;
+                match decode_entry(&entry) {
+                    Some((from, ct, body)) => {
+                        // If its GET went while the message was on its way, the message
+                        // stays pending: the member's next GET gets it first.
+                        if let Some(conn) = ch.deliver_held(id, from, ct, body, now, out) {
+                            self.taken.insert(conn, id);
+                        }
                     }
-                };
-                if !delivered {
-                    // Its GET went while the message was on its way: back to the front.
-                    self.commands
-                        .send(&[b"LPUSH", &queue_key(id), &entry], Tag::Ignore);
+                    None => {
+                        log::warn!("dropping a malformed entry from pc:p:{id}");
+                        self.commands.send(&[b"DEL", &pending_key(id)], Tag::Ignore);
+                    }
                 }
             }
             Tag::Alive { server } => {
@@ -725,6 +843,7 @@ impl ClusterNode {
                 }
             }
             Tag::Sync { sweep } => self.sync(value, sweep, ch, now, out),
+            Tag::Stopped => self.stopped = true,
         }
     }
 
@@ -787,6 +906,7 @@ impl ClusterNode {
                     name,
                     answer: (conn, bytes),
                 } => {
+                    self.seen.insert(id);
                     if self.joined {
                         self.announce_join(id, &name, b"J");
                         let seq = self.next_relay;
@@ -800,19 +920,24 @@ impl ClusterNode {
                     }
                 }
                 ClusterEvent::Adopted { id, name } => {
+                    self.seen.insert(id);
                     self.homes.remove(&id);
                     if self.joined {
                         self.announce_join(id, &name, b"M");
                     }
                 }
                 ClusterEvent::Left { id } => {
+                    self.seen.remove(&id);
                     if self.joined {
                         self.announce_leave(id);
                     } else {
                         self.left_while_away.push(id);
                     }
                 }
-                ClusterEvent::Waiting { id } => self.fetch(id, ch),
+                ClusterEvent::Waiting { id } => {
+                    self.seen.insert(id);
+                    self.fetch(id, ch);
+                }
                 ClusterEvent::Relay {
                     conn,
                     from,
@@ -820,6 +945,7 @@ impl ClusterNode {
                     content_type,
                     body,
                 } => {
+                    self.seen.insert(from);
                     let seq = self.next_relay;
                     self.next_relay += 1;
                     let entry = encode_entry(from, &content_type, &body);
@@ -858,6 +984,9 @@ impl ClusterNode {
             self.sweep_at = None;
             self.commands
                 .send(&[b"HGETALL", MEMBERS], Tag::Sync { sweep: true });
+        }
+        if self.joined && now >= self.next_seen && !self.seen.is_empty() {
+            self.write_seen(now);
         }
         if self.joined {
             self.top_up_ids(ch);

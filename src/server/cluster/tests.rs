@@ -73,9 +73,14 @@ impl Fixture {
     /// Writes what is due and answers every command in flight with nil (an empty queue,
     /// an ignored reply).
     fn settle(&mut self) {
-        self.written();
-        let nils = "$-1\r\n".repeat(self.node.commands.in_flight());
-        self.commands(nils.as_bytes());
+        loop {
+            self.written();
+            let n = self.node.commands.in_flight();
+            if n == 0 {
+                break;
+            }
+            self.commands("$-1\r\n".repeat(n).as_bytes());
+        }
     }
 
     fn pushes(&mut self, bytes: &[u8]) {
@@ -146,6 +151,14 @@ impl Fixture {
             })
             .collect()
     }
+}
+
+/// The command a held GET of `id` fetches its message with.
+fn fetch(id: PeerId) -> String {
+    format!(
+        "EVAL {} 2 pc:q:{id} pc:p:{id}",
+        String::from_utf8_lossy(FETCH)
+    )
 }
 
 fn render(bytes: Vec<u8>) -> String {
@@ -227,28 +240,48 @@ fn a_message_is_answered_once_redis_took_it_and_wakes_the_home_server() {
 }
 
 #[test]
-fn messages_leave_redis_only_into_a_held_get_and_go_back_otherwise() {
+fn a_message_leaves_redis_only_once_its_answer_is_written_whole() {
     let mut f = Fixture::joined();
     f.get(1, "/sign_in?alice");
     f.settle();
     f.answers();
     assert_eq!(f.get(2, "/wait?peer_id=1"), Disposition::Held(1));
-    assert_eq!(f.written(), "LPOP pc:q:1");
+    assert_eq!(f.written(), fetch(1));
     f.commands(b"$18\r\n300\ntext/plain\nhey\r\n");
     assert_eq!(f.answers(), [(2, 200, Some(300), "hey".to_string())]);
-    // Woken while held, but the GET closes before the message arrives: it goes back.
+    // Pending until the answer is written whole; then it leaves Redis.
+    assert_eq!(f.written(), "");
+    f.node.answer_written(2);
+    assert_eq!(f.written(), "DEL pc:p:1");
+    f.commands(b":1\r\n");
+    // The GET closes while the message is on its way: it stays pending (nothing pushed
+    // back), for the next GET.
     f.get(3, "/wait?peer_id=1");
-    assert_eq!(f.written(), "LPOP pc:q:1");
+    assert_eq!(f.written(), fetch(1));
     f.ch.hanging_get_closed(3, 1, f.now);
+    f.node.connection_closed(3);
     f.commands(b"$18\r\n300\ntext/plain\nbye\r\n");
-    assert_eq!(f.written(), "LPUSH pc:q:1 300/text/plain/bye");
-    // An empty queue leaves the GET held; a wake-up fetches again.
+    assert!(f.answers().is_empty());
+    assert_eq!(f.written(), "");
+    // An answer cut before it was written whole: still pending, handed out again.
     f.get(4, "/wait?peer_id=1");
-    f.written();
-    f.commands(b":1\r\n$-1\r\n"); // LPUSH, LPOP
+    assert_eq!(f.written(), fetch(1));
+    f.commands(b"$18\r\n300\ntext/plain\nbye\r\n");
+    assert_eq!(f.answers(), [(4, 200, Some(300), "bye".to_string())]);
+    f.node.connection_closed(4);
+    f.node.answer_written(4);
+    assert_eq!(
+        f.written(),
+        "",
+        "a closed connection's answer deletes nothing"
+    );
+    // An empty queue leaves the GET held; a wake-up fetches again.
+    f.get(5, "/wait?peer_id=1");
+    assert_eq!(f.written(), fetch(1));
+    f.commands(b"$-1\r\n");
     assert!(f.answers().is_empty());
     f.message("pc:wake:me", "1");
-    assert_eq!(f.written(), "LPOP pc:q:1");
+    assert_eq!(f.written(), fetch(1));
 }
 
 #[test]
@@ -261,7 +294,7 @@ fn a_member_past_its_redis_queue_bound_is_evicted_everywhere() {
     f.commands(b":4\r\n");
     assert_eq!(
         f.written(),
-        "HDEL pc:members 300 | DEL pc:q:300 | PUBLISH pc:presence L me 300"
+        "HDEL pc:members 300 | HDEL pc:seen 300 | DEL pc:q:300 pc:p:300 | PUBLISH pc:presence L me 300"
     );
     f.answers();
     f.settle();
@@ -278,7 +311,10 @@ fn a_request_for_a_remote_member_adopts_it() {
     assert_eq!(f.get(2, "/wait?peer_id=300"), Disposition::Held(300));
     assert_eq!(
         f.written(),
-        "HSET pc:members 300 me carol | PUBLISH pc:presence M me 300 | LPOP pc:q:300"
+        format!(
+            "HSET pc:members 300 me carol | PUBLISH pc:presence M me 300 | {}",
+            fetch(300)
+        )
     );
     // Its old server hears the move and forgets it without a leave notice.
     let mut old = Fixture::joined();
@@ -357,11 +393,15 @@ fn a_silent_server_is_reaped_once_after_a_grace_period() {
     f.settle();
     f.answers();
     f.now += Duration::from_secs(1);
-    assert_eq!(
-        f.written(),
-        "SET pc:server:me 1 PX 3000 | EXISTS pc:server:other | LPOP pc:q:1"
+    let sent = f.written();
+    assert!(
+        sent.starts_with(&format!(
+            "SET pc:server:me 1 PX 3000 | EXISTS pc:server:other | {} | EVAL ",
+            fetch(1)
+        )),
+        "{sent}"
     );
-    f.commands(b"+OK\r\n:0\r\n$-1\r\n");
+    f.commands(b"+OK\r\n:0\r\n$-1\r\n:1\r\n");
     assert!(
         !f.written().contains("pc:reap"),
         "no reaping within a TTL of joining"
@@ -375,10 +415,93 @@ fn a_silent_server_is_reaped_once_after_a_grace_period() {
     f.commands(b"*2\r\n$3\r\n300\r\n$11\r\nother carol\r\n+OK\r\n");
     assert_eq!(
         f.written(),
-        "HDEL pc:members 300 | DEL pc:q:300 | PUBLISH pc:presence L me 300"
+        "HDEL pc:members 300 | HDEL pc:seen 300 | DEL pc:q:300 pc:p:300 | PUBLISH pc:presence L me 300"
     );
     assert_eq!(
         f.answers(),
         [(2, 200, Some(1), "carol,300,0\n".to_string())]
     );
+}
+
+#[test]
+fn last_seen_is_written_once_a_second_in_one_command_and_removed_on_leaving() {
+    let mut f = Fixture::joined();
+    f.get(1, "/sign_in?alice");
+    f.get(2, "/sign_in?bob");
+    f.settle();
+    f.get(3, "/wait?peer_id=1");
+    f.post(4, 2, 300, "x");
+    let sent = f.written();
+    assert!(!sent.contains("pc:seen"), "not within the second: {sent}");
+    // Alice's GET is answered at once (bob's join), bob's message waits for the EVAL.
+    assert_eq!(f.node.commands.in_flight(), 1, "{sent}");
+    f.commands(b":1\r\n");
+    f.answers();
+    f.written();
+    f.now += SEEN_EVERY;
+    let sent = f.written();
+    let seen: Vec<&str> = sent
+        .split(" | ")
+        .filter(|c| c.contains(" 2 pc:members pc:seen "))
+        .collect();
+    assert_eq!(seen.len(), 1, "one command for both: {sent}");
+    assert!(seen[0].starts_with("EVAL "), "{sent}");
+    // ... 2 pc:members pc:seen MS 1 2
+    let fields: Vec<&str> = seen[0].rsplit(' ').take(3).collect();
+    assert_eq!((fields[1], fields[0]), ("1", "2"), "{sent}");
+    let ms: u64 = fields[2].parse().expect("unix ms");
+    let wall = unix_ms();
+    assert!(ms <= wall && wall - ms < 60_000, "{ms} against {wall}");
+    f.settle();
+    // Nothing seen since: nothing written.
+    f.now += SEEN_EVERY;
+    assert!(!f.written().contains("pc:seen"));
+    // Bob leaves: his field goes with him, and he is not written again.
+    f.get(5, "/wait?peer_id=2");
+    f.get(6, "/sign_out?peer_id=2");
+    let sent = f.written();
+    assert!(sent.contains("HDEL pc:seen 2"), "{sent}");
+    f.settle();
+    f.now += SEEN_EVERY;
+    assert!(!f.written().contains("pc:seen"));
+}
+
+#[test]
+fn a_wake_up_while_a_fetch_is_on_its_way_fetches_again_after_a_nil() {
+    let mut f = Fixture::joined();
+    f.get(1, "/sign_in?alice");
+    f.settle();
+    f.answers();
+    f.get(2, "/wait?peer_id=1");
+    assert_eq!(f.written(), fetch(1));
+    // The fetch may have run before the message the wake-up announces was queued.
+    f.message("pc:wake:me", "1");
+    assert_eq!(f.written(), "");
+    f.commands(b"$-1\r\n");
+    assert_eq!(f.written(), fetch(1));
+    f.commands(b"$17\r\n300\ntext/plain\nhi\r\n");
+    assert_eq!(f.answers(), [(2, 200, Some(300), "hi".to_string())]);
+}
+
+#[test]
+fn a_graceful_stop_removes_this_server_s_members_and_says_when_redis_took_it() {
+    let mut f = Fixture::joined();
+    f.get(1, "/sign_in?alice");
+    f.settle();
+    f.answers();
+    assert!(f.node.leave_all(&f.ch));
+    // Only this server's members (not carol, on `other`), then its heartbeat key.
+    assert_eq!(
+        render(std::mem::take(f.node.commands.output())),
+        "HDEL pc:members 1 | HDEL pc:seen 1 | DEL pc:q:1 pc:p:1 | PUBLISH pc:presence L me 1 | DEL pc:server:me | PING"
+    );
+    f.commands(b":1\r\n:1\r\n:1\r\n:2\r\n");
+    assert!(!f.node.has_stopped(), "the PING is not answered yet");
+    f.commands(b":1\r\n+PONG\r\n");
+    assert!(f.node.has_stopped());
+    // Redis away: nothing to wait for.
+    let mut away = Fixture::joined();
+    let lost = away.node.commands.disconnected(away.now);
+    away.node.link_lost(&mut away.ch, lost, &mut away.out);
+    assert!(!away.node.leave_all(&away.ch));
 }
