@@ -18,7 +18,8 @@
 //!   the pending one is deleted only once its answer is written whole to the GET's
 //!   socket; an answer cut before that (the GET closed, this server died, Redis dropped
 //!   the reply) leaves it pending, handed out first by whichever server the member's next
-//!   `/wait` reaches.
+//!   `/wait` reaches. `pc:ph:ID` names the server holding the pending one: while that
+//!   server lives and has not said whether it wrote it, no other hands it out.
 //!
 //! [`ClusterNode`] decides (no IO); [`Cluster`] owns its two sockets for the server loop.
 
@@ -132,11 +133,29 @@ fn unix_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Queues a message (ARGV[3]) for member ARGV[2] from member ARGV[1] if both are members;
-/// -1 if either is not. Answers the new length of the queue.
-const RELAY: &[u8] = b"if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 or \
+/// Lua: publishes member ARGV[2]'s id on the wake channel of its home server as
+/// `pc:members` (KEYS[1]) says now, unless that home is this server (ARGV[1]), which
+/// fetches by itself. Read in the same script as the change it announces, so a member
+/// that just moved is woken where it is, not where another server's cache says it was.
+macro_rules! wake_home_lua {
+    () => {
+        "local v = redis.call('HGET', KEYS[1], ARGV[2]) if v then \
+local s = string.match(v, '^(%S+)') \
+if s and s ~= ARGV[1] then redis.call('PUBLISH', 'pc:wake:' .. s, ARGV[2]) end end "
+    };
+}
+
+/// Queues a message (ARGV[3]) for member ARGV[2] from member ARGV[4] if both are members
+/// (-1 if either is not) and wakes the member's home server (ARGV[1] is this server).
+/// Answers the new length of the queue.
+const RELAY: &[u8] = concat!(
+    "if redis.call('HEXISTS', KEYS[1], ARGV[4]) == 0 or \
 redis.call('HEXISTS', KEYS[1], ARGV[2]) == 0 then return -1 end \
-return redis.call('RPUSH', KEYS[2], ARGV[3])";
+local n = redis.call('RPUSH', KEYS[2], ARGV[3]) ",
+    wake_home_lua!(),
+    "return n"
+)
+.as_bytes();
 
 /// Raises the id counter to at least ARGV[1] (after Redis lost it in a restart).
 const RAISE_IDS: &[u8] = b"local v = tonumber(redis.call('GET', KEYS[1]) or '0') \
@@ -151,11 +170,46 @@ fn pending_key(id: PeerId) -> Vec<u8> {
     format!("pc:p:{id}").into_bytes()
 }
 
-/// A held GET's message: the pending one (KEYS[2]) again if there is one (its answer was
-/// cut), else the next from the queue (KEYS[1]), moved to pending; nil if none.
+/// Which server holds a member's pending message (took it, answer not yet known written).
+fn holder_key(id: PeerId) -> Vec<u8> {
+    format!("pc:ph:{id}").into_bytes()
+}
+
+/// A held GET's message (ARGV[1] is this server): the pending one (KEYS[2]) again if
+/// there is one and no other live server holds it (its answer was cut, or its server
+/// died), else the next from the queue (KEYS[1]), moved to pending; nil if none, or if
+/// another live server still holds the pending one (its acknowledgement or release,
+/// which wakes this server, comes next). Handing out a message its holder has written
+/// but not yet acknowledged would deliver it twice.
 const FETCH: &[u8] = b"local p = redis.call('LINDEX', KEYS[2], 0) \
-if p then return p end \
-return redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT')";
+if p then local h = redis.call('GET', KEYS[3]) \
+if h and h ~= ARGV[1] and redis.call('EXISTS', 'pc:server:' .. h) == 1 then return false end \
+redis.call('SET', KEYS[3], ARGV[1]) return p end \
+p = redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT') \
+if p then redis.call('SET', KEYS[3], ARGV[1]) end return p";
+
+/// The pending message of member ARGV[2] was written whole by this server (ARGV[1]): it
+/// leaves Redis, and if more are queued the member's home is woken (a GET there may have
+/// found the message held). KEYS: members, queue, pending, holder.
+const ACK: &[u8] = concat!(
+    "if redis.call('GET', KEYS[4]) ~= ARGV[1] then return 0 end \
+redis.call('DEL', KEYS[3], KEYS[4]) \
+if redis.call('LLEN', KEYS[2]) == 0 then return 0 end ",
+    wake_home_lua!(),
+    "return 0"
+)
+.as_bytes();
+
+/// This server (ARGV[1]) took member ARGV[2]'s pending message but could not hand it out
+/// whole: it stays pending, held by nobody, and the member's home is woken to take it.
+/// KEYS: members, holder.
+const RELEASE: &[u8] = concat!(
+    "if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end \
+redis.call('DEL', KEYS[2]) ",
+    wake_home_lua!(),
+    "return 0"
+)
+.as_bytes();
 
 fn wake_channel(server: &str) -> Vec<u8> {
     format!("pc:wake:{server}").into_bytes()
@@ -401,14 +455,47 @@ impl ClusterNode {
     /// with and did not take whole stays pending in Redis.
     pub fn connection_closed(&mut self, conn: ConnId) {
         self.relays.remove(&conn);
-        self.taken.remove(&conn);
+        if let Some(id) = self.taken.remove(&conn) {
+            self.release(id);
+        }
+    }
+
+    /// Gives a taken message back to whichever server the member's next GET reaches.
+    fn release(&mut self, id: PeerId) {
+        let id_text = id.to_string();
+        self.commands.send(
+            &[
+                b"EVAL",
+                RELEASE,
+                b"2",
+                MEMBERS,
+                &holder_key(id),
+                self.server.as_bytes(),
+                id_text.as_bytes(),
+            ],
+            Tag::Ignore,
+        );
     }
 
     /// The answer on `conn` is written whole: if it carried a pending message, that one
     /// is delivered and leaves Redis.
     pub fn answer_written(&mut self, conn: ConnId) {
         if let Some(id) = self.taken.remove(&conn) {
-            self.commands.send(&[b"DEL", &pending_key(id)], Tag::Ignore);
+            let id_text = id.to_string();
+            self.commands.send(
+                &[
+                    b"EVAL",
+                    ACK,
+                    b"4",
+                    MEMBERS,
+                    &queue_key(id),
+                    &pending_key(id),
+                    &holder_key(id),
+                    self.server.as_bytes(),
+                    id_text.as_bytes(),
+                ],
+                Tag::Ignore,
+            );
         }
     }
 
@@ -592,8 +679,10 @@ impl ClusterNode {
         self.commands
             .send(&[b"HDEL", SEEN, id_text.as_bytes()], Tag::Ignore);
         self.seen.remove(&id);
-        self.commands
-            .send(&[b"DEL", &queue_key(id), &pending_key(id)], Tag::Ignore);
+        self.commands.send(
+            &[b"DEL", &queue_key(id), &pending_key(id), &holder_key(id)],
+            Tag::Ignore,
+        );
         let msg = format!("L {} {id}", self.server);
         self.commands
             .send(&[b"PUBLISH", PRESENCE, msg.as_bytes()], Tag::Ignore);
@@ -651,7 +740,15 @@ impl ClusterNode {
             return;
         }
         if self.commands.send(
-            &[b"EVAL", FETCH, b"2", &queue_key(id), &pending_key(id)],
+            &[
+                b"EVAL",
+                FETCH,
+                b"3",
+                &queue_key(id),
+                &pending_key(id),
+                &holder_key(id),
+                self.server.as_bytes(),
+            ],
             Tag::Fetch { id },
         ) {
             self.fetching.insert(id, false);
@@ -774,15 +871,8 @@ impl ClusterNode {
                     self.homes.remove(&to);
                     ch.remote_left(to, now, out);
                 } else if queued > 0 {
-                    match self.homes.get(&to) {
-                        Some(home) => {
-                            let wake = wake_channel(home);
-                            let id = to.to_string();
-                            self.commands
-                                .send(&[b"PUBLISH", &wake, id.as_bytes()], Tag::Ignore);
-                        }
-                        None => self.fetch(to, ch),
-                    }
+                    // The script woke its home if that is another server.
+                    self.fetch(to, ch);
                 }
             }
             Tag::Fetch { id } => {
@@ -796,14 +886,19 @@ impl ClusterNode {
                 match decode_entry(&entry) {
                     Some((from, ct, body)) => {
                         // If its GET went while the message was on its way, the message
-                        // stays pending: the member's next GET gets it first.
-                        if let Some(conn) = ch.deliver_held(id, from, ct, body, now, out) {
-                            self.taken.insert(conn, id);
+                        // stays pending, released for the member's next GET wherever it
+                        // comes.
+                        match ch.deliver_held(id, from, ct, body, now, out) {
+                            Some(conn) => {
+                                self.taken.insert(conn, id);
+                            }
+                            None => self.release(id),
                         }
                     }
                     None => {
                         log::warn!("dropping a malformed entry from pc:p:{id}");
-                        self.commands.send(&[b"DEL", &pending_key(id)], Tag::Ignore);
+                        self.commands
+                            .send(&[b"DEL", &pending_key(id), &holder_key(id)], Tag::Ignore);
                     }
                 }
             }
@@ -950,15 +1045,16 @@ impl ClusterNode {
                     self.next_relay += 1;
                     let entry = encode_entry(from, &content_type, &body);
                     let (from_text, to_text) = (from.to_string(), to.to_string());
-                    let args: [&[u8]; 8] = [
+                    let args: [&[u8]; 9] = [
                         b"EVAL",
                         RELAY,
                         b"2",
                         MEMBERS,
                         &queue_key(to),
-                        from_text.as_bytes(),
+                        self.server.as_bytes(),
                         to_text.as_bytes(),
                         &entry,
+                        from_text.as_bytes(),
                     ];
                     if self.commands.send(&args, Tag::Relay { conn, seq, to }) {
                         self.relays.insert(conn, seq);

@@ -156,7 +156,7 @@ impl Fixture {
 /// The command a held GET of `id` fetches its message with.
 fn fetch(id: PeerId) -> String {
     format!(
-        "EVAL {} 2 pc:q:{id} pc:p:{id}",
+        "EVAL {} 3 pc:q:{id} pc:p:{id} pc:ph:{id} me",
         String::from_utf8_lossy(FETCH)
     )
 }
@@ -218,13 +218,15 @@ fn a_message_is_answered_once_redis_took_it_and_wakes_the_home_server() {
     assert!(f.answers().is_empty());
     let sent = f.written();
     assert!(sent.starts_with("EVAL "), "{sent}");
+    // The script wakes the home Redis names (not this server's cache of it).
     assert!(
-        sent.ends_with(" 2 pc:members pc:q:300 1 300 1/text/plain/hi"),
+        sent.ends_with(" 2 pc:members pc:q:300 me 300 1/text/plain/hi 1"),
         "{sent}"
     );
+    assert!(sent.contains("'pc:wake:' .. s"), "{sent}");
     f.commands(b":1\r\n");
     assert_eq!(f.answers(), [(5, 200, None, String::new())]);
-    assert_eq!(f.written(), "PUBLISH pc:wake:other 300");
+    assert_eq!(f.written(), "", "carol is not held here: nothing to fetch");
     // A connection closed before Redis answered is not answered (its key may be reused).
     f.post(6, 1, 300, "x");
     f.written();
@@ -252,17 +254,28 @@ fn a_message_leaves_redis_only_once_its_answer_is_written_whole() {
     // Pending until the answer is written whole; then it leaves Redis.
     assert_eq!(f.written(), "");
     f.node.answer_written(2);
-    assert_eq!(f.written(), "DEL pc:p:1");
-    f.commands(b":1\r\n");
+    let ack = f.written();
+    assert!(ack.starts_with("EVAL "), "{ack}");
+    assert!(
+        ack.ends_with(" 4 pc:members pc:q:1 pc:p:1 pc:ph:1 me 1"),
+        "{ack}"
+    );
+    assert!(ack.contains("'DEL', KEYS[3], KEYS[4]"), "{ack}");
+    f.commands(b":0\r\n");
     // The GET closes while the message is on its way: it stays pending (nothing pushed
-    // back), for the next GET.
+    // back) and is released, for the next GET on whichever server.
     f.get(3, "/wait?peer_id=1");
     assert_eq!(f.written(), fetch(1));
     f.ch.hanging_get_closed(3, 1, f.now);
     f.node.connection_closed(3);
     f.commands(b"$18\r\n300\ntext/plain\nbye\r\n");
     assert!(f.answers().is_empty());
-    assert_eq!(f.written(), "");
+    let release = f.written();
+    assert!(
+        release.starts_with("EVAL ") && release.ends_with(" 2 pc:members pc:ph:1 me 1"),
+        "{release}"
+    );
+    f.commands(b":0\r\n");
     // An answer cut before it was written whole: still pending, handed out again.
     f.get(4, "/wait?peer_id=1");
     assert_eq!(f.written(), fetch(1));
@@ -270,11 +283,12 @@ fn a_message_leaves_redis_only_once_its_answer_is_written_whole() {
     assert_eq!(f.answers(), [(4, 200, Some(300), "bye".to_string())]);
     f.node.connection_closed(4);
     f.node.answer_written(4);
-    assert_eq!(
-        f.written(),
-        "",
-        "a closed connection's answer deletes nothing"
+    let release = f.written();
+    assert!(
+        release.starts_with("EVAL ") && release.ends_with(" 2 pc:members pc:ph:1 me 1"),
+        "a closed connection's answer deletes nothing, it is released: {release}"
     );
+    f.commands(b":0\r\n");
     // An empty queue leaves the GET held; a wake-up fetches again.
     f.get(5, "/wait?peer_id=1");
     assert_eq!(f.written(), fetch(1));
@@ -294,7 +308,7 @@ fn a_member_past_its_redis_queue_bound_is_evicted_everywhere() {
     f.commands(b":4\r\n");
     assert_eq!(
         f.written(),
-        "HDEL pc:members 300 | HDEL pc:seen 300 | DEL pc:q:300 pc:p:300 | PUBLISH pc:presence L me 300"
+        "HDEL pc:members 300 | HDEL pc:seen 300 | DEL pc:q:300 pc:p:300 pc:ph:300 | PUBLISH pc:presence L me 300"
     );
     f.answers();
     f.settle();
@@ -415,7 +429,7 @@ fn a_silent_server_is_reaped_once_after_a_grace_period() {
     f.commands(b"*2\r\n$3\r\n300\r\n$11\r\nother carol\r\n+OK\r\n");
     assert_eq!(
         f.written(),
-        "HDEL pc:members 300 | HDEL pc:seen 300 | DEL pc:q:300 pc:p:300 | PUBLISH pc:presence L me 300"
+        "HDEL pc:members 300 | HDEL pc:seen 300 | DEL pc:q:300 pc:p:300 pc:ph:300 | PUBLISH pc:presence L me 300"
     );
     assert_eq!(
         f.answers(),
@@ -493,7 +507,7 @@ fn a_graceful_stop_removes_this_server_s_members_and_says_when_redis_took_it() {
     // Only this server's members (not carol, on `other`), then its heartbeat key.
     assert_eq!(
         render(std::mem::take(f.node.commands.output())),
-        "HDEL pc:members 1 | HDEL pc:seen 1 | DEL pc:q:1 pc:p:1 | PUBLISH pc:presence L me 1 | DEL pc:server:me | PING"
+        "HDEL pc:members 1 | HDEL pc:seen 1 | DEL pc:q:1 pc:p:1 pc:ph:1 | PUBLISH pc:presence L me 1 | DEL pc:server:me | PING"
     );
     f.commands(b":1\r\n:1\r\n:1\r\n:2\r\n");
     assert!(!f.node.has_stopped(), "the PING is not answered yet");
