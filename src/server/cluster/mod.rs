@@ -157,6 +157,10 @@ local n = redis.call('RPUSH', KEYS[2], ARGV[3]) ",
 )
 .as_bytes();
 
+/// Member ARGV[1]'s home becomes ARGV[2] and the move ARGV[3] is published, at once.
+const MOVE: &[u8] = b"redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) \
+redis.call('PUBLISH', KEYS[2], ARGV[3]) return 0";
+
 /// Raises the id counter to at least ARGV[1] (after Redis lost it in a restart).
 const RAISE_IDS: &[u8] = b"local v = tonumber(redis.call('GET', KEYS[1]) or '0') \
 if v < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end return 0";
@@ -361,6 +365,9 @@ pub struct ClusterNode {
     /// fetch may have run before the message it announces was queued, so a nil answer is
     /// followed by another fetch.
     fetching: BTreeMap<PeerId, bool>,
+    /// Members this server adopted whose `M` it has not yet heard back on `pc:presence`:
+    /// another server's `M` heard before it was published before ours, so it is stale.
+    moves_unheard: BTreeMap<PeerId, u32>,
     asking_ids: bool,
     /// An id block arrived since joining.
     has_ids: bool,
@@ -396,6 +403,7 @@ impl ClusterNode {
             next_beat: now,
             homes: HashMap::new(),
             fetching: BTreeMap::new(),
+            moves_unheard: BTreeMap::new(),
             asking_ids: false,
             has_ids: false,
             relays: HashMap::new(),
@@ -531,6 +539,7 @@ impl ClusterNode {
         self.sweep_at = None;
         self.subscribed = 0;
         self.fetching.clear();
+        self.moves_unheard.clear();
         self.asking_ids = false;
         self.has_ids = false;
         if let Some(view) = ch.cluster() {
@@ -657,8 +666,6 @@ impl ClusterNode {
         let mut value = self.server.as_bytes().to_vec();
         value.push(b' ');
         value.extend_from_slice(name);
-        self.commands
-            .send(&[b"HSET", MEMBERS, id_text.as_bytes(), &value], Tag::Ignore);
         let mut msg = kind.to_vec();
         msg.push(b' ');
         msg.extend_from_slice(&value[..self.server.len()]);
@@ -667,9 +674,27 @@ impl ClusterNode {
         if kind == b"J" {
             msg.push(b' ');
             msg.extend_from_slice(name);
+            self.commands
+                .send(&[b"HSET", MEMBERS, id_text.as_bytes(), &value], Tag::Ignore);
+            self.commands
+                .send(&[b"PUBLISH", PRESENCE, &msg], Tag::Ignore);
+        } else {
+            // One script, so the order of moves on `pc:presence` is the order of homes
+            // in `pc:members`, which the rule on unheard moves relies on.
+            self.commands.send(
+                &[
+                    b"EVAL",
+                    MOVE,
+                    b"2",
+                    MEMBERS,
+                    PRESENCE,
+                    id_text.as_bytes(),
+                    &value,
+                    &msg,
+                ],
+                Tag::Ignore,
+            );
         }
-        self.commands
-            .send(&[b"PUBLISH", PRESENCE, &msg], Tag::Ignore);
     }
 
     fn announce_leave(&mut self, id: PeerId) {
@@ -770,6 +795,17 @@ impl ClusterNode {
             return;
         };
         match p {
+            Presence::Move { server, id } if server == self.server => {
+                if let Some(n) = self.moves_unheard.get_mut(&id) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.moves_unheard.remove(&id);
+                    }
+                }
+            }
+            Presence::Move { server, id } if self.moves_unheard.contains_key(&id) => {
+                log::debug!("member {id}: ignoring a move to {server} made before ours");
+            }
             Presence::Join { server, .. }
             | Presence::Leave { server, .. }
             | Presence::Move { server, .. }
@@ -1019,6 +1055,7 @@ impl ClusterNode {
                     self.homes.remove(&id);
                     if self.joined {
                         self.announce_join(id, &name, b"M");
+                        *self.moves_unheard.entry(id).or_insert(0) += 1;
                     }
                 }
                 ClusterEvent::Left { id } => {

@@ -326,7 +326,8 @@ fn a_request_for_a_remote_member_adopts_it() {
     assert_eq!(
         f.written(),
         format!(
-            "HSET pc:members 300 me carol | PUBLISH pc:presence M me 300 | {}",
+            "EVAL {} 2 pc:members pc:presence 300 me carol M me 300 | {}",
+            String::from_utf8_lossy(MOVE),
             fetch(300)
         )
     );
@@ -341,6 +342,13 @@ fn a_request_for_a_remote_member_adopts_it() {
     old.get(4, "/wait?peer_id=500");
     assert!(old.ch.is_local(500));
     old.settle();
+    // A move another server made before ours (published before it) is stale: ignored.
+    old.message("pc:presence", "M other 500");
+    assert!(
+        old.ch.is_local(500),
+        "a move heard before our own is older than ours"
+    );
+    old.message("pc:presence", "M me 500");
     // Something eve has not read yet here (its GET gone): a join.
     old.ch.hanging_get_closed(4, 500, old.now);
     old.message("pc:presence", "J other 600 frank");
