@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use peerconnection::media::audio::{burst_onsets, read_wav, write_wav};
-use procs::signal::{best_ncc, melody, to_i16};
+use procs::signal::{best_ncc, melody, ncc_near, to_i16};
 use procs::{field, num, pattern_client, Proc, ServerProc};
 
 fn temp_dir(test: &str) -> PathBuf {
@@ -91,14 +91,30 @@ fn each_side_records_the_others_wav_with_little_concealed() {
         );
         let concealed = concealed_ms / 1000.0 / seconds;
         assert!(concealed < 0.01, "{who} concealed {concealed:.3}: {stats}");
-        // Ten seconds from the middle of the recording, against the other's tune.
+        // Ten seconds from the middle of the recording, against the other's tune: aligned
+        // as a whole, then in five windows of 2 s, each aligned within 50 ms of where the
+        // whole put it. The playout may skip or insert a whole frame for drift (by design),
+        // which shifts what follows by 20 ms; one alignment over 10 s then scores the rest
+        // as noise (0.75 seen once in CI, with 0.17 % concealed). The median window must
+        // match.
         let mid = recorded.len() / 2;
         let segment = &recorded[mid - 240_000..mid + 240_000];
-        let (ncc, lag) = best_ncc(segment, &to_i16(tune));
-        eprintln!("{who}: ncc {ncc:.3} at lag {lag}, concealed {concealed:.4}, {seconds:.1} s");
+        let reference = to_i16(tune);
+        let (whole, lag) = best_ncc(segment, &reference);
+        let mut windows: Vec<(f64, usize)> = segment
+            .chunks(96_000)
+            .enumerate()
+            .map(|(k, w)| ncc_near(w, &reference, lag + k * 96_000, 2_400))
+            .collect();
+        eprintln!(
+            "{who}: ncc {whole:.3} at lag {lag} as a whole, per 2 s window {windows:?}, \
+             concealed {concealed:.4}, {seconds:.1} s"
+        );
+        windows.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let ncc = windows[windows.len() / 2].0;
         assert!(
             ncc > 0.8,
-            "{who}'s recording vs the other's signal: ncc {ncc:.3}"
+            "{who}'s recording vs the other's signal: median ncc {ncc:.3} ({windows:?})"
         );
         let own = if who == "alice" {
             &alice_tune

@@ -73,6 +73,32 @@ pub fn best_ncc(segment: &[i16], reference: &[i16]) -> (f64, usize) {
         .fold((f64::MIN, 0), |a, b| if b.0 > a.0 { b } else { a })
 }
 
+/// The best normalised cross-correlation of `segment` against `reference` (circular) at
+/// lags within `radius` samples of `around`, and that lag: for aligning a short window
+/// whose rough place is known, where a short window's envelope alone can mislead.
+pub fn ncc_near(segment: &[i16], reference: &[i16], around: usize, radius: usize) -> (f64, usize) {
+    let n = reference.len();
+    let ncc_at = |lag: usize| -> f64 {
+        let (mut dot, mut ss, mut rr) = (0.0, 0.0, 0.0);
+        for (i, &s) in segment.iter().enumerate() {
+            let r = reference[(i + lag) % n] as f64;
+            dot += s as f64 * r;
+            ss += s as f64 * s as f64;
+            rr += r * r;
+        }
+        dot / (ss.sqrt() * rr.sqrt()).max(1.0)
+    };
+    let lag_at = |d: usize| (around + n - radius % n + d) % n;
+    // Every 4th lag, then every lag around the best of those.
+    let (_, coarse) = (0..=2 * radius)
+        .step_by(4)
+        .map(|d| (ncc_at(lag_at(d)), d))
+        .fold((f64::MIN, 0), |a, b| if b.0 > a.0 { b } else { a });
+    (coarse.saturating_sub(4)..=coarse + 4)
+        .map(|d| (ncc_at(lag_at(d)), lag_at(d)))
+        .fold((f64::MIN, 0), |a, b| if b.0 > a.0 { b } else { a })
+}
+
 /// Zero crossings per 10 ms window: a pitch track, which survives what a browser's
 /// capture processing (gain control, noise suppression, dropped or repeated 10 ms chunks)
 /// does to the waveform itself.
