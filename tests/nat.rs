@@ -236,6 +236,27 @@ impl Lab {
 
     /// Shapes what router `router` sends towards the wan to `rate` (tc syntax, `1mbit`)
     /// with a token bucket: the lab's thin link.
+    /// The router drops every UDP packet it forwards (the pair dies, signaling goes on).
+    fn cut_udp(&self, router: &str) {
+        self.exec(router, &["nft", "add", "table", "ip", "outage"]);
+        self.exec(
+            router,
+            &[
+                "nft",
+                "add chain ip outage block { type filter hook forward priority 0 ; }",
+            ],
+        );
+        self.exec(
+            router,
+            &["nft", "add rule ip outage block meta l4proto udp drop"],
+        );
+    }
+
+    /// Undoes `cut_udp`.
+    fn restore_udp(&self, router: &str) {
+        self.exec(router, &["nft", "delete", "table", "ip", "outage"]);
+    }
+
     fn shape(&self, router: &str, rate: &str) {
         self.exec(
             router,
@@ -438,20 +459,9 @@ fn restart_call(lab: &Lab) {
         std::thread::sleep(at.saturating_duration_since(std::time::Instant::now()));
     };
     until(5);
-    lab.exec("ra", &["nft", "add", "table", "ip", "outage"]);
-    lab.exec(
-        "ra",
-        &[
-            "nft",
-            "add chain ip outage block { type filter hook forward priority 0 ; }",
-        ],
-    );
-    lab.exec(
-        "ra",
-        &["nft", "add rule ip outage block meta l4proto udp drop"],
-    );
+    lab.cut_udp("ra");
     until(9);
-    lab.exec("ra", &["nft", "delete", "table", "ip", "outage"]);
+    lab.restore_udp("ra");
     let decoded_then = bob
         .drain()
         .iter()
@@ -950,22 +960,11 @@ fn a_browser_caller_restarts_ice_when_its_path_dies() {
         &["90", "node", &script, &url, "bob"],
     );
     page.wait_line("DECODING", Duration::from_secs(60));
-    lab.exec("ra", &["nft", "add", "table", "ip", "outage"]);
-    lab.exec(
-        "ra",
-        &[
-            "nft",
-            "add chain ip outage block { type filter hook forward priority 0 ; }",
-        ],
-    );
-    lab.exec(
-        "ra",
-        &["nft", "add rule ip outage block meta l4proto udp drop"],
-    );
+    lab.cut_udp("ra");
     let cut = std::time::Instant::now();
     let restarted = page.wait_line("RESTARTED", Duration::from_secs(25));
     let restart_after = cut.elapsed();
-    lab.exec("ra", &["nft", "delete", "table", "ip", "outage"]);
+    lab.restore_udp("ra");
     let result = page.wait_line("RESULT", Duration::from_secs(25));
     eprintln!(
         "NAT-LAB browser restart: {restarted} {:.1} s into the cut; {result}",

@@ -5,6 +5,7 @@
 // decoded prints one RESULT line. Usage: node nat_restart.js SERVER_URL PEER
 'use strict';
 const { chromium } = require('playwright-core');
+const { untilWith, labChromiumArgs } = require('./common');
 
 const [url, peer] = process.argv.slice(2);
 const deadline = setTimeout(() => fail('took longer than 70 s'), 70_000);
@@ -14,24 +15,13 @@ function fail(why) {
   process.exit(1);
 }
 
-async function until(page, fn, arg, what, ms = 30_000) {
-  try {
-    await page.waitForFunction(fn, arg, { timeout: ms, polling: 100 });
-  } catch (e) {
-    const st = await page.evaluate(() => JSON.stringify(window.pcState)).catch(() => '?');
-    fail(`${what} within ${ms} ms; page state ${st}`);
-  }
-}
+const until = untilWith(fail);
 
 async function main() {
   const browser = await chromium.launch({
     executablePath: '/usr/bin/chromium',
     headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync',
-      '--use-fake-device-for-media-stream=fps=30', '--use-fake-ui-for-media-stream',
-      '--disable-features=WebRtcHideLocalIpsWithMdns',
-      `--unsafely-treat-insecure-origin-as-secure=${new URL(url).origin}`],
+    args: labChromiumArgs(url),
   });
   const context = await browser.newContext({ permissions: ['camera'] });
   const page = await context.newPage();

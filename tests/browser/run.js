@@ -10,6 +10,7 @@ const fs = require('fs');
 const os = require('os');
 const path = require('path');
 const { chromium } = require('playwright-core');
+const { untilWith } = require('./common');
 
 const [scenario, serverBin, clientBin] = process.argv.slice(2);
 const children = [];
@@ -64,14 +65,7 @@ function start(name, bin, args) {
 
 const field = (line, key) => (line.match(new RegExp(`(?:^| )${key}=(\\S+)`)) || [])[1];
 
-async function until(page, fn, arg, what, ms = 30_000) {
-  try {
-    await page.waitForFunction(fn, arg, { timeout: ms, polling: 100 });
-  } catch (e) {
-    const st = await page.evaluate(() => JSON.stringify(window.pcState)).catch(() => '?');
-    fail(`${what} within ${ms} ms; page state ${st}`);
-  }
-}
+const until = untilWith(fail);
 
 async function openPage(browser, port, name) {
   const context = await browser.newContext({ permissions: ['camera'], acceptDownloads: true });

@@ -11,6 +11,7 @@ const fs = require('fs');
 const os = require('os');
 const path = require('path');
 const { chromium } = require('playwright-core');
+const { untilWith, labChromiumArgs } = require('./common');
 
 const [url, nsA, nsB, clip, secondsArg] = process.argv.slice(2);
 const seconds = Number(secondsArg);
@@ -24,14 +25,7 @@ function fail(why) {
   process.exit(1); // Playwright kills the browsers' process groups on exit
 }
 
-async function until(page, fn, arg, what, ms = 30_000) {
-  try {
-    await page.waitForFunction(fn, arg, { timeout: ms, polling: 100 });
-  } catch (e) {
-    const st = await page.evaluate(() => JSON.stringify(window.pcState)).catch(() => '?');
-    fail(`${what} within ${ms} ms; page state ${st}`);
-  }
-}
+const until = untilWith(fail);
 
 /// A browser inside namespace `ns` (a wrapper script as its executable), its page signed in.
 async function openPage(ns, name) {
@@ -40,13 +34,7 @@ async function openPage(ns, name) {
   const browser = await chromium.launch({
     executablePath: wrapper,
     headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync',
-      '--use-fake-device-for-media-stream=fps=30', '--use-fake-ui-for-media-stream',
-      `--use-file-for-fake-video-capture=${clip}`,
-      '--disable-features=WebRtcHideLocalIpsWithMdns',
-      // The page is not on localhost: let it use the (fake) camera over plain HTTP.
-      `--unsafely-treat-insecure-origin-as-secure=${new URL(url).origin}`],
+    args: labChromiumArgs(url, [`--use-file-for-fake-video-capture=${clip}`]),
   });
   browsers.push(browser);
   const context = await browser.newContext({ permissions: ['camera', 'microphone'] });

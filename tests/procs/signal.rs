@@ -57,20 +57,23 @@ pub fn best_ncc(segment: &[i16], reference: &[i16]) -> (f64, usize) {
     }
     let coarse = best.1 * W;
     let n = reference.len();
-    let ncc_at = |lag: usize| -> f64 {
-        let (mut dot, mut ss, mut rr) = (0.0, 0.0, 0.0);
-        for (i, &s) in segment.iter().enumerate() {
-            let r = reference[(i + lag) % n] as f64;
-            dot += s as f64 * r;
-            ss += s as f64 * s as f64;
-            rr += r * r;
-        }
-        dot / (ss.sqrt() * rr.sqrt()).max(1.0)
-    };
     (0..4 * W)
         .map(|d| (coarse + n - 2 * W + d) % n)
-        .map(|lag| (ncc_at(lag), lag))
+        .map(|lag| (ncc_at(segment, reference, lag), lag))
         .fold((f64::MIN, 0), |a, b| if b.0 > a.0 { b } else { a })
+}
+
+/// The normalised cross-correlation of `segment` against `reference` (looped) at `lag`.
+fn ncc_at(segment: &[i16], reference: &[i16], lag: usize) -> f64 {
+    let n = reference.len();
+    let (mut dot, mut ss, mut rr) = (0.0, 0.0, 0.0);
+    for (i, &s) in segment.iter().enumerate() {
+        let r = reference[(i + lag) % n] as f64;
+        dot += s as f64 * r;
+        ss += s as f64 * s as f64;
+        rr += r * r;
+    }
+    dot / (ss.sqrt() * rr.sqrt()).max(1.0)
 }
 
 /// The best normalised cross-correlation of `segment` against `reference` (circular) at
@@ -78,16 +81,7 @@ pub fn best_ncc(segment: &[i16], reference: &[i16]) -> (f64, usize) {
 /// whose rough place is known, where a short window's envelope alone can mislead.
 pub fn ncc_near(segment: &[i16], reference: &[i16], around: usize, radius: usize) -> (f64, usize) {
     let n = reference.len();
-    let ncc_at = |lag: usize| -> f64 {
-        let (mut dot, mut ss, mut rr) = (0.0, 0.0, 0.0);
-        for (i, &s) in segment.iter().enumerate() {
-            let r = reference[(i + lag) % n] as f64;
-            dot += s as f64 * r;
-            ss += s as f64 * s as f64;
-            rr += r * r;
-        }
-        dot / (ss.sqrt() * rr.sqrt()).max(1.0)
-    };
+    let ncc_at = |lag: usize| ncc_at(segment, reference, lag);
     let lag_at = |d: usize| (around + n - radius % n + d) % n;
     // Every 4th lag, then every lag around the best of those.
     let (_, coarse) = (0..=2 * radius)
