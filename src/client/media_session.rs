@@ -42,6 +42,10 @@ pub const BUDGET_ALLOWANCE: Duration = Duration::from_millis(100);
 /// seconds of the budget. Back to full size at [`FULL_SIZE_BPS`] (hysteresis).
 pub const HALF_SIZE_BPS: u64 = 400_000;
 pub const FULL_SIZE_BPS: u64 = 600_000;
+/// No halving this soon after the first estimate: until then it is str0m's start value
+/// (300 kbit/s), not a measurement, and every call would start at half size (a recording
+/// takes its size from the first frames).
+pub const HALF_SIZE_GRACE: Duration = Duration::from_secs(3);
 /// The peer's keyframe requests are answered at most this often (the first keyframe and
 /// the one after an encoder error are not held back).
 pub const KEYFRAME_INTERVAL: Duration = Duration::from_secs(1);
@@ -230,6 +234,8 @@ pub struct MediaSession {
     budget: SendBudget,
     /// Frames are halved before encoding (a low estimate).
     half_size: bool,
+    /// When the first estimate came (see [`HALF_SIZE_GRACE`]).
+    first_estimate_at: Option<Instant>,
     /// The cap a loss cut put on the estimate, until str0m's estimate is under it.
     loss_cap: Option<u64>,
     last_cut: Option<Instant>,
@@ -258,6 +264,7 @@ impl MediaSession {
             last_pli: None,
             budget: SendBudget::new(budget_bps(config.bitrate_bps.into())),
             half_size: false,
+            first_estimate_at: None,
             loss_cap: None,
             last_cut: None,
             last_report: None,
@@ -421,10 +428,12 @@ impl MediaSession {
         self.stats.working_estimate_bps = Some(working);
         self.schedule_probe(working, loss, elapsed, now);
         self.budget.set_rate(budget_bps(working), now);
+        let first = *self.first_estimate_at.get_or_insert(now);
+        let measured = now.saturating_duration_since(first) >= HALF_SIZE_GRACE;
         let half = if self.half_size {
             working < FULL_SIZE_BPS
         } else {
-            working < HALF_SIZE_BPS
+            measured && working < HALF_SIZE_BPS
         };
         if half != self.half_size {
             log::debug!("working estimate {working} bps: half size {half}");
@@ -687,8 +696,9 @@ mod tests {
             .into_iter()
             .enumerate()
         {
-            // A second apart: the budget never holds a frame back here.
-            let now = ms(t0, i as u64 * 1_000);
+            // A second apart (the budget never holds a frame back here), the low ones
+            // past the start's grace.
+            let now = ms(t0, i as u64 * 1_000 + if i > 0 { 2_000 } else { 0 });
             sender.bandwidth_estimate(estimate, None, now);
             let enc = sender.encode(&p.frame(i as u32, 0), now).unwrap().unwrap();
             let d = receiver.decode(&enc.data, now, 0);
@@ -707,6 +717,16 @@ mod tests {
             ]
         );
         assert_eq!(receiver.stats().decode_errors, 0);
+        // str0m's start value (300 kbit/s) at the start of a call is not a measurement:
+        // the picture keeps its size through the grace.
+        let mut fresh = MediaSession::new(WIDE, t0).unwrap();
+        for i in 0..3 {
+            let now = ms(t0, i * 1_000);
+            fresh.bandwidth_estimate(300_000, None, now);
+            let enc = fresh.encode(&p.frame(i as u32, 0), now).unwrap().unwrap();
+            let f = receiver.decode(&enc.data, now, 0).frame.expect("decoded");
+            assert_eq!((f.width, f.height), (320, 240), "at {i} s");
+        }
     }
 
     /// A session sending up to 2 Mbit/s.
