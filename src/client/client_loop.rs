@@ -635,8 +635,8 @@ impl ClientLoop {
             CallOutput::BandwidthEstimate { bps, loss } => {
                 if let Some(m) = self.media.as_mut() {
                     m.bandwidth_estimate(bps, loss, now);
-                    if let Some(desired) = m.poll_desired_bitrate() {
-                        self.conductor.set_desired_bitrate(desired, now);
+                    if let Some(rates) = m.poll_bwe_bitrates() {
+                        self.conductor.set_bwe_bitrates(rates, now);
                     }
                 }
             }

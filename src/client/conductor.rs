@@ -46,7 +46,7 @@ use str0m::{Candidate, CandidateKind, Event, IceConnectionState, Input, Output, 
 
 use super::audio_session::AudioPacket;
 use super::file_transfer::{FILE_LABEL, SCTP_SEND_BUFFER};
-use super::media_session::{MediaConfig, MIN_BITRATE_BPS};
+use super::media_session::{BweBitrates, MediaConfig, MIN_BITRATE_BPS, START_BITRATE_BPS};
 use super::nat::pair_label;
 use crate::signaling::message::{excerpt, PeerMessage, SdpKind};
 use crate::signaling::PeerId;
@@ -68,10 +68,6 @@ pub const DEAD_AFTER: Duration = Duration::from_secs(8);
 /// How often str0m reports its stats, which carry its raw bandwidth estimate and the TWCC
 /// loss the media session reacts to (and the round trip).
 const BWE_REPORT_INTERVAL: Duration = Duration::from_millis(250);
-/// The bandwidth estimate a call starts from (Chromium's): str0m probes at 3x and 6x of
-/// it at once. Starting at the configured bitrate sends that much for the first second,
-/// whatever the link, and the loss it causes sinks the estimate for seconds.
-const START_BITRATE_BPS: u64 = 300_000;
 /// Remote candidates one call keeps, from the offer and trickled together. A browser
 /// offers a few per interface and kind (host, server-reflexive, relay; IPv4 and IPv6):
 /// well under this. Every candidate kept is paired with each local one and checked, so
@@ -1143,15 +1139,19 @@ impl Conductor {
         true
     }
 
-    /// The bitrate str0m's estimator should try to discover: raising it above the estimate
-    /// asks for a probe.
-    pub fn set_desired_bitrate(&mut self, bps: u64, now: Instant) {
+    /// What str0m's estimator pads to and tries to discover: raising the desired bitrate
+    /// above the estimate asks for a probe.
+    pub fn set_bwe_bitrates(&mut self, rates: BweBitrates, now: Instant) {
         let Some(call) = self.call.as_mut() else {
             return;
         };
-        call.rtc
-            .bwe()
-            .set_bitrate(Bitrate::bps(MIN_BITRATE_BPS.into()), Bitrate::bps(bps));
+        if let Some(bps) = rates.reset_bps {
+            call.rtc.bwe().reset(Bitrate::bps(bps));
+        }
+        call.rtc.bwe().set_bitrate(
+            Bitrate::bps(rates.minimum_bps),
+            Bitrate::bps(rates.desired_bps),
+        );
         self.drain(now);
     }
 

@@ -18,7 +18,7 @@
 //! hundred ms: its `EgressBitrateEstimate` event is a 3 s average, seconds late when a link
 //! narrows), capped after heavy loss ([`LOSS_CUT`], as GCC's loss-based rule) until the
 //! estimate comes down by itself. While the estimate is under the configured bitrate the
-//! session asks str0m to probe ([`MediaSession::poll_desired_bitrate`]), often after a
+//! session asks str0m to probe ([`MediaSession::poll_bwe_bitrates`]), often after a
 //! large drop and more and more rarely after that ([`PROBE_INTERVAL`]), so the estimate
 //! climbs back when a link widens without waiting for the encoder to overshoot.
 
@@ -28,6 +28,11 @@ use crate::media::{read_stamp, EncoderConfig, H264Decoder, H264Encoder, I420Fram
 
 /// The encoder never goes below this, whatever the bandwidth estimate says.
 pub const MIN_BITRATE_BPS: u32 = 100_000;
+/// The bandwidth estimate a call starts from (Chromium's): str0m probes at 3x and 6x of
+/// it at once, and the send budget and the encoder start from it too. Starting at the
+/// configured bitrate sends that much for the first second, whatever the link, and the
+/// loss it causes sinks the estimate for seconds.
+pub const START_BITRATE_BPS: u64 = 300_000;
 /// Keyframe requests for a broken remote stream are sent at most this often.
 pub const PLI_INTERVAL: Duration = Duration::from_millis(500);
 /// The share of the estimate the encoder is asked for: OpenH264 overshoots its target on
@@ -35,6 +40,14 @@ pub const PLI_INTERVAL: Duration = Duration::from_millis(500);
 pub const ENCODER_SHARE: f64 = 0.8;
 /// The share of the estimate the send budget lets through (encoded payload).
 pub const BUDGET_SHARE: f64 = 0.9;
+/// What else the call puts on the link, taken off the estimate before the video's shares:
+/// the Opus audio (32 kbit/s, 50 packets/s of ~60 bytes of IP/UDP/RTP/SRTP headers each,
+/// ~56 kbit/s on the wire) and RTCP. Without it the sender filled a 300 kbit/s link to
+/// the last bit and its token bucket dropped packets for seconds at a time.
+pub const OTHER_TRAFFIC_BPS: u64 = 60_000;
+/// The share of the video's wire bits that is payload (~66 bytes of headers per packet of
+/// ~1,200).
+pub const PAYLOAD_SHARE: f64 = 0.95;
 /// The send budget's debt allowed before captured frames are dropped, in time at its rate.
 pub const BUDGET_ALLOWANCE: Duration = Duration::from_millis(100);
 /// Below this estimate the video is sent at half its width and height (an encoder restart
@@ -60,6 +73,37 @@ pub const LOSS_CUT_INTERVAL: Duration = Duration::from_secs(1);
 /// estimate that str0m takes it for application-limited and probes at twice the configured
 /// bitrate, and a token bucket's burst makes those probes read as a wide link.
 pub const LOSS_CAP_HOLD: Duration = Duration::from_secs(2);
+/// The working estimate rises at most by this factor a second (it falls at once). A probe
+/// sees a link's burst, not its rate: through a token bucket with tokens left, str0m read
+/// 3-4 Mbit/s on a 300 kbit/s link, and a sender that followed at once put a megabit
+/// into it for a second. Rising at this pace, a reading that str0m takes back within a
+/// report or two costs little, and a real widening from 300 kbit/s to 1 Mbit/s is
+/// followed within 2 s.
+pub const MAX_RISE_PER_SECOND: f64 = 1.5;
+/// Above the level the last loss cut was made at (in the last [`CEILING_MEMORY`]), where the
+/// link overflowed, the working estimate rises at most this fast (as GCC's additive
+/// increase near its link capacity): a probe that reads a burst as a wide link then costs
+/// a few percent over the link instead of half again.
+pub const CEILING_RISE_PER_SECOND: f64 = 1.1;
+/// A loss cut's level holds the rise back this long: a link that overflowed then may have
+/// widened since (held for [`HIGH_MEMORY`], the working estimate took 6-17 s to come back
+/// from a 10 s thin spell: every cut in it had set the level at 300 kbit/s).
+pub const CEILING_MEMORY: Duration = Duration::from_secs(8);
+/// After a large drop, while the link is clean, str0m pads up to its estimate: its loss
+/// controller lets the estimate grow to at most 1.2-1.5x the rate acknowledged, and a
+/// sender held to a share of the estimate never gets there (the estimate stayed at the
+/// old thin link's rate for 7 s after it widened, until a probe).
+pub const PAD_AFTER_DROP: bool = true;
+/// The share of the working estimate padding fills the link to: enough for str0m's loss
+/// controller to grow (1.2 x 0.85 > 1), not so much that an estimate a little above a
+/// thin link keeps its queue full.
+pub const PAD_SHARE: f64 = 0.85;
+/// str0m's estimate unchanged (within 1 %) this long while short of the configured bitrate
+/// on a clean link: its loss controller is holding it (its hold doubles with each loss
+/// episode, up to 60 s, and no probe is made meanwhile; one call sat at 148 kbit/s for the
+/// last 26 s on a widened 1 Mbit/s link). str0m is then reset to the working estimate,
+/// which probes at 3x and 6x of it as a call's start does.
+pub const FROZEN_AFTER: Duration = Duration::from_secs(5);
 /// Probes are asked for only while the loss is under this.
 pub const LOSS_LOW: f32 = 0.02;
 /// While the estimate is under [`PROBE_BELOW`] of the configured bitrate, str0m is asked to
@@ -129,6 +173,8 @@ pub struct MediaStats {
     /// Loss cuts made, and probes asked of str0m.
     pub loss_cuts: u64,
     pub probes_asked: u64,
+    /// Resets of str0m's estimator asked for ([`FROZEN_AFTER`]).
+    pub bwe_resets: u64,
     pub remote_size: Option<(u32, u32)>,
     /// From the call's start to the first decoded frame.
     pub first_frame_time: Option<Duration>,
@@ -242,7 +288,17 @@ pub struct MediaSession {
     last_report: Option<Instant>,
     /// The desired bitrate str0m is asked to discover, and what it was last told.
     desired_bps: u64,
-    desired_told: Option<u64>,
+    /// The padding str0m keeps the link filled to (its `minimum`), see [`PAD_AFTER_DROP`].
+    padding_bps: u64,
+    told: Option<BweBitrates>,
+    /// The call's start value: the working estimate before the first report.
+    start_bps: u64,
+    /// The working estimate when the last loss cut was made, and when.
+    ceiling: Option<(u64, Instant)>,
+    /// str0m's estimate and since when it has not moved by more than 1 %.
+    still: Option<(u64, Instant)>,
+    /// A reset of str0m's estimator to this is wanted (see [`FROZEN_AFTER`]).
+    reset_bps: Option<u64>,
     next_probe: Option<Instant>,
     probe_interval: Duration,
     /// The working estimate's average over [`LEVEL_TAU`], and its highest value in the
@@ -254,28 +310,45 @@ pub struct MediaSession {
 
 impl MediaSession {
     pub fn new(config: MediaConfig, now: Instant) -> Result<MediaSession, MediaError> {
+        // Until the first estimate, the call's start value: a first keyframe encoded for
+        // the configured bitrate could take the budget seconds to pay for.
+        let start = START_BITRATE_BPS.min(config.bitrate_bps.into());
+        let target = encoder_target(start, config.bitrate_bps);
+        let encoder = H264Encoder::new(EncoderConfig {
+            bitrate_bps: target,
+            ..config.encoder()
+        })?;
         Ok(MediaSession {
-            encoder: H264Encoder::new(config.encoder())?,
+            encoder,
             decoder: H264Decoder::new()?,
             started: now,
             force_idr: true,
             keyframe_pending: false,
             last_keyframe: None,
             last_pli: None,
-            budget: SendBudget::new(budget_bps(config.bitrate_bps.into())),
+            budget: SendBudget::new(budget_bps(start)),
             half_size: false,
             first_estimate_at: None,
             loss_cap: None,
             last_cut: None,
             last_report: None,
             desired_bps: config.bitrate_bps.into(),
-            desired_told: Some(config.bitrate_bps.into()),
+            padding_bps: MIN_BITRATE_BPS.into(),
+            told: Some(BweBitrates {
+                minimum_bps: MIN_BITRATE_BPS.into(),
+                desired_bps: config.bitrate_bps.into(),
+                reset_bps: None,
+            }),
+            still: None,
+            reset_bps: None,
+            start_bps: start,
+            ceiling: None,
             next_probe: None,
             probe_interval: PROBE_INTERVAL,
             level_bps: None,
             high: None,
             stats: MediaStats {
-                target_bitrate_bps: config.bitrate_bps,
+                target_bitrate_bps: target,
                 ..MediaStats::default()
             },
             config,
@@ -412,9 +485,12 @@ impl MediaSession {
                 .or(self.stats.working_estimate_bps)
                 .unwrap_or(estimate_bps)
                 .min(estimate_bps);
-            let cap = (base as f64 * (1.0 - 0.5 * f64::from(loss.min(1.0)))) as u64;
+            let cap = (base as f64 * (1.0 - f64::from(loss.min(1.0)))) as u64;
             log::debug!("loss {loss:.2}: working estimate cut to {cap} bps");
             self.loss_cap = Some(cap);
+            if let Some(w) = self.stats.working_estimate_bps {
+                self.ceiling = Some((w, now));
+            }
             self.last_cut = Some(now);
             self.stats.loss_cuts += 1;
         }
@@ -424,9 +500,12 @@ impl MediaSession {
             .last_cut
             .is_some_and(|t| now.saturating_duration_since(t) < LOSS_CAP_HOLD);
         self.loss_cap = self.loss_cap.filter(|c| *c < estimate_bps && held);
-        let working = self.loss_cap.unwrap_or(estimate_bps);
+        let working = self
+            .loss_cap
+            .unwrap_or(estimate_bps)
+            .min(self.rise_cap(elapsed, now));
         self.stats.working_estimate_bps = Some(working);
-        self.schedule_probe(working, loss, elapsed, now);
+        self.schedule_probe(working, estimate_bps, loss, elapsed, now);
         self.budget.set_rate(budget_bps(working), now);
         let first = *self.first_estimate_at.get_or_insert(now);
         let measured = now.saturating_duration_since(first) >= HALF_SIZE_GRACE;
@@ -439,9 +518,7 @@ impl MediaSession {
             log::debug!("working estimate {working} bps: half size {half}");
             self.half_size = half;
         }
-        let configured = self.config.bitrate_bps.max(MIN_BITRATE_BPS);
-        let share = (working as f64 * ENCODER_SHARE).min(u32::MAX.into()) as u32;
-        let target = share.clamp(MIN_BITRATE_BPS, configured);
+        let target = encoder_target(working, self.config.bitrate_bps);
         let current = self.stats.target_bitrate_bps;
         if target.abs_diff(current) > current / 10 {
             log::debug!("working estimate {working} bps: encoder target {target} bps");
@@ -452,11 +529,35 @@ impl MediaSession {
         }
     }
 
+    /// The most the working estimate may be after `elapsed` since the last report: it
+    /// starts from the call's start value, rises [`MAX_RISE_PER_SECOND`] up to the last
+    /// loss cut's level and [`CEILING_RISE_PER_SECOND`] above it.
+    fn rise_cap(&self, elapsed: Duration, now: Instant) -> u64 {
+        let w = self.stats.working_estimate_bps.unwrap_or(self.start_bps) as f64;
+        let secs = elapsed.as_secs_f64().min(1.0);
+        let fast = w * MAX_RISE_PER_SECOND.powf(secs);
+        let slow = w * CEILING_RISE_PER_SECOND.powf(secs);
+        let cap = match self.ceiling {
+            Some((c, at)) if now.saturating_duration_since(at) < CEILING_MEMORY => {
+                fast.min((c as f64).max(slow))
+            }
+            _ => fast,
+        };
+        (cap as u64).max(w as u64 + 1)
+    }
+
     /// Asks str0m for a probe when the working estimate is short of the configured bitrate
     /// and the link is clean: str0m probes when the desired bitrate rises above its
     /// estimate, so the desired bitrate is lowered to the estimate for one report and raised
     /// back with the next.
-    fn schedule_probe(&mut self, working: u64, loss: f32, elapsed: Duration, now: Instant) {
+    fn schedule_probe(
+        &mut self,
+        working: u64,
+        estimate_bps: u64,
+        loss: f32,
+        elapsed: Duration,
+        now: Instant,
+    ) {
         let weight = 1.0 - (-elapsed.as_secs_f64() / LEVEL_TAU.as_secs_f64()).exp();
         let level = self
             .level_bps
@@ -475,16 +576,23 @@ impl MediaSession {
             self.next_probe = Some(self.next_probe.map_or(soon, |t| t.min(soon)));
         }
         let configured = u64::from(self.config.bitrate_bps);
-        if self.desired_bps < configured {
-            self.desired_bps = configured;
-            return;
-        }
-        let short = (working as f64) < configured as f64 * PROBE_BELOW;
         let calm = loss < LOSS_LOW
             && self.loss_cap.is_none()
             && self
                 .last_cut
                 .is_none_or(|t| now.saturating_duration_since(t) >= PROBE_INTERVAL);
+        let recovering = (working as f64) < high * LARGE_DROP;
+        self.padding_bps = if PAD_AFTER_DROP && recovering && calm {
+            ((working as f64 * PAD_SHARE) as u64).max(MIN_BITRATE_BPS.into())
+        } else {
+            MIN_BITRATE_BPS.into()
+        };
+        let short = (working as f64) < configured as f64 * PROBE_BELOW;
+        self.watch_frozen(estimate_bps, short && calm, now);
+        if self.desired_bps < configured {
+            self.desired_bps = configured;
+            return;
+        }
         let due = self.next_probe.is_none_or(|t| now >= t);
         if short && calm && due {
             log::debug!("working estimate {working} bps: asking str0m to probe");
@@ -495,15 +603,49 @@ impl MediaSession {
         }
     }
 
-    /// The bitrate str0m's estimator should try to discover, when it changed since the last
-    /// call (for `Bwe::set_bitrate`): the configured one, lowered to the estimate for one
-    /// report when a probe is wanted.
-    pub fn poll_desired_bitrate(&mut self) -> Option<u64> {
-        (self.desired_told != Some(self.desired_bps)).then(|| {
-            self.desired_told = Some(self.desired_bps);
-            self.desired_bps
+    /// Asks for a reset of str0m's estimator when its estimate has not moved for
+    /// [`FROZEN_AFTER`] while `wanting` (short of the configured bitrate on a clean link).
+    fn watch_frozen(&mut self, estimate_bps: u64, wanting: bool, now: Instant) {
+        let moved = |e: u64| estimate_bps.abs_diff(e) > e / 100;
+        match self.still {
+            Some((e, since)) if wanting && !moved(e) => {
+                if now.saturating_duration_since(since) >= FROZEN_AFTER {
+                    let to = self.stats.working_estimate_bps.unwrap_or(estimate_bps);
+                    log::debug!("estimate held at {e} bps for {FROZEN_AFTER:?}: reset to {to}");
+                    self.reset_bps = Some(to);
+                    self.stats.bwe_resets += 1;
+                    self.still = Some((e, now));
+                }
+            }
+            _ => self.still = wanting.then_some((estimate_bps, now)),
+        }
+    }
+
+    /// What str0m's estimator should be told (`Bwe::reset`, `Bwe::set_bitrate`), when it
+    /// changed since the last call: the desired bitrate is the configured one, lowered to
+    /// the estimate for one report when a probe is wanted; the minimum is the padding floor.
+    pub fn poll_bwe_bitrates(&mut self) -> Option<BweBitrates> {
+        let now = BweBitrates {
+            minimum_bps: self.padding_bps,
+            desired_bps: self.desired_bps,
+            reset_bps: self.reset_bps.take(),
+        };
+        (self.told != Some(now)).then(|| {
+            self.told = Some(now);
+            now
         })
     }
+}
+
+/// The two rates str0m's estimator takes (`Bwe::set_bitrate`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BweBitrates {
+    /// str0m pads up to this (capped by its estimate) when the media leaves room.
+    pub minimum_bps: u64,
+    /// str0m probes towards this.
+    pub desired_bps: u64,
+    /// str0m's estimator starts again from this first ([`FROZEN_AFTER`]).
+    pub reset_bps: Option<u64>,
 }
 
 /// Whether a frame can be halved into an I420 frame (even sizes) of at least 160x120.
@@ -538,7 +680,20 @@ fn halve_plane(src: &[u8], w: usize, h: usize, dst: &mut [u8]) {
 
 /// The send budget's rate for an estimate: never under what the encoder's floor needs.
 fn budget_bps(estimate_bps: u64) -> u64 {
-    ((estimate_bps as f64 * BUDGET_SHARE) as u64).max(MIN_BITRATE_BPS.into())
+    ((video_room(estimate_bps) * BUDGET_SHARE) as u64).max(MIN_BITRATE_BPS.into())
+}
+
+/// The encoder's target for a working estimate: its share of the video's room, between
+/// [`MIN_BITRATE_BPS`] and the configured bitrate.
+fn encoder_target(working_bps: u64, configured_bps: u32) -> u32 {
+    let share = (video_room(working_bps) * ENCODER_SHARE).min(u32::MAX.into()) as u32;
+    share.clamp(MIN_BITRATE_BPS, configured_bps.max(MIN_BITRATE_BPS))
+}
+
+/// The video payload an estimate has room for, once the rest of the call and the video's
+/// headers are taken off.
+fn video_room(estimate_bps: u64) -> f64 {
+    estimate_bps.saturating_sub(OTHER_TRAFFIC_BPS) as f64 * PAYLOAD_SHARE
 }
 
 #[cfg(test)]
@@ -658,9 +813,13 @@ mod tests {
     fn a_session_on_a_thin_link_sends_no_more_than_its_budget() {
         let t0 = Instant::now();
         let mut m = MediaSession::new(MEDIA, t0).unwrap();
-        let estimate = 150_000;
-        m.bandwidth_estimate(estimate, None, t0);
-        let rate = (estimate as f64 * BUDGET_SHARE) as u64;
+        m.bandwidth_estimate(150_000, None, t0);
+        let rate = m.budget.rate_bps();
+        assert_eq!(
+            rate,
+            u64::from(MIN_BITRATE_BPS),
+            "the floor: 150 kbit/s less audio"
+        );
         let (mut sent_bits, mut largest, mut sent) = (0u64, 0u64, 0u64);
         // 10 s at 30 fps, a keyframe asked for every 300 ms.
         for i in 0..300u64 {
@@ -729,6 +888,111 @@ mod tests {
         }
     }
 
+    /// A session whose working estimate is already `bps` (as after the rise from the
+    /// start value), so a first report at `bps` or under is taken as it is.
+    fn at_level(config: MediaConfig, bps: u64, t0: Instant) -> MediaSession {
+        let mut m = MediaSession::new(config, t0).unwrap();
+        m.stats.working_estimate_bps = Some(bps);
+        m
+    }
+
+    fn working(m: &MediaSession) -> u64 {
+        m.stats().working_estimate_bps.unwrap()
+    }
+
+    #[test]
+    fn a_call_starts_at_the_start_value_and_rises_at_a_bounded_pace() {
+        let t0 = Instant::now();
+        let mut m = MediaSession::new(FAST, t0).unwrap();
+        // 300 kbit/s less audio, x 0.95 payload, x 0.8 / x 0.9.
+        assert_eq!(m.stats().target_bitrate_bps, 182_400);
+        assert_eq!(m.budget.rate_bps(), 205_200);
+        // str0m's first probes read 4 Mbit/s: followed at 1.5x a second.
+        m.bandwidth_estimate(4_000_000, Some(0.0), t0);
+        assert_eq!(working(&m), 300_001);
+        for t in (250..=1_000).step_by(250) {
+            m.bandwidth_estimate(4_000_000, Some(0.0), ms(t0, t));
+        }
+        assert!((449_000..451_000).contains(&working(&m)), "{}", working(&m));
+        // Falls are followed at once.
+        m.bandwidth_estimate(200_000, Some(0.0), ms(t0, 1_250));
+        assert_eq!(working(&m), 200_000);
+        // Above the level of the last loss cut, 1.1x a second for 8 s after it.
+        let mut m = at_level(FAST, 1_000_000, t0);
+        m.bandwidth_estimate(1_000_000, Some(0.0), t0);
+        m.bandwidth_estimate(1_000_000, Some(0.25), ms(t0, 250));
+        assert_eq!(working(&m), 750_000);
+        for t in (2_500..=4_500).step_by(250) {
+            m.bandwidth_estimate(4_000_000, Some(0.0), ms(t0, t));
+        }
+        // 750k x 1.5 (a gap counts as 1 s at most), capped at the cut's 1M at 2.5 s; then
+        // 1.1x a second: 1.21M at 4.5 s.
+        let w = working(&m);
+        assert!((1_200_000..1_215_000).contains(&w), "{w}");
+        for t in (8_250..=9_250).step_by(250) {
+            m.bandwidth_estimate(4_000_000, Some(0.0), ms(t0, t));
+        }
+        let (before, after) = (w, working(&m));
+        assert!(after as f64 > before as f64 * 1.4, "{before} -> {after}");
+    }
+
+    #[test]
+    fn str0m_pads_the_link_after_a_large_drop_while_it_is_clean() {
+        let t0 = Instant::now();
+        let mut m = at_level(FAST, 1_000_000, t0);
+        let minimum = |m: &mut MediaSession| {
+            m.poll_bwe_bitrates();
+            m.told.unwrap().minimum_bps
+        };
+        for t in (0..10_000).step_by(250) {
+            m.bandwidth_estimate(1_000_000, Some(0.0), ms(t0, t));
+        }
+        assert_eq!(
+            minimum(&mut m),
+            u64::from(MIN_BITRATE_BPS),
+            "no drop: no padding"
+        );
+        m.bandwidth_estimate(300_000, Some(0.0), ms(t0, 10_000));
+        assert_eq!(minimum(&mut m), 255_000, "0.85 of the working estimate");
+        m.bandwidth_estimate(300_000, Some(0.05), ms(t0, 10_250));
+        assert_eq!(
+            minimum(&mut m),
+            u64::from(MIN_BITRATE_BPS),
+            "not while lossy"
+        );
+        m.bandwidth_estimate(300_000, Some(0.0), ms(t0, 10_500));
+        assert_eq!(minimum(&mut m), 255_000);
+    }
+
+    #[test]
+    fn a_frozen_estimate_resets_str0m_once_per_hold() {
+        let t0 = Instant::now();
+        let resets = |m: &mut MediaSession, from: u64, until: u64, est: &dyn Fn(u64) -> u64| {
+            let mut at = Vec::new();
+            for t in (from..until).step_by(250) {
+                m.bandwidth_estimate(est(t), Some(0.0), ms(t0, t));
+                if let Some(r) = m.poll_bwe_bitrates().and_then(|b| b.reset_bps) {
+                    at.push((t, r));
+                }
+            }
+            at
+        };
+        let mut m = at_level(FAST, 148_000, t0);
+        // Held at exactly 148 kbit/s on a clean link: reset 5 s on, and 5 s after that.
+        assert_eq!(
+            resets(&mut m, 0, 11_000, &|_| 148_000),
+            [(5_000, 148_000), (10_000, 148_000)]
+        );
+        assert_eq!(m.stats().bwe_resets, 2);
+        // An estimate that moves is not held.
+        let mut m = at_level(FAST, 148_000, t0);
+        let moving = |t: u64| if t % 500 == 0 { 148_000 } else { 160_000 };
+        assert!(resets(&mut m, 0, 11_000, &moving).is_empty());
+        // Nor one at the configured bitrate.
+        let mut m = at_level(FAST, 2_000_000, t0);
+        assert!(resets(&mut m, 0, 11_000, &|_| 2_000_000).is_empty());
+    }
+
     /// A session sending up to 2 Mbit/s.
     const FAST: MediaConfig = MediaConfig {
         bitrate_bps: 2_000_000,
@@ -738,37 +1002,44 @@ mod tests {
     #[test]
     fn heavy_loss_cuts_the_working_estimate_until_str0m_follows() {
         let t0 = Instant::now();
-        let mut m = MediaSession::new(FAST, t0).unwrap();
-        let working = |m: &MediaSession| m.stats().working_estimate_bps.unwrap();
+        let mut m = at_level(FAST, 1_000_000, t0);
         m.bandwidth_estimate(1_000_000, Some(0.0), t0);
         assert_eq!(working(&m), 1_000_000);
         // The link narrowed: a quarter of the packets lost, str0m still says 1 Mbit/s.
         m.bandwidth_estimate(1_000_000, Some(0.25), ms(t0, 250));
-        assert_eq!(working(&m), 875_000, "cut by half the loss");
-        assert_eq!(m.budget.rate_bps(), 787_500, "the budget follows at once");
-        assert_eq!(m.stats().target_bitrate_bps, 700_000);
+        assert_eq!(working(&m), 750_000, "cut to what got through");
+        // The budget follows at once: (750k - 60k audio) x 0.95 payload x 0.9.
+        assert_eq!(m.budget.rate_bps(), 589_950);
+        assert_eq!(
+            m.stats().target_bitrate_bps,
+            524_400,
+            "x 0.8 for the encoder"
+        );
         m.bandwidth_estimate(1_000_000, Some(0.25), ms(t0, 500));
         assert_eq!(
             working(&m),
-            875_000,
+            750_000,
             "the same second's loss is not counted twice"
         );
         m.bandwidth_estimate(1_000_000, Some(0.25), ms(t0, 1_250));
-        assert_eq!(working(&m), 765_625, "a second later: cut again");
+        assert_eq!(working(&m), 562_500, "a second later: cut again");
         assert_eq!(m.stats().loss_cuts, 2);
         // Moderate loss holds the cap where it is.
         m.bandwidth_estimate(1_000_000, Some(0.05), ms(t0, 2_250));
-        assert_eq!(working(&m), 765_625);
-        // Two seconds after the last cut str0m has had the time to follow: its word again.
+        assert_eq!(working(&m), 562_500);
+        // Two seconds after the last cut str0m has had the time to follow: its word again,
+        // rising at most 1.5x a second and not past the level the last cut was made at
+        // (750 kbit/s) for a while.
         m.bandwidth_estimate(1_000_000, Some(0.05), ms(t0, 3_250));
-        assert_eq!(working(&m), 1_000_000);
-        // Or sooner, once its estimate comes under the cap, up or down from there.
+        assert_eq!(working(&m), 750_000);
+        // A cap also ends once str0m's estimate comes under it.
         m.bandwidth_estimate(1_000_000, Some(0.25), ms(t0, 4_250));
-        assert_eq!(working(&m), 875_000);
-        m.bandwidth_estimate(600_000, Some(0.0), ms(t0, 4_500));
-        assert_eq!(working(&m), 600_000);
+        assert_eq!(working(&m), 562_500);
+        m.bandwidth_estimate(500_000, Some(0.0), ms(t0, 4_500));
+        assert_eq!(working(&m), 500_000);
         m.bandwidth_estimate(900_000, None, ms(t0, 4_750));
-        assert_eq!(working(&m), 900_000);
+        let w = working(&m);
+        assert!((553_000..554_000).contains(&w), "500k x 1.5^0.25: {w}");
         assert_eq!(m.stats().estimate_bps, Some(900_000));
         assert_eq!(m.stats().loss_cuts, 3);
     }
@@ -786,9 +1057,9 @@ mod tests {
         let mut at = Vec::new();
         for t in (from..until).step_by(250) {
             m.bandwidth_estimate(estimate(t), Some(loss(t)), ms(t0, t));
-            match m.poll_desired_bitrate() {
+            match m.poll_bwe_bitrates().map(|b| b.desired_bps) {
                 Some(d) if d < 2_000_000 => {
-                    assert_eq!(d, estimate(t), "lowered to the estimate");
+                    assert_eq!(d, working(m), "lowered to the working estimate");
                     at.push(t);
                 }
                 Some(d) => assert_eq!(d, 2_000_000, "raised back"),
@@ -801,9 +1072,9 @@ mod tests {
     #[test]
     fn probes_are_asked_below_the_configured_bitrate_more_rarely_until_a_large_drop() {
         let t0 = Instant::now();
-        let mut m = MediaSession::new(FAST, t0).unwrap();
+        let mut m = at_level(FAST, 1_900_000, t0);
         assert_eq!(
-            m.poll_desired_bitrate(),
+            m.poll_bwe_bitrates(),
             None,
             "str0m starts at the configured"
         );
@@ -944,27 +1215,33 @@ mod tests {
     #[test]
     fn the_bitrate_follows_the_estimate_within_bounds() {
         let now = Instant::now();
-        let mut m = MediaSession::new(MEDIA, now).unwrap();
+        let mut m = at_level(MEDIA, 10_000_000, now);
         m.bandwidth_estimate(10_000_000, None, now);
         assert_eq!(m.stats().target_bitrate_bps, 300_000, "capped at --bitrate");
-        assert_eq!(m.budget.rate_bps(), 9_000_000, "the budget is not capped");
+        // (10M - 60k) x 0.95 x 0.9.
+        assert_eq!(m.budget.rate_bps(), 8_498_700, "the budget is not capped");
         m.bandwidth_estimate(200_000, None, now);
         assert_eq!(
             m.stats().target_bitrate_bps,
-            160_000,
-            "a share of the estimate"
+            106_400,
+            "a share of the estimate, less the audio and the headers"
         );
-        assert_eq!(m.budget.rate_bps(), 180_000);
+        assert_eq!(m.budget.rate_bps(), 119_700);
+        let now = ms(now, 1_000);
         m.bandwidth_estimate(205_000, None, now);
         assert_eq!(
             m.stats().target_bitrate_bps,
-            160_000,
+            106_400,
             "small changes ignored"
         );
-        assert_eq!(m.budget.rate_bps(), 184_500, "but not by the budget");
+        assert_eq!(m.budget.rate_bps(), 123_975, "but not by the budget");
+        m.bandwidth_estimate(1_000, None, now);
+        assert_eq!(m.budget.rate_bps(), u64::from(MIN_BITRATE_BPS), "floor");
+        // 106.4k is within a tenth of the encoder's floor: not retuned; from higher up:
+        let mut m = at_level(MEDIA, 1_000_000, now);
+        m.bandwidth_estimate(1_000_000, None, now);
         m.bandwidth_estimate(1_000, None, now);
         assert_eq!(m.stats().target_bitrate_bps, MIN_BITRATE_BPS, "floor");
-        assert_eq!(m.budget.rate_bps(), u64::from(MIN_BITRATE_BPS));
     }
 
     #[test]
