@@ -1692,7 +1692,9 @@ fn impaired_chromium_pages() {
 /// also masquerades; so does B's): with `--turn ...?transport=tcp` Alice still gets a
 /// relayed address, over a TCP connection to coturn, and the call goes through it (her
 /// pair is `relay/...`). The negative control, in a second lab at the same time: the same
-/// firewall with the TURN server given over UDP finds no pair in 10 s.
+/// firewall with the TURN server given over UDP finds no pair in 10 s. A third lab, also
+/// at the same time, is the baseline for the connect time: no firewall, the TURN server
+/// over UDP, Alice forced onto it with `--ice-policy relay`.
 #[test]
 fn a_host_whose_firewall_drops_udp_calls_through_turn_over_tcp() {
     if let Some(why) = missing_prerequisite() {
@@ -1709,6 +1711,11 @@ fn a_host_whose_firewall_drops_udp_calls_through_turn_over_tcp() {
             let lab = Lab::build("u", 110, Nat::PortPreserving);
             lab.cut_udp("ra");
             lab.call_that_never_connects(&["--turn", &turn_udp], &["--stun", &stun])
+        });
+        let baseline = s.spawn(|| {
+            let lab = Lab::build("v", 130, Nat::PortPreserving);
+            let alice = ["--turn", &turn_udp, "--ice-policy", "relay"];
+            call_with(&lab, &alice, &["--stun", &stun])
         });
         let lab = Lab::build("k", 120, Nat::PortPreserving);
         lab.cut_udp("ra");
@@ -1729,6 +1736,8 @@ fn a_host_whose_firewall_drops_udp_calls_through_turn_over_tcp() {
             "alice's allocation went over TCP"
         );
         control.join().expect("the UDP-only control");
+        let (a, _) = baseline.join().expect("the UDP relay baseline");
+        assert!(a.pair.starts_with("relay/"), "forced relay: {}", a.pair);
     });
 }
 
