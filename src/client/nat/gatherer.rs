@@ -206,7 +206,21 @@ impl IceGatherer {
     }
 
     /// A TURN server to allocate on from every host socket that reaches it.
+    /// The same server and transport twice (two names for one address) is used once:
+    /// allocations are told apart by (base, server, transport).
     fn add_turn_server(&mut self, t: &TurnCredentials, now: Instant) {
+        if self
+            .turn_servers
+            .iter()
+            .any(|k| k.server == t.server && k.transport == t.transport)
+        {
+            log::info!(
+                "TURN {} ({}) is named twice: used once",
+                t.server,
+                t.transport
+            );
+            return;
+        }
         self.turn_servers.push(t.clone());
         for base in self.bases.clone() {
             self.allocate(base, t, now);
@@ -1310,6 +1324,9 @@ mod tests {
             stun::ALLOCATE,
             "a new allocation"
         );
+        // The same server named again (another name for it): nothing new starts.
+        g.add_turn_server(&turn, t1);
+        assert!(see(&mut g).connects.is_empty());
         // A close reported for no allocation (twice, or a stale one) changes nothing.
         g.stream_closed(host, "203.0.113.9:3478".parse().unwrap(), "x", t1);
         assert!(see(&mut g).gone.is_empty());
