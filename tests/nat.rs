@@ -404,13 +404,18 @@ struct Side {
 
 /// Alice (on host A) calls Bob (on host B) for a few seconds; both report.
 fn call(lab: &Lab, flags: &[&str]) -> (Side, Side) {
+    call_with(lab, flags, flags)
+}
+
+/// Like [`call`], with Alice's and Bob's own flags.
+fn call_with(lab: &Lab, alice_flags: &[&str], bob_flags: &[&str]) -> (Side, Side) {
     let (_server, _turn) = lab.start_servers();
-    let mut bob = lab.client("hb", "bob", &[flags, &["--duration", "30"]].concat());
+    let mut bob = lab.client("hb", "bob", &[bob_flags, &["--duration", "30"]].concat());
     bob.wait_line("SIGNED_IN", Duration::from_secs(10));
     let mut alice = lab.client(
         "ha",
         "alice",
-        &[flags, &["--call", "bob", "--duration", "7"]].concat(),
+        &[alice_flags, &["--call", "bob", "--duration", "7"]].concat(),
     );
     let alice_end = alice.wait_line("CALL_ENDED", Duration::from_secs(25));
     let bob_end = bob.wait_line("CALL_ENDED", Duration::from_secs(10));
@@ -1754,4 +1759,100 @@ fn impaired_chromium_pages() {
     }
     assert!(num(&result, "a_decoded") >= 60.0, "{result}");
     assert!(num(&result, "b_decoded") >= 60.0, "{result}");
+}
+
+/// Host A sits behind a firewall that drops every UDP packet it would forward (router A
+/// also masquerades; so does B's): with `--turn ...?transport=tcp` Alice still gets a
+/// relayed address, over a TCP connection to coturn, and the call goes through it (her
+/// pair is `relay/...`). The negative control, in a second lab at the same time: the same
+/// firewall with the TURN server given over UDP finds no pair in 10 s. A third lab, also
+/// at the same time, is the baseline for the connect time: no firewall, the TURN server
+/// over UDP, Alice forced onto it with `--ice-policy relay`.
+#[test]
+fn a_host_whose_firewall_drops_udp_calls_through_turn_over_tcp() {
+    if let Some(why) = missing_prerequisite() {
+        eprintln!("SKIPPED nat lab: {why}");
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    remove_stale_labs();
+    let stun = format!("{WAN_IP}:{TURN_PORT}");
+    let turn_tcp = format!("{TURN_USER}@{WAN_IP}:{TURN_PORT}?transport=tcp");
+    let turn_udp = format!("{TURN_USER}@{WAN_IP}:{TURN_PORT}");
+    std::thread::scope(|s| {
+        let control = s.spawn(|| {
+            let lab = Lab::build("u", 110, Nat::PortPreserving);
+            lab.cut_udp("ra");
+            lab.call_that_never_connects(&["--turn", &turn_udp], &["--stun", &stun])
+        });
+        let baseline = s.spawn(|| {
+            let lab = Lab::build("v", 130, Nat::PortPreserving);
+            let alice = ["--turn", &turn_udp, "--ice-policy", "relay"];
+            call_with(&lab, &alice, &["--stun", &stun])
+        });
+        let lab = Lab::build("k", 120, Nat::PortPreserving);
+        lab.cut_udp("ra");
+        let (a, b) = call_with(&lab, &["--turn", &turn_tcp], &["--stun", &stun]);
+        assert!(
+            a.pair.starts_with("relay/"),
+            "alice's only way out is her TCP relay: {}",
+            a.pair
+        );
+        assert!(
+            b.pair.ends_with("/relay") || b.pair.ends_with("/prflx"),
+            "bob reaches alice's relayed address: {}",
+            b.pair
+        );
+        let alice_log = lab.logs_of("alice");
+        assert!(
+            alice_log.contains(&format!("TURN {WAN_IP}:{TURN_PORT} (tcp): connected from")),
+            "alice's allocation went over TCP"
+        );
+        control.join().expect("the UDP-only control");
+        let (a, _) = baseline.join().expect("the UDP relay baseline");
+        assert!(a.pair.starts_with("relay/"), "forced relay: {}", a.pair);
+    });
+}
+
+impl Lab {
+    /// What the processes named `name` in this lab logged (stderr), all runs together.
+    fn logs_of(&self, name: &str) -> String {
+        let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("test-logs");
+        let prefix = format!("{}-{name}-{}-", self.tag, std::process::id());
+        let mut text = String::new();
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                text += &std::fs::read_to_string(entry.path()).unwrap_or_default();
+            }
+        }
+        text
+    }
+
+    /// Alice calls Bob, who waits; Alice's call must find no pair within 10 s (no STATS
+    /// line names one and she decodes nothing), and her TURN allocation must have been
+    /// tried and failed (the server was unreachable, not unnamed).
+    fn call_that_never_connects(&self, alice_flags: &[&str], bob_flags: &[&str]) {
+        let (_server, _turn) = self.start_servers();
+        let mut bob = self.client("hb", "bob", &[bob_flags, &["--duration", "30"]].concat());
+        bob.wait_line("SIGNED_IN", Duration::from_secs(10));
+        let mut alice = self.client(
+            "ha",
+            "alice",
+            &[alice_flags, &["--call", "bob", "--duration", "10"]].concat(),
+        );
+        let end = alice.wait_line("CALL_ENDED", Duration::from_secs(25));
+        let paired: Vec<&String> = alice
+            .seen_with("STATS")
+            .into_iter()
+            .filter(|l| field(l, "pair").is_some_and(|v| v != "-"))
+            .collect();
+        eprintln!("NAT-LAB {} UDP TURN behind the UDP block: {end}", self.tag);
+        assert!(paired.is_empty(), "a pair through a UDP block: {paired:?}");
+        assert_eq!(num(&end, "frames_decoded"), 0.0, "{end}");
+        let log = std::fs::read_to_string(&alice.log).unwrap_or_default();
+        assert!(
+            log.contains(&format!("TURN {WAN_IP}:{TURN_PORT} (udp) allocation from")),
+            "alice tried the UDP relay and it failed"
+        );
+    }
 }

@@ -128,9 +128,15 @@ struct Args {
     /// calls need a direct route.
     #[arg(long = "stun", value_name = "HOST:PORT", value_parser = ServerName::parse)]
     stun: Vec<ServerName>,
-    /// A TURN server (UDP) with long-term credentials, USER:PASSWORD@HOST:PORT, that
-    /// relays the call when no direct path works (a relayed candidate). Repeatable.
-    #[arg(long = "turn", value_name = "USER:PASSWORD@HOST:PORT", value_parser = TurnServer::parse)]
+    /// A TURN server with long-term credentials, USER:PASSWORD@HOST:PORT, that relays
+    /// the call when no direct path works (a relayed candidate). Reached over UDP, or
+    /// over TCP with `?transport=tcp` appended (for networks that block UDP; the server
+    /// still reaches the peer over UDP). Repeatable.
+    #[arg(
+        long = "turn",
+        value_name = "USER:PASSWORD@HOST:PORT[?transport=udp|tcp]",
+        value_parser = TurnServer::parse
+    )]
     turn: Vec<TurnServer>,
     /// Which local candidates a call offers: `all` (host, server-reflexive, relayed) or
     /// `relay` (relayed only: hides this machine's addresses; needs --turn).

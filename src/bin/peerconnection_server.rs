@@ -76,8 +76,9 @@ struct Args {
     #[arg(long, requires = "tls_port")]
     tls_key: Option<PathBuf>,
     /// A STUN or TURN server for the web page's calls, `stun:HOST:PORT` or
-    /// `turn:USER:PASS@HOST:PORT` (repeatable), served as /ice-servers.json. Default: none,
-    /// and then browsers need a direct route to their peer.
+    /// `turn:USER:PASS@HOST:PORT[?transport=udp|tcp]` (repeatable), served as
+    /// /ice-servers.json. Default: none, and then browsers need a direct route to their
+    /// peer.
     #[arg(long = "ice-server", value_name = "URL")]
     ice_servers: Vec<String>,
     /// Share members and messages with other servers through Redis:

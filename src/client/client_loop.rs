@@ -1,5 +1,6 @@
 //! The client's loop: one `mio::Poll` carrying the signaling connections (control and hanging
-//! GET), one UDP socket per host candidate, the camera while it streams, the X server's
+//! GET), one UDP socket per host candidate, a TCP connection per (host candidate, TURN
+//! server reached over TCP), the camera while it streams, the X server's
 //! connection, stdin with `--chat-stdin`, and the signals. It is IO only: it dispatches readiness, feeds the state
 //! machines ([`PeerConnectionClient`], [`Conductor`], [`ClientApp`], the
 //! [`MediaSession`]) and carries out what they return. Every decision is theirs.
@@ -9,7 +10,7 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime};
 
-use mio::net::UdpSocket;
+use mio::net::{TcpStream, UdpSocket};
 use mio::unix::SourceFd;
 use mio::{Interest, Token};
 use slab::Slab;
@@ -26,14 +27,15 @@ use super::devices::{LocalVideo, Recorder};
 use super::files::FileTransfers;
 use super::main_wnd::{MainWnd, DEFAULT_SIZE};
 use super::media_session::MediaSession;
+use super::nat::tcp::TurnStream;
 use super::nat::{Delivery, GatherOutput, IceGatherer, IcePolicy};
 use super::netif::{AddressWatch, HostAddresses};
 use super::peer_connection_client::{Channel, ClientOutput, ClientState, PeerConnectionClient};
 use super::resolver::Resolver;
 use crate::media::{monotonic_us, I420Frame, MediaError, VideoSource};
 use crate::reactor::{
-    earliest, Reactor, AUDIO_CAPTURE_TOKEN, AUDIO_PLAYBACK_TOKEN, CAMERA_TOKEN, NETIF_TOKEN,
-    SIGNAL_TOKEN, STDIN_TOKEN, WINDOW_TOKEN,
+    earliest, Reactor, ReadStep, AUDIO_CAPTURE_TOKEN, AUDIO_PLAYBACK_TOKEN, CAMERA_TOKEN,
+    NETIF_TOKEN, SIGNAL_TOKEN, STDIN_TOKEN, WINDOW_TOKEN,
 };
 use crate::signaling::exchange::{ExchangeOutcome, HttpExchange};
 
@@ -57,6 +59,15 @@ enum Source {
     },
     /// The resolver's socket, asking the nameservers.
     Dns { socket: UdpSocket },
+    /// A connection to a TURN server reached over TCP, for the allocation made from the
+    /// host socket `base`.
+    TurnTcp {
+        stream: TcpStream,
+        base: SocketAddr,
+        server: SocketAddr,
+        buffers: TurnStream,
+        connected: bool,
+    },
 }
 
 pub struct ClientLoop {
@@ -66,6 +77,8 @@ pub struct ClientLoop {
     control: Option<usize>,
     hanging: Option<usize>,
     udp_by_addr: HashMap<SocketAddr, usize>,
+    /// The TURN-over-TCP connections by (base, server).
+    tcp_turn: HashMap<(SocketAddr, SocketAddr), usize>,
     resolver: Resolver,
     dns: Option<usize>,
     client: PeerConnectionClient,
@@ -225,6 +238,7 @@ impl ClientLoop {
             control: None,
             hanging: None,
             udp_by_addr,
+            tcp_turn: HashMap::new(),
             resolver: Resolver::from_system(),
             dns: None,
             video,
@@ -465,6 +479,15 @@ impl ClientLoop {
                     GatherOutput::Candidate(c) => self.conductor.add_local_candidate(c, now),
                     GatherOutput::Withdrawn(c) => self.conductor.remove_local_candidate(&c),
                     GatherOutput::Dns { server, query } => self.send_dns(server, &query),
+                    GatherOutput::Connect { base, server } => self.turn_connect(base, server, now),
+                    GatherOutput::StreamTransmit(t) => {
+                        self.turn_stream_send(t.source, t.destination, &t.contents, now)
+                    }
+                    GatherOutput::Disconnect { base, server } => {
+                        if let Some(key) = self.tcp_turn.remove(&(base, server)) {
+                            self.remove_source(key);
+                        }
+                    }
                 }
             }
             // One app output at a time: what it makes the conductor say (a BYE) reaches
@@ -969,7 +992,178 @@ impl ClientLoop {
                     self.finish(key, outcome, now);
                 }
             }
+            Source::TurnTcp { .. } => self.turn_stream_event(key, readable, now),
         }
+    }
+
+    /// Opens the TCP connection to a TURN server for the allocation from `base` (from
+    /// `base`'s IP, so it leaves by that interface); a failure to even start is the
+    /// allocation's failure.
+    fn turn_connect(&mut self, base: SocketAddr, server: SocketAddr, now: Instant) {
+        if let Some(old) = self.tcp_turn.remove(&(base, server)) {
+            self.remove_source(old);
+        }
+        let key = self.sources.vacant_key();
+        let opened = connect_from(base.ip(), server).and_then(|mut stream| {
+            self.reactor.registry().register(
+                &mut stream,
+                Token(key),
+                Interest::READABLE | Interest::WRITABLE,
+            )?;
+            Ok(stream)
+        });
+        match opened {
+            Ok(stream) => {
+                log::info!("TURN {server} (tcp): connecting from {}", base.ip());
+                self.sources.insert(Source::TurnTcp {
+                    stream,
+                    base,
+                    server,
+                    buffers: TurnStream::new(),
+                    connected: false,
+                });
+                self.tcp_turn.insert((base, server), key);
+            }
+            Err(e) => {
+                let why = format!("cannot connect from {}: {e}", base.ip());
+                log::warn!("TURN {server} (tcp): {why}");
+                self.gatherer.stream_closed(base, server, &why, now);
+            }
+        }
+    }
+
+    /// A message for a TURN server on its connection: queued (relayed media is dropped
+    /// when the queue is full) and written as far as the socket takes it.
+    fn turn_stream_send(
+        &mut self,
+        base: SocketAddr,
+        server: SocketAddr,
+        contents: &[u8],
+        now: Instant,
+    ) {
+        let Some(&key) = self.tcp_turn.get(&(base, server)) else {
+            log::debug!("TURN {server} (tcp): no connection from {base}; dropped");
+            return;
+        };
+        let Some(Source::TurnTcp {
+            stream,
+            buffers,
+            connected,
+            ..
+        }) = self.sources.get_mut(key)
+        else {
+            return;
+        };
+        buffers.queue(contents);
+        if *connected {
+            if let Err(e) = flush_stream(stream, buffers) {
+                self.turn_stream_closed(key, &e.to_string(), now);
+            }
+        }
+    }
+
+    /// Readiness on a TURN server's connection: the connect's outcome, whole messages
+    /// read (each to the gatherer, relayed data on to str0m), queued bytes written.
+    fn turn_stream_event(&mut self, key: usize, readable: bool, now: Instant) {
+        let Some(Source::TurnTcp {
+            stream,
+            base,
+            server,
+            buffers,
+            connected,
+        }) = self.sources.get_mut(key)
+        else {
+            return;
+        };
+        let (base, server) = (*base, *server);
+        if !*connected {
+            // A non-blocking connect is done when the socket has a peer; a refusal or an
+            // unreachable network shows as the socket's error.
+            let error = match stream.take_error() {
+                Ok(Some(e)) | Err(e) => Some(e.to_string()),
+                Ok(None) => match stream.peer_addr() {
+                    Ok(_) => None,
+                    Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
+                    Err(e) => Some(e.to_string()),
+                },
+            };
+            if let Some(why) = error {
+                return self.turn_stream_closed(key, &why, now);
+            }
+            *connected = true;
+            if let Err(e) = stream.set_nodelay(true) {
+                log::debug!("TURN {server} (tcp): no TCP_NODELAY: {e}");
+            }
+            log::info!(
+                "TURN {server} (tcp): connected from {}",
+                stream.local_addr().map_or("?".into(), |a| a.to_string())
+            );
+        }
+        let mut closed = None;
+        if readable {
+            let mut chunk = [0u8; 16 * 1024];
+            loop {
+                match crate::reactor::read_once(stream, &mut chunk) {
+                    ReadStep::Data(n) => buffers.received(&chunk[..n]),
+                    ReadStep::WouldBlock => break,
+                    ReadStep::Closed => {
+                        closed = Some("closed by the server".to_string());
+                        break;
+                    }
+                }
+                // Each read's whole messages go on before the next read: the buffer holds
+                // at most one partial message and a chunk.
+                loop {
+                    match buffers.next_message() {
+                        Ok(Some(msg)) => {
+                            match self.gatherer.handle_stream_message(base, server, msg, now) {
+                                Delivery::Relayed {
+                                    source,
+                                    destination,
+                                    contents,
+                                } => self.conductor.handle_datagram(
+                                    source,
+                                    destination,
+                                    &contents,
+                                    now,
+                                ),
+                                Delivery::Consumed | Delivery::Direct => {}
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(e) => {
+                            closed = Some(format!("garbled stream: {e}"));
+                            break;
+                        }
+                    }
+                }
+                if closed.is_some() {
+                    break;
+                }
+            }
+        }
+        if closed.is_none() {
+            if let Err(e) = flush_stream(stream, buffers) {
+                closed = Some(e.to_string());
+            }
+        }
+        if let Some(why) = closed {
+            self.turn_stream_closed(key, &why, now);
+        }
+    }
+
+    /// A TURN server's connection failed or closed: it is closed here, and the gatherer
+    /// fails its allocation (made again after its pause).
+    fn turn_stream_closed(&mut self, key: usize, why: &str, now: Instant) {
+        let Some(Source::TurnTcp { base, server, .. }) = self.sources.get(key) else {
+            return;
+        };
+        let (base, server) = (*base, *server);
+        // The gatherer's warning says it with the retry; this is the socket's word.
+        log::info!("TURN {server} (tcp) from {}: {why}", base.ip());
+        self.tcp_turn.remove(&(base, server));
+        self.remove_source(key);
+        self.gatherer.stream_closed(base, server, why, now);
     }
 
     /// A request is done: keep its connection for the channel's next request if the server
@@ -1007,6 +1201,7 @@ impl ClientLoop {
                 Source::Udp { mut socket, .. } | Source::Dns { mut socket } => {
                     registry.deregister(&mut socket)
                 }
+                Source::TurnTcp { mut stream, .. } => registry.deregister(&mut stream),
             };
         }
     }
@@ -1034,6 +1229,40 @@ fn bind_host_socket(
     sources.insert(Source::Udp { socket, local });
     udp_by_addr.insert(local, key);
     Ok(local)
+}
+
+/// A non-blocking TCP connect to `server` from `ip` (any port); it completes later (see
+/// [`ClientLoop::turn_stream_event`]).
+fn connect_from(ip: IpAddr, server: SocketAddr) -> io::Result<TcpStream> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(
+        Domain::for_address(server),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&SocketAddr::new(ip, 0).into())?;
+    match socket.connect(&server.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(nix::errno::Errno::EINPROGRESS as i32) => {}
+        Err(e) => return Err(e),
+    }
+    Ok(TcpStream::from_std(socket.into()))
+}
+
+/// Writes what `buffers` holds until done or the socket would block.
+fn flush_stream(stream: &mut TcpStream, buffers: &mut TurnStream) -> io::Result<()> {
+    use std::io::Write;
+    while buffers.pending() > 0 {
+        match stream.write(buffers.to_write()) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => buffers.written(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// The netlink watch on the machine's addresses, registered under [`NETIF_TOKEN`], with

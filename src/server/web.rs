@@ -43,7 +43,8 @@ pub fn set_ice_servers(urls: &[String]) -> Result<(), String> {
         .map_err(|_| "the ICE servers are already set".to_string())
 }
 
-/// `stun:HOST:PORT` and `turn:USER:PASS@HOST:PORT` as the JSON of `RTCIceServer`s.
+/// `stun:HOST:PORT` and `turn:USER:PASS@HOST:PORT[?transport=udp|tcp]` as the JSON of
+/// `RTCIceServer`s (browsers understand the `transport` query of a TURN URL).
 pub fn ice_servers_json(urls: &[String]) -> Result<String, String> {
     let mut servers = Vec::new();
     for url in urls {
@@ -66,7 +67,16 @@ pub fn ice_servers_json(urls: &[String]) -> Result<String, String> {
                 .split_once(':')
                 .filter(|(u, p)| !u.is_empty() && !p.is_empty())
                 .ok_or_else(|| bad("expected turn:USER:PASS@HOST:PORT"))?;
-            host_port(server)?;
+            let host = match server.split_once('?') {
+                None => server,
+                Some((host, "transport=udp" | "transport=tcp")) => host,
+                Some((_, query)) => {
+                    return Err(bad(&format!(
+                        "{query:?}: expected ?transport=udp or ?transport=tcp"
+                    )))
+                }
+            };
+            host_port(host)?;
             servers.push(serde_json::json!({
                 "urls": format!("turn:{server}"),
                 "username": user,
@@ -88,6 +98,7 @@ mod tests {
         let json = ice_servers_json(&[
             "stun:203.0.113.1:3478".into(),
             "turn:alice:s3cret@turn.example.org:3478".into(),
+            "turn:bob:pw@203.0.113.1:3478?transport=tcp".into(),
         ])
         .unwrap();
         let v: serde_json::Value = serde_json::from_str(&json).unwrap();
@@ -95,6 +106,7 @@ mod tests {
         assert_eq!(v[1]["urls"], "turn:turn.example.org:3478");
         assert_eq!(v[1]["username"], "alice");
         assert_eq!(v[1]["credential"], "s3cret");
+        assert_eq!(v[2]["urls"], "turn:203.0.113.1:3478?transport=tcp");
         assert_eq!(ice_servers_json(&[]).unwrap(), "[]");
         for bad in [
             "stun:host",
@@ -103,6 +115,8 @@ mod tests {
             "turn:alice@host:3478",
             "http://x",
             "stun::3478",
+            "turn:a:b@host:3478?transport=tls",
+            "turn:a:b@host:3478?x=1",
         ] {
             let e = ice_servers_json(&[bad.into()]).unwrap_err();
             assert!(e.contains(&format!("{bad:?}")), "{e}");

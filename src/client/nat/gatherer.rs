@@ -8,6 +8,12 @@
 //! Host sockets come and go with the machine's addresses ([`IceGatherer::add_base`],
 //! [`IceGatherer::remove_base`]): a new one is asked from at once, a vanished one's
 //! candidates are withdrawn. A failed allocation is made again after a pause.
+//!
+//! A TURN server reached over TCP (`?transport=tcp`) gets one connection per host socket,
+//! which the loop opens, carries and closes when told ([`GatherOutput::Connect`],
+//! [`GatherOutput::StreamTransmit`], [`GatherOutput::Disconnect`]); only the gatherer
+//! knows that a relayed candidate's way to its server is a stream: for str0m it is UDP
+//! like any other.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -18,13 +24,28 @@ use str0m::Candidate;
 use super::stun::{self, Attr, Class, Message};
 use super::transaction::{new_txid, Tick, Transaction};
 use super::turn::{TurnAllocation, TurnEvent};
-use super::{IcePolicy, IceServers, ServerName, Transmit};
+use super::{IcePolicy, IceServers, ServerName, Transmit, TurnTransport};
 use crate::client::resolver::{self, Resolver};
 
 /// What the loop must do for the gatherer.
 #[derive(Debug)]
 pub enum GatherOutput {
     Transmit(Transmit),
+    /// Open a TCP connection from `base`'s IP to the TURN server `server`, for the
+    /// allocation made from `base`.
+    Connect {
+        base: SocketAddr,
+        server: SocketAddr,
+    },
+    /// A message for the TCP connection of (`source`, `destination`) = (base, server),
+    /// unframed (the stream's [`super::tcp::TurnStream`] frames it). Dropped if that
+    /// connection is gone.
+    StreamTransmit(Transmit),
+    /// Close the TCP connection of (`base`, `server`): its allocation is gone.
+    Disconnect {
+        base: SocketAddr,
+        server: SocketAddr,
+    },
     /// A DNS query for a server name, to send to the nameserver `server` from the loop's
     /// DNS socket (answers come back through [`IceGatherer::handle_dns`]).
     Dns {
@@ -74,7 +95,7 @@ struct Handed {
     candidate: Candidate,
     base: SocketAddr,
     /// The TURN server of a relayed candidate.
-    turn: Option<SocketAddr>,
+    turn: Option<(SocketAddr, TurnTransport)>,
 }
 
 /// A new allocation due at `at`, after one failed.
@@ -104,8 +125,8 @@ pub struct IceGatherer {
     turn_servers: Vec<TurnCredentials>,
     handed: Vec<Handed>,
     retries: Vec<Retry>,
-    /// The next pause per (base, TURN server) after a failure.
-    backoff: HashMap<(SocketAddr, SocketAddr), Duration>,
+    /// The next pause per (base, TURN server, transport) after a failure.
+    backoff: HashMap<(SocketAddr, SocketAddr, TurnTransport), Duration>,
     /// The latest instant the gatherer was given (failures are noticed while collecting).
     clock: Instant,
 }
@@ -114,6 +135,7 @@ pub struct IceGatherer {
 #[derive(Debug, Clone)]
 pub struct TurnCredentials {
     pub server: SocketAddr,
+    pub transport: TurnTransport,
     pub username: String,
     pub password: String,
 }
@@ -184,7 +206,21 @@ impl IceGatherer {
     }
 
     /// A TURN server to allocate on from every host socket that reaches it.
+    /// The same server and transport twice (two names for one address) is used once:
+    /// allocations are told apart by (base, server, transport).
     fn add_turn_server(&mut self, t: &TurnCredentials, now: Instant) {
+        if self
+            .turn_servers
+            .iter()
+            .any(|k| k.server == t.server && k.transport == t.transport)
+        {
+            log::info!(
+                "TURN {} ({}) is named twice: used once",
+                t.server,
+                t.transport
+            );
+            return;
+        }
         self.turn_servers.push(t.clone());
         for base in self.bases.clone() {
             self.allocate(base, t, now);
@@ -194,7 +230,13 @@ impl IceGatherer {
     /// An allocation on `t` from `base`, if it reaches it.
     fn allocate(&mut self, base: SocketAddr, t: &TurnCredentials, now: Instant) {
         if reaches(base, t.server) {
-            let a = TurnAllocation::new(base, t.server, &t.username, &t.password, now);
+            if t.transport == TurnTransport::Tcp {
+                self.out.push_back(GatherOutput::Connect {
+                    base,
+                    server: t.server,
+                });
+            }
+            let a = TurnAllocation::new(base, t.server, t.transport, &t.username, &t.password, now);
             self.allocations.push(a);
         }
     }
@@ -221,9 +263,17 @@ impl IceGatherer {
     pub fn remove_base(&mut self, base: SocketAddr) {
         self.bases.retain(|b| *b != base);
         self.bindings.retain(|b| b.base != base);
+        for a in self.allocations.iter().filter(|a| a.base() == base) {
+            if a.transport() == TurnTransport::Tcp {
+                self.out.push_back(GatherOutput::Disconnect {
+                    base,
+                    server: a.server(),
+                });
+            }
+        }
         self.allocations.retain(|a| a.base() != base);
         self.retries.retain(|r| r.base != base);
-        self.backoff.retain(|(b, _), _| *b != base);
+        self.backoff.retain(|(b, ..), _| *b != base);
         self.reflexive.retain(|(_, b)| *b != base);
         self.withdraw(|h| h.base == base);
     }
@@ -255,9 +305,17 @@ impl IceGatherer {
         for (server, outcome) in self.names.poll(now) {
             match (server, outcome) {
                 (Named::Stun, Ok(addr)) => self.add_stun_server(addr, now),
-                (Named::Turn { username, password }, Ok(server)) => {
+                (
+                    Named::Turn {
+                        username,
+                        password,
+                        transport,
+                    },
+                    Ok(server),
+                ) => {
                     let t = TurnCredentials {
                         server,
+                        transport,
                         username,
                         password,
                     };
@@ -335,22 +393,12 @@ impl IceGatherer {
                     && b.tx.as_ref().is_some_and(|t| t.txid == m.txid)
             })
         });
-        if let Some(a) = self
-            .allocations
-            .iter_mut()
-            .find(|a| !binding_answer && a.server() == source && a.base() == destination)
-        {
-            let relayed = a.relayed();
-            let got = a.handle_datagram(bytes, now);
-            self.collect();
-            return match (got, relayed) {
-                (Some((peer, contents)), Some(relayed)) => Delivery::Relayed {
-                    source: peer,
-                    destination: relayed,
-                    contents,
-                },
-                _ => Delivery::Consumed,
-            };
+        if !binding_answer {
+            if let Some(d) =
+                self.deliver_to_allocation(destination, source, TurnTransport::Udp, bytes, now)
+            {
+                return d;
+            }
         }
         let Some(b) = self.bindings.iter_mut().find(|b| {
             b.server == source && b.base == destination && b.tx.is_some() && stun::is_stun(bytes)
@@ -388,6 +436,59 @@ impl IceGatherer {
         Delivery::Consumed
     }
 
+    /// A message from the TURN server `server` on the TCP connection made for `base`.
+    /// [`Delivery::Direct`] when no allocation owns that connection (any more).
+    pub fn handle_stream_message(
+        &mut self,
+        base: SocketAddr,
+        server: SocketAddr,
+        bytes: &[u8],
+        now: Instant,
+    ) -> Delivery {
+        self.clock = now;
+        self.deliver_to_allocation(base, server, TurnTransport::Tcp, bytes, now)
+            .unwrap_or(Delivery::Direct)
+    }
+
+    /// The TCP connection of (`base`, `server`) failed or closed (the loop has closed
+    /// it): its allocation fails and is made again after the usual pause.
+    pub fn stream_closed(&mut self, base: SocketAddr, server: SocketAddr, why: &str, now: Instant) {
+        self.clock = now;
+        if let Some(a) = self.allocations.iter_mut().find(|a| {
+            a.base() == base && a.server() == server && a.transport() == TurnTransport::Tcp
+        }) {
+            a.connection_lost(why);
+        }
+        self.collect();
+    }
+
+    /// Hands `bytes` from `server` to the allocation made from `base` over `transport`,
+    /// if there is one: its answer is consumed, relayed data is for str0m.
+    fn deliver_to_allocation(
+        &mut self,
+        base: SocketAddr,
+        server: SocketAddr,
+        transport: TurnTransport,
+        bytes: &[u8],
+        now: Instant,
+    ) -> Option<Delivery> {
+        let a = self
+            .allocations
+            .iter_mut()
+            .find(|a| a.server() == server && a.base() == base && a.transport() == transport)?;
+        let relayed = a.relayed();
+        let got = a.handle_datagram(bytes, now);
+        self.collect();
+        Some(match (got, relayed) {
+            (Some((peer, contents)), Some(relayed)) => Delivery::Relayed {
+                source: peer,
+                destination: relayed,
+                contents,
+            },
+            _ => Delivery::Consumed,
+        })
+    }
+
     /// Hands out a server-reflexive candidate once per (address, base); one equal to its
     /// base (no NAT on the way) adds nothing to the host candidate.
     fn reflexive(&mut self, mapped: SocketAddr, base: SocketAddr) {
@@ -407,7 +508,12 @@ impl IceGatherer {
         }
     }
 
-    fn hand_out(&mut self, candidate: Candidate, base: SocketAddr, turn: Option<SocketAddr>) {
+    fn hand_out(
+        &mut self,
+        candidate: Candidate,
+        base: SocketAddr,
+        turn: Option<(SocketAddr, TurnTransport)>,
+    ) {
         self.out
             .push_back(GatherOutput::Candidate(candidate.clone()));
         self.handed.push(Handed {
@@ -423,37 +529,52 @@ impl IceGatherer {
     fn collect(&mut self) {
         let mut found = Vec::new();
         for a in &mut self.allocations {
+            let tcp = a.transport() == TurnTransport::Tcp;
             while let Some(t) = a.poll_transmit() {
-                self.out.push_back(GatherOutput::Transmit(t));
+                self.out.push_back(if tcp {
+                    GatherOutput::StreamTransmit(t)
+                } else {
+                    GatherOutput::Transmit(t)
+                });
             }
             while let Some(e) = a.poll_event() {
-                found.push((a.base(), a.server(), e));
+                found.push((a.base(), a.server(), a.transport(), e));
             }
         }
-        for (base, server, e) in found {
+        for (base, server, transport, e) in found {
+            let key = (base, server, transport);
             match e {
                 TurnEvent::Allocated { relayed, mapped } => {
-                    self.backoff.remove(&(base, server));
-                    if let Some(m) = mapped {
+                    self.backoff.remove(&key);
+                    // Over TCP the mapped address is the connection's: no UDP candidate.
+                    if let Some(m) = mapped.filter(|_| transport == TurnTransport::Udp) {
                         self.reflexive(m, base);
                     }
                     match Candidate::relayed(relayed, base, "udp") {
-                        Ok(c) => self.hand_out(c, base, Some(server)),
+                        Ok(c) => self.hand_out(c, base, Some((server, transport))),
                         Err(e) => log::warn!("no relayed candidate for {relayed}: {e}"),
                     }
                 }
                 TurnEvent::Failed(why) => {
-                    self.allocations
-                        .retain(|a| !(a.base() == base && a.server() == server && a.is_failed()));
-                    self.withdraw(|h| h.base == base && h.turn == Some(server));
-                    let Some(turn) = self.turn_servers.iter().find(|t| t.server == server) else {
+                    self.allocations.retain(|a| {
+                        !((a.base(), a.server(), a.transport()) == key && a.is_failed())
+                    });
+                    self.withdraw(|h| h.base == base && h.turn == Some((server, transport)));
+                    if transport == TurnTransport::Tcp {
+                        self.out
+                            .push_back(GatherOutput::Disconnect { base, server });
+                    }
+                    let Some(turn) = self
+                        .turn_servers
+                        .iter()
+                        .find(|t| t.server == server && t.transport == transport)
+                    else {
                         continue;
                     };
-                    let pause = *self.backoff.get(&(base, server)).unwrap_or(&RETRY_FIRST);
-                    self.backoff
-                        .insert((base, server), (pause * 2).min(RETRY_MAX));
+                    let pause = *self.backoff.get(&key).unwrap_or(&RETRY_FIRST);
+                    self.backoff.insert(key, (pause * 2).min(RETRY_MAX));
                     log::warn!(
-                        "TURN allocation from {base}: {why}; allocating again in {} s",
+                        "TURN {server} ({transport}) allocation from {base}: {why}; allocating again in {} s",
                         pause.as_secs()
                     );
                     self.retries.push(Retry {
@@ -496,7 +617,12 @@ impl IceGatherer {
             .partition(|r| r.at <= now);
         self.retries = waiting;
         for r in due {
-            log::info!("TURN {}: allocating again from {}", r.turn.server, r.base);
+            log::info!(
+                "TURN {} ({}): allocating again from {}",
+                r.turn.server,
+                r.turn.transport,
+                r.base
+            );
             self.allocate(r.base, &r.turn, now);
         }
         if let Some(r) = self.names.resolver.as_mut() {
@@ -545,6 +671,7 @@ pub fn start(
         let named = Named::Turn {
             username: t.username.clone(),
             password: t.password.clone(),
+            transport: t.transport,
         };
         ("--turn", &t.server, named)
     });
@@ -565,7 +692,11 @@ pub fn start(
 #[derive(Debug, Clone)]
 enum Named {
     Stun,
-    Turn { username: String, password: String },
+    Turn {
+        username: String,
+        password: String,
+        transport: TurnTransport,
+    },
 }
 
 /// Server names resolved one after another through the client's sans-IO resolver (it
@@ -609,7 +740,7 @@ impl ServerNames {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::client::nat::turn::answer;
+    use crate::client::nat::turn::{answer, request_of};
     use std::time::Duration;
     use str0m::CandidateKind;
 
@@ -631,7 +762,10 @@ mod tests {
                 GatherOutput::Transmit(t) => sent.push(t),
                 GatherOutput::Candidate(c) => new.push(c),
                 GatherOutput::Withdrawn(c) => gone.push(c),
-                GatherOutput::Dns { .. } => {}
+                GatherOutput::Dns { .. }
+                | GatherOutput::Connect { .. }
+                | GatherOutput::StreamTransmit(_)
+                | GatherOutput::Disconnect { .. } => {}
             }
         }
         (sent, new, gone)
@@ -640,6 +774,7 @@ mod tests {
     fn turn_creds() -> TurnCredentials {
         TurnCredentials {
             server: "203.0.113.1:3478".parse().unwrap(),
+            transport: TurnTransport::Udp,
             username: "alice".into(),
             password: "secret".into(),
         }
@@ -876,7 +1011,7 @@ mod tests {
                         q.push(query)
                     }
                     GatherOutput::Transmit(t) => b.push(t.destination),
-                    GatherOutput::Candidate(_) | GatherOutput::Withdrawn(_) => {}
+                    _ => {}
                 }
             }
         };
@@ -965,6 +1100,7 @@ mod tests {
         let stun_server: SocketAddr = "203.0.113.1:3479".parse().unwrap();
         let turn = TurnCredentials {
             server: "203.0.113.1:3478".parse().unwrap(),
+            transport: TurnTransport::Udp,
             username: "alice".into(),
             password: "secret".into(),
         };
@@ -1043,5 +1179,156 @@ mod tests {
                 contents: b"reply".to_vec()
             }
         );
+    }
+
+    /// Over TCP: the loop is told to connect before anything is sent; every message goes
+    /// to that connection (none as a datagram); the Allocate answer's mapped address
+    /// (the connection's) gives no srflx candidate; relayed traffic goes both ways on the
+    /// stream; a closed connection fails the allocation, withdraws its candidate, and a
+    /// new connection and allocation follow after the usual pause.
+    #[test]
+    fn a_tcp_turn_server_is_reached_on_a_connection_the_loop_opens_and_reopens() {
+        let t0 = Instant::now();
+        let host: SocketAddr = "10.1.1.2:5000".parse().unwrap();
+        let turn = TurnCredentials {
+            transport: TurnTransport::Tcp,
+            ..turn_creds()
+        };
+        let server = turn.server;
+        let mut g = IceGatherer::new(
+            &[host],
+            &[],
+            std::slice::from_ref(&turn),
+            IcePolicy::All,
+            t0,
+        );
+        #[derive(Debug, Default)]
+        struct Seen {
+            connects: Vec<(SocketAddr, SocketAddr)>,
+            disconnects: Vec<(SocketAddr, SocketAddr)>,
+            stream: Vec<Transmit>,
+            datagrams: usize,
+            new: Vec<Candidate>,
+            gone: Vec<Candidate>,
+        }
+        let see = |g: &mut IceGatherer| {
+            let mut s = Seen::default();
+            while let Some(o) = g.poll_output() {
+                match o {
+                    GatherOutput::Connect { base, server } => {
+                        assert!(s.stream.is_empty(), "connect comes first");
+                        s.connects.push((base, server))
+                    }
+                    GatherOutput::Disconnect { base, server } => s.disconnects.push((base, server)),
+                    GatherOutput::StreamTransmit(t) => s.stream.push(t),
+                    GatherOutput::Transmit(_) => s.datagrams += 1,
+                    GatherOutput::Candidate(c) => s.new.push(c),
+                    GatherOutput::Withdrawn(c) => s.gone.push(c),
+                    GatherOutput::Dns { .. } => {}
+                }
+            }
+            s
+        };
+        let s = see(&mut g);
+        assert_eq!(s.connects, [(host, server)]);
+        assert_eq!(s.stream.len(), 1);
+        assert_eq!(
+            (s.stream[0].source, s.stream[0].destination),
+            (host, server)
+        );
+        assert_eq!(s.datagrams, 0);
+        // Not retransmitted: the next deadline is the request's 39.5 s time-out.
+        assert_eq!(
+            g.poll_timeout(),
+            Some(t0 + crate::client::nat::transaction::RELIABLE_TIMEOUT)
+        );
+        let challenge = answer(
+            &s.stream[0].contents,
+            Class::Error,
+            vec![
+                Attr::ErrorCode(401),
+                Attr::Realm("r".into()),
+                Attr::Nonce("n".into()),
+            ],
+            None,
+        );
+        // The same bytes as a datagram from that address are not this allocation's.
+        assert_eq!(
+            g.handle_datagram(server, host, &challenge, t0),
+            Delivery::Direct
+        );
+        assert_eq!(
+            g.handle_stream_message(host, server, &challenge, t0),
+            Delivery::Consumed
+        );
+        let retry = see(&mut g).stream.remove(0);
+        let key = stun::long_term_key("alice", "r", "secret");
+        let relayed: SocketAddr = "203.0.113.1:49170".parse().unwrap();
+        let ok = answer(
+            &retry.contents,
+            Class::Success,
+            vec![
+                Attr::XorRelayedAddress(relayed),
+                Attr::XorMappedAddress("198.51.100.9:40001".parse().unwrap()),
+            ],
+            Some(&key),
+        );
+        g.handle_stream_message(host, server, &ok, t0);
+        let s = see(&mut g);
+        let kinds: Vec<_> = s.new.iter().map(|c| (c.kind(), c.addr())).collect();
+        assert_eq!(
+            kinds,
+            [(CandidateKind::Relayed, relayed)],
+            "no srflx from TCP"
+        );
+        // str0m's packet from the relayed address: a permission first, on the stream.
+        let peer: SocketAddr = "198.51.100.20:7000".parse().unwrap();
+        assert!(g.send_relayed(relayed, peer, b"check", t0));
+        let s = see(&mut g);
+        assert_eq!((s.stream.len(), s.datagrams), (1, 0));
+        g.handle_stream_message(
+            host,
+            server,
+            &answer(&s.stream[0].contents, Class::Success, vec![], Some(&key)),
+            t0,
+        );
+        assert!(see(&mut g).stream.iter().all(|t| t.destination == server));
+        let data = Message::indication(stun::DATA, [3; 12])
+            .with(Attr::XorPeerAddress(peer))
+            .with(Attr::Data(b"reply".to_vec()))
+            .encode(None);
+        assert_eq!(
+            g.handle_stream_message(host, server, &data, t0),
+            Delivery::Relayed {
+                source: peer,
+                destination: relayed,
+                contents: b"reply".to_vec()
+            }
+        );
+        // The connection closes: the candidate goes, and after RETRY_FIRST a new
+        // connection and a new Allocate.
+        let t1 = t0 + Duration::from_secs(5);
+        g.stream_closed(host, server, "closed by the server", t1);
+        let s = see(&mut g);
+        assert_eq!(s.gone.len(), 1);
+        assert_eq!(s.gone[0].addr(), relayed);
+        assert_eq!(s.disconnects, [(host, server)]);
+        assert!(!g.is_relayed(relayed));
+        assert_eq!(g.poll_timeout(), Some(t1 + RETRY_FIRST));
+        g.handle_timeout(t1 + RETRY_FIRST);
+        let s = see(&mut g);
+        assert_eq!(s.connects, [(host, server)]);
+        assert_eq!(s.stream.len(), 1);
+        assert_eq!(
+            request_of(&s.stream[0].contents).0,
+            stun::ALLOCATE,
+            "a new allocation"
+        );
+        // The same server named again (another name for it): nothing new starts.
+        g.add_turn_server(&turn, t1);
+        assert!(see(&mut g).connects.is_empty());
+        // A close reported for no allocation (twice, or a stale one) changes nothing.
+        g.stream_closed(host, "203.0.113.9:3478".parse().unwrap(), "x", t1);
+        assert!(see(&mut g).gone.is_empty());
     }
 }

@@ -6,6 +6,7 @@
 pub mod gatherer;
 pub mod pair;
 pub mod stun;
+pub mod tcp;
 pub mod transaction;
 pub mod turn;
 
@@ -80,34 +81,80 @@ impl fmt::Display for ServerName {
     }
 }
 
-/// A TURN server with its long-term credentials (`USER:PASSWORD@HOST:PORT`).
+/// How the client reaches a TURN server. Peers are reached from the server over UDP
+/// either way (no RFC 6062 TCP relaying): TCP only crosses a network that blocks UDP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum TurnTransport {
+    #[default]
+    Udp,
+    /// One TCP connection per allocation, messages framed by their own lengths.
+    Tcp,
+}
+
+impl fmt::Display for TurnTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TurnTransport::Udp => "udp",
+            TurnTransport::Tcp => "tcp",
+        })
+    }
+}
+
+/// A TURN server with its long-term credentials
+/// (`USER:PASSWORD@HOST:PORT[?transport=udp|tcp]`, the ICE URL convention).
 #[derive(Clone, PartialEq, Eq)]
 pub struct TurnServer {
     pub username: String,
     pub password: String,
     pub server: ServerName,
+    pub transport: TurnTransport,
 }
 
 impl fmt::Debug for TurnServer {
     // The password stays out of logs.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:***@{}", self.username, self.server)
+        write!(
+            f,
+            "{}:***@{}?transport={}",
+            self.username, self.server, self.transport
+        )
     }
 }
 
 impl TurnServer {
     pub fn parse(s: &str) -> Result<TurnServer, String> {
-        let bad = |why: &str| format!("{:?}: expected USER:PASSWORD@HOST:PORT ({why})", redact(s));
+        let bad = |why: &str| {
+            format!(
+                "{:?}: expected USER:PASSWORD@HOST:PORT[?transport=udp|tcp] ({why})",
+                redact(s)
+            )
+        };
         let (creds, server) = s.rsplit_once('@').ok_or_else(|| bad("no @"))?;
         let (username, password) = creds.split_once(':').ok_or_else(|| bad("no password"))?;
         if username.is_empty() || password.is_empty() {
             return Err(bad("empty user or password"));
         }
+        // The query can only follow the host (a password may hold '?').
+        let (server, transport) = match server.split_once('?') {
+            None => (server, TurnTransport::Udp),
+            Some((server, query)) => {
+                let value = query
+                    .strip_prefix("transport=")
+                    .ok_or_else(|| bad(&format!("unknown parameter {query:?}")))?;
+                let transport = match value {
+                    "udp" => TurnTransport::Udp,
+                    "tcp" => TurnTransport::Tcp,
+                    other => return Err(bad(&format!("transport {other:?}: expected udp or tcp"))),
+                };
+                (server, transport)
+            }
+        };
         let server = ServerName::parse(server).map_err(|_| bad("bad HOST:PORT"))?;
         Ok(TurnServer {
             username: username.to_string(),
             password: password.to_string(),
             server,
+            transport,
         })
     }
 }
@@ -167,7 +214,27 @@ mod tests {
             ("alice", "se:cr@t")
         );
         assert_eq!(t.server.port, 3478);
+        assert_eq!(t.transport, TurnTransport::Udp);
         assert!(!format!("{t:?}").contains("se:cr@t"));
+        let t = TurnServer::parse("alice:p?w@203.0.113.1:3478?transport=tcp").unwrap();
+        assert_eq!(
+            (t.password.as_str(), t.server.port, t.transport),
+            ("p?w", 3478, TurnTransport::Tcp)
+        );
+        let t = TurnServer::parse("alice:pw@[2001:db8::1]:3478?transport=udp").unwrap();
+        assert_eq!(
+            (t.server.host.as_str(), t.transport),
+            ("2001:db8::1", TurnTransport::Udp)
+        );
+        for (bad, named) in [
+            ("alice:pw@h:1?transport=tls", "\"tls\""),
+            ("alice:pw@h:1?transport=", "\"\""),
+            ("alice:pw@h:1?proto=tcp", "\"proto=tcp\""),
+        ] {
+            let e = TurnServer::parse(bad).unwrap_err();
+            assert!(e.contains(named), "{e}");
+            assert!(!e.contains("pw@"), "the password is not echoed: {e}");
+        }
         for bad in ["alice@h:1", "alice:pw@h", ":pw@h:1", "alice:@h:1", "h:1"] {
             let e = TurnServer::parse(bad).unwrap_err();
             assert!(e.contains("USER:PASSWORD@HOST:PORT"), "{e}");

@@ -1,4 +1,6 @@
-//! One TURN allocation over UDP (RFC 8656) as a state machine: Allocate with long-term
+//! One TURN allocation (RFC 8656) as a state machine, over UDP or TCP alike (the bytes
+//! are the same; the owner frames them on a stream, and over TCP a request is sent once,
+//! not retransmitted): Allocate with long-term
 //! credentials (the first request goes without, the server's 401 gives realm and nonce),
 //! the relayed address, permissions for each peer IP before anything is sent to it (what
 //! waits for a permission is queued, so str0m's first checks are not lost), a channel per
@@ -12,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use super::stun::{self, Attr, Class, Message};
 use super::transaction::{new_txid, Tick, Transaction};
-use super::Transmit;
+use super::{Transmit, TurnTransport};
 
 /// A permission lasts 300 s on the server; we renew it this often.
 pub const PERMISSION_REFRESH: Duration = Duration::from_secs(240);
@@ -84,6 +86,7 @@ pub enum TurnEvent {
 pub struct TurnAllocation {
     base: SocketAddr,
     server: SocketAddr,
+    transport: TurnTransport,
     username: String,
     password: String,
     realm: Option<String>,
@@ -100,10 +103,13 @@ pub struct TurnAllocation {
 }
 
 impl TurnAllocation {
-    /// Starts allocating on `server` from the local socket `base`.
+    /// Starts allocating on `server` from the local socket `base` (over TCP, `base` names
+    /// the host socket the relayed candidate belongs to; the owner carries the bytes on
+    /// its connection from that address).
     pub fn new(
         base: SocketAddr,
         server: SocketAddr,
+        transport: TurnTransport,
         username: &str,
         password: &str,
         now: Instant,
@@ -111,6 +117,7 @@ impl TurnAllocation {
         let mut a = TurnAllocation {
             base,
             server,
+            transport,
             username: username.to_string(),
             password: password.to_string(),
             realm: None,
@@ -135,6 +142,16 @@ impl TurnAllocation {
 
     pub fn server(&self) -> SocketAddr {
         self.server
+    }
+
+    pub fn transport(&self) -> TurnTransport {
+        self.transport
+    }
+
+    /// The connection to the server closed or never opened (TCP): the server drops an
+    /// allocation with its connection, so this one is gone.
+    pub fn connection_lost(&mut self, why: &str) {
+        self.fail(format!("connection lost: {why}"));
     }
 
     pub fn relayed(&self) -> Option<SocketAddr> {
@@ -362,7 +379,10 @@ impl TurnAllocation {
         self.send(bytes.clone());
         self.pending.push(Pending {
             purpose,
-            tx: Transaction::start(txid, bytes, now),
+            tx: match self.transport {
+                TurnTransport::Udp => Transaction::start(txid, bytes, now),
+                TurnTransport::Tcp => Transaction::start_reliable(txid, bytes, now),
+            },
             auth_retries,
         });
     }
@@ -554,7 +574,7 @@ mod tests {
     /// Allocates: 401 with realm and nonce, then success with the relayed address.
     fn allocated(now: Instant) -> TurnAllocation {
         let (base, server, relayed, _) = addrs();
-        let mut a = TurnAllocation::new(base, server, USER, PASS, now);
+        let mut a = TurnAllocation::new(base, server, TurnTransport::Udp, USER, PASS, now);
         let first = a.poll_transmit().unwrap();
         assert_eq!((first.source, first.destination), (base, server));
         let m = Message::decode(&first.contents, None).unwrap();
@@ -735,7 +755,7 @@ mod tests {
         assert!(m.attrs.contains(&Attr::Nonce("n2".into())));
 
         let (base, server, ..) = addrs();
-        let mut b = TurnAllocation::new(base, server, USER, PASS, t0);
+        let mut b = TurnAllocation::new(base, server, TurnTransport::Udp, USER, PASS, t0);
         assert!(b.poll_transmit().is_some());
         let mut sends = 0;
         while let Some(at) = b.poll_timeout() {
@@ -749,11 +769,44 @@ mod tests {
         assert!(matches!(b.poll_event(), Some(TurnEvent::Failed(_))));
     }
 
+    /// Over TCP a request is sent once (RFC 8489 6.2.2): an unanswered Allocate fails
+    /// after 39.5 s with no resend; a lost connection fails an allocation at once.
+    #[test]
+    fn over_tcp_requests_are_not_resent_and_a_lost_connection_fails_the_allocation() {
+        let t0 = Instant::now();
+        let (base, server, ..) = addrs();
+        let mut a = TurnAllocation::new(base, server, TurnTransport::Tcp, USER, PASS, t0);
+        assert!(a.poll_transmit().is_some());
+        let mut resends = 0;
+        let mut now = t0;
+        while let Some(at) = a.poll_timeout() {
+            now = at;
+            a.handle_timeout(now);
+            while a.poll_transmit().is_some() {
+                resends += 1;
+            }
+        }
+        assert_eq!(resends, 0);
+        assert_eq!(now - t0, Duration::from_millis(39_500));
+        assert!(a.is_failed());
+        assert!(matches!(a.poll_event(), Some(TurnEvent::Failed(_))));
+
+        let mut b = TurnAllocation::new(base, server, TurnTransport::Tcp, USER, PASS, t0);
+        b.poll_transmit();
+        b.connection_lost("connection refused");
+        assert!(b.is_failed());
+        let Some(TurnEvent::Failed(why)) = b.poll_event() else {
+            panic!("a failure");
+        };
+        assert!(why.contains("connection refused"), "{why}");
+        assert_eq!(b.poll_timeout(), None, "nothing pending after the failure");
+    }
+
     #[test]
     fn forged_or_garbled_answers_are_ignored() {
         let t0 = Instant::now();
         let (base, server, relayed, _) = addrs();
-        let mut a = TurnAllocation::new(base, server, USER, PASS, t0);
+        let mut a = TurnAllocation::new(base, server, TurnTransport::Udp, USER, PASS, t0);
         let first = a.poll_transmit().unwrap();
         // An answer to another transaction, junk, and truncations: nothing happens.
         let other = Message {
