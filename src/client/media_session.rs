@@ -986,7 +986,13 @@ mod tests {
         assert_eq!(m.stats().bwe_resets, 2);
         // An estimate that moves is not held.
         let mut m = at_level(FAST, 148_000, t0);
-        let moving = |t: u64| if t % 500 == 0 { 148_000 } else { 160_000 };
+        let moving = |t: u64| {
+            if t.is_multiple_of(500) {
+                148_000
+            } else {
+                160_000
+            }
+        };
         assert!(resets(&mut m, 0, 11_000, &moving).is_empty());
         // Nor one at the configured bitrate.
         let mut m = at_level(FAST, 2_000_000, t0);
