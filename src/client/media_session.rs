@@ -81,7 +81,8 @@ pub const LOSS_CAP_HOLD: Duration = Duration::from_secs(2);
 /// followed within 2 s.
 pub const MAX_RISE_PER_SECOND: f64 = 1.5;
 /// Above the level the last loss cut was made at (in the last [`CEILING_MEMORY`]), where the
-/// link overflowed, the working estimate rises at most this fast (as GCC's additive
+/// link overflowed, and above the highest level held in the last [`HIGH_MEMORY`] (once the
+/// call's [`START_RAMP`] is over), the working estimate rises at most this fast (as GCC's additive
 /// increase near its link capacity): a probe that reads a burst as a wide link then costs
 /// a few percent over the link instead of half again.
 pub const CEILING_RISE_PER_SECOND: f64 = 1.1;
@@ -89,6 +90,9 @@ pub const CEILING_RISE_PER_SECOND: f64 = 1.1;
 /// widened since (held for [`HIGH_MEMORY`], the working estimate took 6-17 s to come back
 /// from a 10 s thin spell: every cut in it had set the level at 300 kbit/s).
 pub const CEILING_MEMORY: Duration = Duration::from_secs(8);
+/// The start of a call rises fast whatever level it held (until its first loss cut): the
+/// level is still the start value's.
+pub const START_RAMP: Duration = Duration::from_secs(5);
 /// After a large drop, while the link is clean, str0m pads up to its estimate: its loss
 /// controller lets the estimate grow to at most 1.2-1.5x the rate acknowledged, and a
 /// sender held to a share of the estimate never gets there (the estimate stayed at the
@@ -531,17 +535,29 @@ impl MediaSession {
 
     /// The most the working estimate may be after `elapsed` since the last report: it
     /// starts from the call's start value, rises [`MAX_RISE_PER_SECOND`] up to the last
-    /// loss cut's level and [`CEILING_RISE_PER_SECOND`] above it.
+    /// loss cut's level and the highest level held in the last [`HIGH_MEMORY`] (after the
+    /// call's first [`START_RAMP`] or loss cut), and [`CEILING_RISE_PER_SECOND`] above them.
     fn rise_cap(&self, elapsed: Duration, now: Instant) -> u64 {
         let w = self.stats.working_estimate_bps.unwrap_or(self.start_bps) as f64;
         let secs = elapsed.as_secs_f64().min(1.0);
         let fast = w * MAX_RISE_PER_SECOND.powf(secs);
         let slow = w * CEILING_RISE_PER_SECOND.powf(secs);
-        let cap = match self.ceiling {
-            Some((c, at)) if now.saturating_duration_since(at) < CEILING_MEMORY => {
-                fast.min((c as f64).max(slow))
-            }
-            _ => fast,
+        // Fast up to where the link was known to carry: the last loss cut's level, and
+        // once the call has seen loss at all, the highest level it held of late.
+        let cut = self
+            .ceiling
+            .filter(|(_, at)| now.saturating_duration_since(*at) < CEILING_MEMORY)
+            .map(|(c, _)| c as f64);
+        let ramped = self
+            .first_estimate_at
+            .is_some_and(|t| now.saturating_duration_since(t) >= START_RAMP);
+        let held = self
+            .high
+            .filter(|_| ramped || self.stats.loss_cuts > 0)
+            .map(|(h, _)| h);
+        let cap = match cut.into_iter().chain(held).reduce(f64::min) {
+            Some(limit) => fast.min(limit.max(slow)),
+            None => fast,
         };
         (cap as u64).max(w as u64 + 1)
     }
@@ -847,7 +863,7 @@ mod tests {
     #[test]
     fn a_low_estimate_halves_the_picture_with_hysteresis() {
         let t0 = Instant::now();
-        let mut sender = MediaSession::new(WIDE, t0).unwrap();
+        let mut sender = at_level(WIDE, 2_000_000, t0);
         let mut receiver = MediaSession::new(WIDE, t0).unwrap();
         let mut p = TestPattern::new(320, 240);
         let mut sizes = Vec::new();
@@ -929,11 +945,19 @@ mod tests {
         // 1.1x a second: 1.21M at 4.5 s.
         let w = working(&m);
         assert!((1_200_000..1_215_000).contains(&w), "{w}");
+        // The cut's level is forgotten after 8 s, but the level held lately still counts.
         for t in (8_250..=9_250).step_by(250) {
             m.bandwidth_estimate(4_000_000, Some(0.0), ms(t0, t));
         }
         let (before, after) = (w, working(&m));
-        assert!(after as f64 > before as f64 * 1.4, "{before} -> {after}");
+        assert!(after as f64 <= before as f64 * 1.3, "{before} -> {after}");
+        // Under it (a large drop, then a wide reading) the rise is fast again.
+        m.bandwidth_estimate(300_000, Some(0.0), ms(t0, 9_500));
+        for t in (9_750..=11_500).step_by(250) {
+            m.bandwidth_estimate(4_000_000, Some(0.0), ms(t0, t));
+        }
+        let w = working(&m);
+        assert!((670_000..680_000).contains(&w), "300k x 1.5^2: {w}");
     }
 
     #[test]
