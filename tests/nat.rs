@@ -976,10 +976,13 @@ fn moving_call(lab: &Lab, mover: &str, flags: &[&str], pair: &[&str]) {
         alice_end.contains("--duration"),
         "the call lasted: {alice_end}"
     );
+    // The pair the call ended on: a STATS line printed between the peer's BYE and
+    // CALL_ENDED has none ("-"; seen once in CI).
     let last_pair = |p: &Proc| {
         p.seen_with("STATS")
-            .last()
-            .and_then(|l| field(l, "pair"))
+            .iter()
+            .rev()
+            .find_map(|l| field(l, "pair").filter(|v| *v != "-"))
             .unwrap_or("-")
             .to_string()
     };
