@@ -93,14 +93,12 @@ pub const CEILING_MEMORY: Duration = Duration::from_secs(8);
 /// The start of a call rises fast whatever level it held (until its first loss cut): the
 /// level is still the start value's.
 pub const START_RAMP: Duration = Duration::from_secs(5);
-/// After a large drop, while the link is clean, str0m pads up to its estimate: its loss
-/// controller lets the estimate grow to at most 1.2-1.5x the rate acknowledged, and a
-/// sender held to a share of the estimate never gets there (the estimate stayed at the
-/// old thin link's rate for 7 s after it widened, until a probe).
-pub const PAD_AFTER_DROP: bool = true;
-/// The share of the working estimate padding fills the link to: enough for str0m's loss
-/// controller to grow (1.2 x 0.85 > 1), not so much that an estimate a little above a
-/// thin link keeps its queue full.
+/// After a large drop, while the link is clean, str0m pads the link up to this share of
+/// the working estimate: its loss controller lets the estimate grow to at most 1.2-1.5x
+/// the rate acknowledged, and a sender held to a share of the estimate never gets there
+/// (the estimate stayed at the old thin link's rate for 7 s after it widened, until a
+/// probe). Enough for it to grow (1.2 x 0.85 > 1), not so much that an estimate a little
+/// above a thin link keeps its queue full.
 pub const PAD_SHARE: f64 = 0.85;
 /// str0m's estimate unchanged (within 1 %) this long while short of the configured bitrate
 /// on a clean link: its loss controller is holding it (its hold doubles with each loss
@@ -292,7 +290,7 @@ pub struct MediaSession {
     last_report: Option<Instant>,
     /// The desired bitrate str0m is asked to discover, and what it was last told.
     desired_bps: u64,
-    /// The padding str0m keeps the link filled to (its `minimum`), see [`PAD_AFTER_DROP`].
+    /// The padding str0m keeps the link filled to (its `minimum`), see [`PAD_SHARE`].
     padding_bps: u64,
     told: Option<BweBitrates>,
     /// The call's start value: the working estimate before the first report.
@@ -598,7 +596,7 @@ impl MediaSession {
                 .last_cut
                 .is_none_or(|t| now.saturating_duration_since(t) >= PROBE_INTERVAL);
         let recovering = (working as f64) < high * LARGE_DROP;
-        self.padding_bps = if PAD_AFTER_DROP && recovering && calm {
+        self.padding_bps = if recovering && calm {
             ((working as f64 * PAD_SHARE) as u64).max(MIN_BITRATE_BPS.into())
         } else {
             MIN_BITRATE_BPS.into()
