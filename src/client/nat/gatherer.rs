@@ -780,6 +780,16 @@ mod tests {
         }
     }
 
+    /// The TURN server's 401 to an unsigned `request` (realm "r", nonce "n").
+    fn challenge(request: &[u8]) -> Vec<u8> {
+        let attrs = vec![
+            Attr::ErrorCode(401),
+            Attr::Realm("r".into()),
+            Attr::Nonce("n".into()),
+        ];
+        answer(request, Class::Error, attrs, None)
+    }
+
     /// Answers an unsigned Allocate with the 401 challenge, then the signed retry with
     /// success (`relayed`); returns what the gatherer handed out.
     fn allocate_ok(
@@ -788,16 +798,7 @@ mod tests {
         relayed: SocketAddr,
         now: Instant,
     ) -> Vec<Candidate> {
-        let challenge = answer(
-            &first.contents,
-            Class::Error,
-            vec![
-                Attr::ErrorCode(401),
-                Attr::Realm("r".into()),
-                Attr::Nonce("n".into()),
-            ],
-            None,
-        );
+        let challenge = challenge(&first.contents);
         g.handle_datagram(first.destination, first.source, &challenge, now);
         let (sent, ..) = drain(g);
         let key = stun::long_term_key("alice", "r", "secret");
@@ -1115,16 +1116,7 @@ mod tests {
         assert_eq!(sent.len(), 1);
         assert_eq!(sent[0].destination, turn.server, "only the Allocate");
         let key = stun::long_term_key("alice", "r", "secret");
-        let challenge = answer(
-            &sent[0].contents,
-            Class::Error,
-            vec![
-                Attr::ErrorCode(401),
-                Attr::Realm("r".into()),
-                Attr::Nonce("n".into()),
-            ],
-            None,
-        );
+        let challenge = challenge(&sent[0].contents);
         assert_eq!(
             g.handle_datagram(turn.server, host, &challenge, t0),
             Delivery::Consumed
@@ -1242,16 +1234,7 @@ mod tests {
             g.poll_timeout(),
             Some(t0 + crate::client::nat::transaction::RELIABLE_TIMEOUT)
         );
-        let challenge = answer(
-            &s.stream[0].contents,
-            Class::Error,
-            vec![
-                Attr::ErrorCode(401),
-                Attr::Realm("r".into()),
-                Attr::Nonce("n".into()),
-            ],
-            None,
-        );
+        let challenge = challenge(&s.stream[0].contents);
         // The same bytes as a datagram from that address are not this allocation's.
         assert_eq!(
             g.handle_datagram(server, host, &challenge, t0),
